@@ -1,0 +1,25 @@
+"""equiframe: make any neural network invariant or equivariant with frames.
+
+Two systems:
+
+* **Frame Averaging** (Puny et al., ICLR 2022): :class:`FrameAveraging` wraps any backbone and averages
+  it over a small input-dependent set of group elements (PCA frames for O(d)/SO(d)/E(d)/SE(d)).
+* **Tensor Frames** (Lippmann et al., 2024): one local frame per node; :mod:`equiframe.nn` makes
+  PyTorch Geometric message passing layers equivariant by moving tensorial messages between frames.
+"""
+
+from .averaging import SCALAR, FrameAveraging
+from .frames.base import Frame
+from .frames.pca import Tolerances, pca_frame
+from .groups import EuclideanGroup, GroupElement, random_orthogonal
+from .reps import Block, TensorReps
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "SCALAR",
+    "Frame",
+    "FrameAveraging",
+    "Tolerances",
+    "pca_frame",
+    "Block", "EuclideanGroup", "GroupElement", "TensorReps", "random_orthogonal", "__version__"]

@@ -1,0 +1,401 @@
+r"""Frame Averaging: make any backbone invariant or equivariant (Puny et al., ICLR 2022).
+
+.. math::
+    \langle\Phi\rangle(X) = \sum_{g \in F(X)} w_g\, \rho_{\text{out}}(g)\, \Phi(g^{-1} \cdot X)
+
+With an equivariant frame ``F(gX) = g F(X)`` the average is exactly invariant (scalar outputs) or
+equivariant (typed outputs), whatever the backbone ``Phi``. A frame element ``(R, t)`` (rows of
+``R`` = axes) is the group element ``g = (R^T, t)``, so ``g^{-1} x = R (x - t)`` are the local
+coordinates the backbone sees and ``rho(g) y = R^T y`` (``+ t`` for positions) maps its outputs back.
+
+The frame copies are folded into the batch dimension, so the backbone runs **once** on
+``|F| * B`` examples: dense inputs become ``[M, N, ...]`` (``M = sum_b |F_b|``), ragged PyG inputs get a
+batch vector over ``M`` graphs and an ``edge_index`` replicated with offsets.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Literal, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from .frames.base import Frame
+from .frames.pca import Tolerances, pca_frame
+from .groups import EuclideanGroup
+from .reps import TensorReps
+
+__all__ = ["FrameAveraging", "SCALAR"]
+
+SCALAR = "scalar"
+"""Type of invariant inputs/outputs of any shape (replicated / averaged, never transformed)."""
+
+TypeSpec = "str | TensorReps"
+
+
+def _resolve(spec: Any, dim: int, name: str) -> "TensorReps | str":
+    if isinstance(spec, TensorReps):
+        if spec.dim != dim:
+            raise ValueError(f"{name}: reps {spec!r} has dim {spec.dim}, but the data has dim {dim}")
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"{name}: expected a reps string, 'pos' or 'scalar', got {type(spec).__name__}")
+    if spec.strip() in (SCALAR, "invariant"):
+        return SCALAR
+    try:
+        return TensorReps(spec, dim=dim)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{name}: {err}") from None
+
+
+def _is_data(obj: Any) -> bool:
+    return hasattr(obj, "to_dict") and hasattr(obj, "keys") and hasattr(obj, "edge_index")
+
+
+class _Fold:
+    """Index bookkeeping of one forward pass: maps the original batch to the folded one."""
+
+    def __init__(self, frame: Frame, *, dense: bool, batch: Tensor | None, edge_index: Tensor | None):
+        self.frame = frame
+        self.dense = dense
+        self.M = len(frame)
+        self.B = frame.num_examples
+        device = frame.R.device
+        if dense:
+            return
+        counts = torch.bincount(batch, minlength=self.B)
+        ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        self.N = batch.shape[0]
+        # node copies: element m (of example b) gets the nodes ptr[b]..ptr[b+1]
+        rep_counts = counts[frame.index]  # [M]
+        self.new_batch = torch.arange(self.M, device=device).repeat_interleave(rep_counts)
+        new_ptr = torch.cat([rep_counts.new_zeros(1), rep_counts.cumsum(0)])
+        offset_in_copy = torch.arange(self.new_batch.shape[0], device=device) - new_ptr[self.new_batch]
+        self.node_src = ptr[frame.index][self.new_batch] + offset_in_copy  # [N_rep]
+        self.new_ptr = new_ptr
+        self.edge_index = None
+        if edge_index is not None:
+            if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+                raise ValueError(f"edge_index: expected shape [2, E], got {tuple(edge_index.shape)}")
+            if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= self.N):
+                raise ValueError(f"edge_index: node ids must lie in [0, {self.N}), got range "
+                                 f"[{int(edge_index.min())}, {int(edge_index.max())}]")
+            e_graph = batch[edge_index[0]]
+            if bool((batch[edge_index[1]] != e_graph).any()):
+                raise ValueError("edge_index: an edge connects nodes of different examples of the batch vector")
+            perm = torch.argsort(e_graph, stable=True)
+            e_counts = torch.bincount(e_graph, minlength=self.B)
+            e_ptr = torch.cat([e_counts.new_zeros(1), e_counts.cumsum(0)])
+            rep_e = e_counts[frame.index]
+            e_copy = torch.arange(self.M, device=device).repeat_interleave(rep_e)
+            e_new_ptr = torch.cat([rep_e.new_zeros(1), rep_e.cumsum(0)])
+            e_off = torch.arange(e_copy.shape[0], device=device) - e_new_ptr[e_copy]
+            self.edge_src = perm[e_ptr[frame.index][e_copy] + e_off]  # original edge of each copy
+            ei = edge_index[:, self.edge_src]
+            shift = (new_ptr[e_copy] - ptr[frame.index][e_copy])
+            self.edge_index = ei + shift[None, :]
+            self.edge_copy = e_copy
+            self.num_edges = edge_index.shape[1]
+
+
+class FrameAveraging(nn.Module):
+    """Wrap any backbone so that it becomes exactly invariant/equivariant by frame averaging.
+
+    Args:
+        backbone: any ``nn.Module`` or callable, called with keyword arguments (or with one PyG
+            ``Data`` when the wrapper is called with one).
+        group: ``"O(d)"``, ``"SO(d)"``, ``"E(d)"``, ``"SE(d)"`` for a concrete ``d`` (``"E(3)"``) or
+            with a literal ``d`` (``"E(d)"``: the dimension is read from the data).
+        inputs: how keyword inputs transform: a reps string (``"1x1n"``, ``"2x0n+1x2n"``), ``"pos"``
+            (positions: rotate and translate) or ``"scalar"`` (invariant, any shape: only
+            replicated). Keyword inputs not listed pass through unchanged.
+        output: the type of the backbone's output: a reps string, ``"pos"``, ``"scalar"``, or a
+            tuple / dict of them matching a tuple / dict returned by the backbone. Scalars only =
+            an invariant model.
+        mode: ``"all"`` (full frames), ``"canonical"`` (minimal frames: one element on generic
+            inputs) or ``"stochastic"`` (``n_samples`` sampled elements per example while training).
+        n_samples: elements per example in stochastic mode (default 1).
+        frame_from: the input the frame is computed from (default: the one input typed ``"pos"``).
+        eval_mode: the mode used in ``eval()`` when ``mode="stochastic"`` (default ``"all"``).
+        generator: ``torch.Generator`` for stochastic mode (reproducible sampling).
+        tol, max_size: see :func:`equiframe.frames.pca_frame`.
+
+    Calling conventions (``batch=`` and ``mask=`` are consumed by the wrapper and given to the backbone
+    in folded form, ``edge_index=`` is replicated with offsets; the frame comes from ``frame_from``):
+
+    * dense: ``fa(pos=[B, N, d], vel=[B, N, 3], mask=[B, N])`` or one cloud ``pos=[N, d]``;
+      per-point inputs ``[B, N, C]``, per-example inputs ``[B, C]``;
+    * ragged: ``fa(pos=[N, d], x=[N, F], edge_index=[2, E], batch=[N])``; per-node inputs
+      ``[N, C]``, per-graph inputs ``[B, C]``; the backbone receives ``batch`` over ``M`` graphs;
+    * PyG: ``fa(data)`` with a ``Data``/``Batch``; the backbone receives a ``Data`` with the
+      declared attributes transformed, ``edge_index``, ``batch`` and ``ptr`` of the folded batch.
+
+    Outputs are per example (``[M, C]`` -> ``[B, C]``) or per point (``[M, N, C]`` -> ``[B, N, C]``;
+    ragged ``[N_rep, C]`` -> ``[N, C]``), mapped back with ``rho(g)`` and averaged with the frame weights.
+
+    Example:
+        >>> fa = FrameAveraging(backbone, group="E(3)",
+        ...                     inputs={"pos": "pos", "vel": "1x1n", "charge": "1x0n"}, output="pos")
+        >>> y = fa(pos=pos, vel=vel, charge=charge)              # pos [B, N, 3]
+        >>> y, frame = fa(pos=pos, vel=vel, charge=charge, return_frame=True)
+        >>> frame.degenerate                                      # which examples had tied eigenvalues
+    """
+
+    def __init__(
+        self,
+        backbone: Callable[..., Any],
+        group: "str | EuclideanGroup" = "E(3)",
+        inputs: Mapping[str, Any] | None = None,
+        output: Any = SCALAR,
+        mode: Literal["all", "canonical", "stochastic"] = "all",
+        n_samples: int | None = None,
+        *,
+        frame_from: str | None = None,
+        eval_mode: Literal["all", "canonical"] = "all",
+        generator: torch.Generator | None = None,
+        tol: Tolerances | None = None,
+        max_size: int = 1024,
+    ):
+        super().__init__()
+        if not callable(backbone):
+            raise TypeError(f"backbone: expected a callable or nn.Module, got {type(backbone).__name__}")
+        if mode not in ("all", "canonical", "stochastic"):
+            raise ValueError(f"mode: expected 'all', 'canonical' or 'stochastic', got {mode!r}")
+        if eval_mode not in ("all", "canonical"):
+            raise ValueError(f"eval_mode: expected 'all' or 'canonical', got {eval_mode!r}")
+        if n_samples is not None and (not isinstance(n_samples, int) or n_samples < 1):
+            raise ValueError(f"n_samples: expected a positive integer, got {n_samples!r}")
+        if n_samples is not None and mode != "stochastic":
+            raise ValueError("n_samples: only meaningful with mode='stochastic'")
+        self.backbone = backbone
+        self.group = group
+        self._group_fixed = None
+        if isinstance(group, EuclideanGroup):
+            self._group_fixed = group
+        elif isinstance(group, str):
+            if "(d)" not in group.replace(" ", ""):
+                self._group_fixed = EuclideanGroup.parse(group)
+            else:
+                EuclideanGroup.parse(group, dim=3)  # validate the name now
+        else:
+            raise TypeError(f"group: expected a string like 'E(3)' or an EuclideanGroup, got {type(group).__name__}")
+        self.inputs = dict(inputs or {})
+        self.output = output
+        self.mode = mode
+        self.n_samples = n_samples or 1
+        self.eval_mode = eval_mode
+        self.generator = generator
+        self.tol = tol
+        self.max_size = max_size
+        if frame_from is None:
+            pos_like = [k for k, v in self.inputs.items() if isinstance(v, str) and v.strip() == "pos"]
+            if len(pos_like) != 1:
+                raise ValueError(
+                    "frame_from: give the input the frame is computed from; inputs declares "
+                    f"{len(pos_like)} inputs of type 'pos' ({pos_like})"
+                )
+            frame_from = pos_like[0]
+        elif frame_from not in self.inputs:
+            raise ValueError(f"frame_from: {frame_from!r} is not one of the declared inputs {list(self.inputs)}")
+        self.frame_from = frame_from
+        # validate all type strings once (dimension 3 is only a stand-in for the syntax check)
+        dim0 = self._group_fixed.dim if self._group_fixed is not None else 3
+        for k, v in self.inputs.items():
+            _resolve(v, dim0, f"inputs[{k!r}]")
+        for k, v in self._output_items():
+            _resolve(v, dim0, f"output[{k!r}]" if k is not None else "output")
+
+    # ------------------------------------------------------------------ introspection
+    def _output_items(self) -> list[tuple[Any, Any]]:
+        if isinstance(self.output, Mapping):
+            return list(self.output.items())
+        if isinstance(self.output, (tuple, list)):
+            return list(enumerate(self.output))
+        return [(None, self.output)]
+
+    def group_for(self, dim: int) -> EuclideanGroup:
+        """The concrete group acting on ``dim``-dimensional data."""
+        if self._group_fixed is not None:
+            if self._group_fixed.dim != dim:
+                raise ValueError(f"{self.frame_from}: data has dimension {dim}, but group is {self._group_fixed}")
+            return self._group_fixed
+        return EuclideanGroup.parse(self.group, dim=dim)
+
+    def reps_in(self, dim: int | None = None) -> dict[str, "TensorReps | str"]:
+        """Declared input types (``TensorReps`` or ``"scalar"``)."""
+        d = dim or (self._group_fixed.dim if self._group_fixed else 3)
+        return {k: _resolve(v, d, k) for k, v in self.inputs.items()}
+
+    def reps_out(self, dim: int | None = None):
+        """Declared output type(s), in the structure of ``output``."""
+        d = dim or (self._group_fixed.dim if self._group_fixed else 3)
+        items = [(k, _resolve(v, d, "output")) for k, v in self._output_items()]
+        if isinstance(self.output, Mapping):
+            return dict(items)
+        if isinstance(self.output, (tuple, list)):
+            return tuple(v for _, v in items)
+        return items[0][1]
+
+    def extra_repr(self) -> str:
+        return f"group={self.group}, mode={self.mode!r}, inputs={self.inputs}, output={self.output!r}"
+
+    # ------------------------------------------------------------------ frames
+    def frame(self, pos: Tensor, *, mask: Tensor | None = None, batch: Tensor | None = None) -> Frame:
+        """The frame used for ``pos`` in the current mode (training/eval aware)."""
+        mode = self.mode if (self.training or self.mode != "stochastic") else self.eval_mode
+        G = self.group_for(pos.shape[-1]) if isinstance(pos, Tensor) and pos.dim() >= 1 else None
+        return pca_frame(
+            pos, group=G if G is not None else self.group, mask=mask, batch=batch, mode=mode,
+            n_samples=self.n_samples, generator=self.generator, tol=self.tol, max_size=self.max_size,
+        )
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, *args, return_frame: bool = False, **kwargs):
+        data_in = None
+        if args:
+            if len(args) == 1 and _is_data(args[0]) and not kwargs:
+                data_in = args[0]
+                kwargs = {k: data_in[k] for k in data_in.keys() if k in self.inputs or k in ("edge_index", "batch")}
+                if "batch" not in kwargs:
+                    kwargs["batch"] = torch.zeros(data_in.num_nodes, dtype=torch.long, device=data_in[self.frame_from].device)
+            else:
+                raise TypeError("FrameAveraging: call with keyword inputs (fa(pos=..., ...)) or with one PyG Data/Batch")
+        if self.frame_from not in kwargs:
+            raise ValueError(f"{self.frame_from}: missing input (the frame is computed from it)")
+        pos = kwargs[self.frame_from]
+        if not isinstance(pos, Tensor):
+            raise TypeError(f"{self.frame_from}: expected a tensor, got {type(pos).__name__}")
+        batch = kwargs.pop("batch", None)
+        mask = kwargs.pop("mask", None)
+        d = pos.shape[-1] if pos.dim() >= 1 else 0
+        G = self.group_for(d)
+        types = {k: _resolve(v, d, f"inputs[{k!r}]") for k, v in self.inputs.items()}
+        unbatched = batch is None and pos.dim() == 2
+        if unbatched:
+            for k in types:
+                if k in kwargs and isinstance(kwargs[k], Tensor):
+                    kwargs[k] = kwargs[k][None]
+            pos = kwargs[self.frame_from]
+            mask = mask[None] if mask is not None else None
+        for k, v in kwargs.items():
+            if k in types and isinstance(v, Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                raise ValueError(f"{k}: contains NaN or inf")
+        frame = pca_frame(
+            pos, group=G, mask=mask, batch=batch,
+            mode=self.mode if (self.training or self.mode != "stochastic") else self.eval_mode,
+            n_samples=self.n_samples, generator=self.generator, tol=self.tol, max_size=self.max_size,
+        )
+        fold = _Fold(frame, dense=batch is None, batch=batch, edge_index=kwargs.get("edge_index"))
+        call = {}
+        for k, v in kwargs.items():
+            if k in types:
+                call[k] = self._fold_input(k, v, types[k], fold, pos)
+            elif k == "edge_index" and not fold.dense:
+                call[k] = fold.edge_index
+            else:
+                call[k] = v
+        if fold.dense:
+            if mask is not None:
+                call["mask"] = mask[frame.index]
+        else:
+            call["batch"] = fold.new_batch
+        if data_in is not None:
+            from torch_geometric.data import Data  # noqa: PLC0415
+
+            folded = Data(**call)
+            folded.ptr = fold.new_ptr
+            folded.num_graphs = fold.M
+            out = self.backbone(folded)
+        else:
+            out = self.backbone(**call)
+        result = self._unfold_outputs(out, fold, d, unbatched)
+        return (result, frame) if return_frame else result
+
+    def _fold_input(self, name: str, x: Any, typ, fold: _Fold, pos: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name}: expected a tensor, got {type(x).__name__}")
+        frame = fold.frame
+        if fold.dense:
+            if x.shape[0] != frame.num_examples:
+                raise ValueError(f"{name}: leading dimension {x.shape[0]} does not match the batch size {frame.num_examples} of {self.frame_from}")
+            xr = x[frame.index]
+            if typ == SCALAR:
+                return xr
+            per_point = x.dim() == 3
+            if per_point and x.shape[1] != pos.shape[1]:
+                raise ValueError(f"{name}: has {x.shape[1]} points, {self.frame_from} has {pos.shape[1]}")
+            if x.dim() not in (2, 3):
+                raise ValueError(f"{name}: expected [B, C] or [B, N, C] (dense input), got shape {tuple(x.shape)}")
+            R = frame.R[:, None] if per_point else frame.R
+            t = frame.t[:, None] if per_point else frame.t
+            return _to_local(xr, typ, R, t, name)
+        # ragged
+        if x.shape[0] == fold.N:
+            sel, rep = fold.node_src, fold.new_batch
+        elif x.shape[0] == frame.num_examples:
+            sel, rep = frame.index, None
+        elif name.startswith("edge_") and fold.edge_index is not None and x.shape[0] == fold.num_edges:
+            sel, rep = fold.edge_src, fold.edge_copy
+        else:
+            raise ValueError(
+                f"{name}: leading dimension {x.shape[0]} matches neither the number of nodes ({fold.N}) "
+                f"nor the number of examples ({frame.num_examples})"
+                + (" nor of edges (edge_* inputs)" if fold.edge_index is not None else "")
+            )
+        xr = x[sel]
+        if typ == SCALAR:
+            return xr
+        if rep is None:
+            return _to_local(xr, typ, frame.R, frame.t, name)
+        return _to_local(xr, typ, frame.R[rep], frame.t[rep], name)
+
+    def _unfold_outputs(self, out: Any, fold: _Fold, d: int, unbatched: bool):
+        items = self._output_items()
+        if isinstance(self.output, Mapping):
+            if not isinstance(out, Mapping):
+                raise TypeError(f"backbone: returned {type(out).__name__}, but output declares a dict {list(self.output)}")
+            missing = [k for k, _ in items if k not in out]
+            if missing:
+                raise ValueError(f"backbone: output is missing keys {missing}")
+            return {k: self._unfold_one(out[k], _resolve(v, d, f"output[{k!r}]"), fold, f"output[{k!r}]", unbatched) for k, v in items}
+        if isinstance(self.output, (tuple, list)):
+            if not isinstance(out, (tuple, list)) or len(out) != len(items):
+                raise TypeError(f"backbone: expected a tuple of {len(items)} outputs, got {type(out).__name__}")
+            return tuple(self._unfold_one(out[k], _resolve(v, d, f"output[{k}]"), fold, f"output[{k}]", unbatched) for k, v in items)
+        return self._unfold_one(out, _resolve(items[0][1], d, "output"), fold, "output", unbatched)
+
+    def _unfold_one(self, y: Any, typ, fold: _Fold, name: str, unbatched: bool) -> Tensor:
+        if not isinstance(y, Tensor):
+            raise TypeError(f"{name}: backbone returned {type(y).__name__}, expected a tensor")
+        frame = fold.frame
+        if typ != SCALAR and y.shape[-1] != typ.size:
+            raise ValueError(f"{name}: last dimension {y.shape[-1]} does not match the declared type {str(typ)!r} (size {typ.size})")
+        if fold.dense or y.shape[0] == fold.M:
+            if y.shape[0] != fold.M:
+                raise ValueError(f"{name}: leading dimension {y.shape[0]} is not the folded batch size {fold.M}")
+            if typ != SCALAR:
+                per_point = y.dim() == 3
+                R = frame.R[:, None] if per_point else frame.R
+                t = frame.t[:, None] if per_point else frame.t
+                y = typ.to_global(y, R, t if typ.has_pos else None)
+            out = frame.average(y)
+            return out[0] if unbatched else out
+        if y.shape[0] != fold.node_src.shape[0]:
+            raise ValueError(
+                f"{name}: leading dimension {y.shape[0]} is neither the number of folded graphs ({fold.M}) "
+                f"nor of folded nodes ({fold.node_src.shape[0]})"
+            )
+        if typ != SCALAR:
+            rep = fold.new_batch
+            y = typ.to_global(y, frame.R[rep], frame.t[rep] if typ.has_pos else None)
+        w = frame.weight.to(y.dtype)[fold.new_batch].reshape(-1, *([1] * (y.dim() - 1)))
+        return y.new_zeros(fold.N, *y.shape[1:]).index_add_(0, fold.node_src, y * w)
+
+
+def _to_local(x: Tensor, typ: TensorReps, R: Tensor, t: Tensor, name: str) -> Tensor:
+    if x.shape[-1] != typ.size:
+        raise ValueError(f"{name}: last dimension {x.shape[-1]} does not match the declared type {str(typ)!r} (size {typ.size})")
+    if typ.has_pos:
+        # centre in float64 so that clouds far from the origin keep their own precision
+        x = typ._translate(x.double(), t.double(), -1.0).to(x.dtype)
+    return typ.to_local(x, R.to(x.dtype))
