@@ -1,0 +1,55 @@
+"""Shared fixtures: the whole suite runs in float32 and float64 where a test takes ``dtype``."""
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# tolerances of the project (relative to the output scale): SPEC / issue 2
+TOL = {torch.float32: 1e-4, torch.float64: 1e-9}
+
+
+@pytest.fixture(params=[torch.float32, torch.float64], ids=["f32", "f64"])
+def dtype(request):
+    return request.param
+
+
+@pytest.fixture
+def gen():
+    return torch.Generator().manual_seed(1234)
+
+
+def cube(d=3, dtype=torch.float64):
+    return torch.tensor(list(itertools.product([-1.0, 1.0], repeat=d)), dtype=dtype)
+
+
+def regular_simplex(d=3, dtype=torch.float64):
+    """d+1 vertices of a regular simplex in R^d (centred)."""
+    E = torch.eye(d + 1, dtype=torch.float64) - 1.0 / (d + 1)
+    U, S, _ = torch.linalg.svd(E)
+    return (U[:, :d] * S[:d]).to(dtype)
+
+
+def square_in(d=3, dtype=torch.float64):
+    sq = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]], dtype=torch.float64)
+    return torch.cat([sq, torch.zeros(4, d - 2, dtype=torch.float64)], 1).to(dtype)
+
+
+def degenerate_clouds(d=3, dtype=torch.float64):
+    """Named degenerate inputs: symmetric shapes, collinear, single point, identical, duplicates."""
+    g = torch.Generator().manual_seed(7)
+    generic = torch.randn(9, d, generator=g, dtype=torch.float64)
+    line = torch.linspace(-1, 2, 5, dtype=torch.float64)[:, None] * torch.randn(1, d, generator=g, dtype=torch.float64)
+    out = {
+        "cube": cube(d),
+        "simplex": regular_simplex(d),
+        "square": square_in(d),
+        "collinear": line + 0.3,
+        "single": torch.randn(1, d, generator=g, dtype=torch.float64),
+        "identical": torch.ones(4, d, dtype=torch.float64) * 0.5,
+        "duplicates": torch.cat([generic, generic[:3]]),
+    }
+    return {k: v.to(dtype) for k, v in out.items()}
