@@ -1,10 +1,16 @@
 """Shared fixtures: the whole suite runs in float32 and float64 where a test takes ``dtype``."""
 
 import itertools
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+# Under pytest-xdist every worker is a process: one intra-op thread each avoids oversubscribing the
+# cores (small ops slow down by orders of magnitude when 2 workers x 2 threads share 2 cores).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

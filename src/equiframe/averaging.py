@@ -62,6 +62,7 @@ class _Fold:
         self.B = frame.num_examples
         device = frame.R.device
         if dense:
+            self.example_t = frame.example_translation()
             return
         counts = torch.bincount(batch, minlength=self.B)
         ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
@@ -318,17 +319,22 @@ class FrameAveraging(nn.Module):
         if fold.dense:
             if x.shape[0] != frame.num_examples:
                 raise ValueError(f"{name}: leading dimension {x.shape[0]} does not match the batch size {frame.num_examples} of {self.frame_from}")
-            xr = x[frame.index]
             if typ == SCALAR:
-                return xr
+                return x[frame.index]
             per_point = x.dim() == 3
             if per_point and x.shape[1] != pos.shape[1]:
                 raise ValueError(f"{name}: has {x.shape[1]} points, {self.frame_from} has {pos.shape[1]}")
             if x.dim() not in (2, 3):
                 raise ValueError(f"{name}: expected [B, C] or [B, N, C] (dense input), got shape {tuple(x.shape)}")
+            if x.shape[-1] != typ.size:
+                raise ValueError(f"{name}: last dimension {x.shape[-1]} does not match the declared type {str(typ)!r} (size {typ.size})")
             R = frame.R[:, None] if per_point else frame.R
+            te = fold.example_t if typ.has_pos else None
+            if te is not None:  # centre once per example (float64), then gather and rotate
+                xc = _translate_precise(x, typ, te[:, None] if per_point else te)
+                return typ.to_local(xc[frame.index], R.to(x.dtype))
             t = frame.t[:, None] if per_point else frame.t
-            return _to_local(xr, typ, R, t, name)
+            return _to_local(x[frame.index], typ, R, t, name)
         # ragged
         if x.shape[0] == fold.N:
             sel, rep = fold.node_src, fold.new_batch
@@ -396,6 +402,13 @@ def _to_local(x: Tensor, typ: TensorReps, R: Tensor, t: Tensor, name: str) -> Te
     if x.shape[-1] != typ.size:
         raise ValueError(f"{name}: last dimension {x.shape[-1]} does not match the declared type {str(typ)!r} (size {typ.size})")
     if typ.has_pos:
-        # centre in float64 so that clouds far from the origin keep their own precision
-        x = typ._translate(x.double(), t.double(), -1.0).to(x.dtype)
+        x = _translate_precise(x, typ, t)
     return typ.to_local(x, R.to(x.dtype))
+
+
+def _translate_precise(x: Tensor, typ: TensorReps, t: Tensor) -> Tensor:
+    """Subtract ``t`` from the position blocks in float64, so that clouds far from the origin keep
+    the precision of their own input."""
+    if typ.size == t.shape[-1]:  # a single position block
+        return (x.double() - t.double()).to(x.dtype)
+    return typ._translate(x.double(), t.double(), -1.0).to(x.dtype)

@@ -256,6 +256,21 @@ class TensorReps:
         if R.shape[-2:] != (self._dim, self._dim):
             raise ValueError(f"R: expected [..., {self._dim}, {self._dim}] matrices, got shape {tuple(R.shape)}")
 
+    @staticmethod
+    def _split_batch(batch: torch.Size, rbatch: torch.Size) -> tuple[tuple[int, ...], int]:
+        """Split the broadcast batch shape into leading dims and trailing dims where R is broadcast.
+
+        Returns ``(lead, prod(tail))``: R has size 1 on every trailing dim (those dims become rows).
+        """
+        rb = (1,) * (len(batch) - len(rbatch)) + tuple(rbatch)
+        k = len(batch)
+        while k > 0 and rb[k - 1] == 1:
+            k -= 1
+        tail = 1
+        for n in batch[k:]:
+            tail *= n
+        return tuple(batch[:k]), tail
+
     def _rotate(self, x: Tensor, R: Tensor, det: Tensor | None) -> Tensor:
         """Apply rho(R) (no translation) to x [..., size] with R [..., d, d] broadcast."""
         d = self._dim
@@ -270,17 +285,21 @@ class TensorReps:
             if order == 0:
                 y = xs.expand(*batch, xs.shape[-1]) if xs.shape[:-1] != batch else xs
             else:
-                # [*, n * d^(k-1), d]: the last tensor axis is contracted with R by one batched matmul,
-                # then cycled to the front, k times, which restores the original axis order.
-                rest = n_tensors * d ** (order - 1)
-                y = xs.reshape(*xs.shape[:-1], rest, d)
-                Rt = R.transpose(-1, -2)
+                # Batch dims where R is broadcast (size 1) are folded into the rows, so that the whole
+                # order-k block is k batched matmuls [*lead, rows, d] @ [*lead, d, d]: the last tensor axis
+                # is contracted with R, then cycled to the front, which restores the axis order after k steps.
+                if xs.shape[:-1] != batch:
+                    xs = xs.expand(*batch, xs.shape[-1])
+                lead, tail_rows = self._split_batch(batch, R.shape[:-2])
+                rows = tail_rows * n_tensors * d ** (order - 1)
+                y = xs.reshape(*lead, rows, d)
+                rb = (1,) * (len(batch) - (R.dim() - 2)) + tuple(R.shape[:-2])
+                Rt = R.reshape(*rb[: len(lead)], d, d).transpose(-1, -2)
                 for _ in range(order):
                     y = torch.matmul(y, Rt)
                     if order > 1:
-                        lead = y.shape[:-2]
-                        y = y.reshape(*lead, n_tensors, d ** (order - 1), d).transpose(-1, -2)
-                        y = y.reshape(*lead, rest, d)
+                        y = y.reshape(*lead, tail_rows * n_tensors, d ** (order - 1), d).transpose(-1, -2)
+                        y = y.reshape(*lead, rows, d)
                 y = y.reshape(*batch, n_tensors * d**order)
             if pseudo is not None:
                 if all_pseudo:

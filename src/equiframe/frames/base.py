@@ -51,8 +51,29 @@ class Frame:
     def __len__(self) -> int:
         return self.R.shape[0]
 
+    @property
+    def uniform_size(self) -> int | None:
+        """The common number of elements per example, or None if sizes differ."""
+        M, B = len(self), self.num_examples
+        if B == 0 or M % B:
+            return None
+        k = M // B
+        return k if bool((self.index == torch.arange(B, device=self.index.device).repeat_interleave(k)).all()) else None
+
+    def example_translation(self) -> Tensor | None:
+        """``[B, d]`` if every element of an example shares its translation (PCA frames), else None."""
+        sizes = self.sizes
+        if bool((sizes == 0).any()):
+            return None
+        first = sizes.cumsum(0) - sizes  # elements are sorted by example
+        te = self.t[first]
+        return te if torch.equal(te[self.index], self.t) else None
+
     def average(self, values: Tensor, weighted: bool = True) -> Tensor:
         """Weighted average of per-element ``values [M, *]`` into ``[B, *]``."""
         v = values * self.weight.to(values.dtype).reshape(-1, *([1] * (values.dim() - 1))) if weighted else values
+        k = self.uniform_size
+        if k is not None:
+            return v.reshape(self.num_examples, k, *values.shape[1:]).sum(1)
         out = values.new_zeros(self.num_examples, *values.shape[1:])
         return out.index_add_(0, self.index, v)

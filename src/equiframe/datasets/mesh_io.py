@@ -1,0 +1,1005 @@
+"""Readers for real point-cloud / mesh formats used by normal-estimation benchmarks.
+
+Nothing is downloaded: every function takes a path to the user's own copy.
+
+* **ModelNet40 with normals** (``modelnet40_normal_resampled``, used by PointNet++ and Tensor
+  Frames): one text file per shape with rows ``x,y,z,nx,ny,nz`` (:func:`read_modelnet_normals`),
+  class folders and the split lists ``modelnet40_train.txt`` / ``modelnet40_test.txt`` /
+  ``modelnet40_shape_names.txt`` (:func:`modelnet40_split`, :class:`ModelNet40Normals`).
+* **PCPNet**: ``name.xyz`` (rows ``x y z``), ``name.normals`` (rows ``nx ny nz``), optional
+  ``name.pidx`` (indices of the evaluation points) and split lists such as ``testset_all.txt``
+  (:func:`load_pcpnet_shape`, :class:`PCPNetShapes`).
+* **Meshes**: OBJ, OFF and PLY (ASCII, plus binary PLY) parsed with numpy
+  (:func:`read_obj`, :func:`read_off`, :func:`read_ply`, :func:`read_mesh`), then sampled like
+  the procedural set (:func:`sample_mesh_file`, :class:`MeshNormalsDataset`).
+
+Malformed input raises ``ValueError`` with ``path:line:`` in the message (wrong column counts,
+unparsable or non-finite numbers, bad indices, truncated files); a missing file raises
+``FileNotFoundError``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from equiframe.datasets.shapes import Mesh, normalize_mesh, sample_surface
+
+__all__ = [
+    "MeshNormalsDataset",
+    "ModelNet40Normals",
+    "PCPNetShape",
+    "PCPNetShapes",
+    "load_pcpnet_shape",
+    "modelnet40_shape_names",
+    "modelnet40_split",
+    "normalize_points",
+    "read_mesh",
+    "read_modelnet_normals",
+    "read_normals",
+    "read_obj",
+    "read_off",
+    "read_pidx",
+    "read_ply",
+    "read_shape_list",
+    "read_xyz",
+    "sample_mesh_file",
+]
+
+PathLike = str | os.PathLike
+PointCenter = Literal["none", "mean", "bbox"]
+MeshCenter = Literal["none", "bbox", "area"]
+
+
+# --------------------------------------------------------------------------------------------
+# Low-level text helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _check_file(path: PathLike) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or path-like, got {type(path).__name__}")
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file")
+    if not p.is_file():
+        raise ValueError(f"{p}: not a regular file")
+    return p
+
+
+def _check_dir(path: PathLike) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"root must be a str or path-like, got {type(path).__name__}")
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p}: no such directory")
+    return p
+
+
+def _lines(path: Path, comment: str | None = "#") -> Iterator[tuple[int, str]]:
+    """(1-based line number, stripped content) of the non-blank lines, comments removed."""
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        if comment is not None:
+            cut = raw.find(comment)
+            if cut >= 0:
+                raw = raw[:cut]
+        line = raw.strip()
+        if line:
+            yield lineno, line
+
+
+def _float_rows(path: Path, n_cols: int, what: str, comma: bool = False) -> np.ndarray:
+    """Parse non-blank, non-comment lines of exactly ``n_cols`` numbers into ``[N, n_cols]`` float64."""
+    tokens: list[str] = []
+    linenos: list[int] = []
+    for lineno, line in _lines(path):
+        row = (line.replace(",", " ") if comma else line).split()
+        if len(row) != n_cols:
+            raise ValueError(f"{path}:{lineno}: expected {n_cols} columns ({what}), got {len(row)}: {line[:80]!r}")
+        tokens.extend(row)
+        linenos.append(lineno)
+    if not linenos:
+        raise ValueError(f"{path}: no data rows ({what})")
+    try:
+        data = np.array(tokens, dtype=np.float64).reshape(-1, n_cols)
+    except ValueError:
+        for r, lineno in enumerate(linenos):
+            for tok in tokens[r * n_cols : (r + 1) * n_cols]:
+                try:
+                    float(tok)
+                except ValueError:
+                    raise ValueError(f"{path}:{lineno}: cannot parse {tok!r} as a number") from None
+        raise  # pragma: no cover
+    _check_finite_rows(path, data, linenos)
+    return data
+
+
+def _check_finite_rows(path: Path, data: np.ndarray, linenos: Sequence[int]) -> None:
+    bad = ~np.isfinite(data).reshape(data.shape[0], -1).all(axis=1)
+    if bad.any():
+        r = int(np.argmax(bad))
+        raise ValueError(f"{path}:{linenos[r]}: non-finite value (NaN or inf)")
+
+
+def _int(tok: str, path: Path, lineno: int, what: str) -> int:
+    try:
+        return int(tok)
+    except ValueError:
+        raise ValueError(f"{path}:{lineno}: cannot parse {tok!r} as an integer ({what})") from None
+
+
+def _floats(toks: Sequence[str], path: Path, lineno: int, what: str) -> list[float]:
+    try:
+        vals = [float(t) for t in toks]
+    except ValueError:
+        bad = next(t for t in toks if not _is_float(t))
+        raise ValueError(f"{path}:{lineno}: cannot parse {bad!r} as a number ({what})") from None
+    if not all(math.isfinite(v) for v in vals):
+        raise ValueError(f"{path}:{lineno}: non-finite value (NaN or inf) in {what}")
+    return vals
+
+
+def _is_float(tok: str) -> bool:
+    try:
+        float(tok)
+    except ValueError:
+        return False
+    return True
+
+
+def _fan(poly: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Fan triangulation ``(p0, p_i, p_{i+1})`` of a polygon."""
+    return [(poly[0], poly[i], poly[i + 1]) for i in range(1, len(poly) - 1)]
+
+
+def _mesh(path: Path, vertices: Any, faces: Any) -> Mesh:
+    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    if v.shape[0] == 0:
+        raise ValueError(f"{path}: mesh has no vertices")
+    if f.shape[0] == 0:
+        raise ValueError(f"{path}: mesh has no faces")
+    return Mesh(v, f)
+
+
+# --------------------------------------------------------------------------------------------
+# Point-cloud formats
+# --------------------------------------------------------------------------------------------
+
+
+def read_modelnet_normals(
+    path: PathLike,
+    n_points: int | None = None,
+    *,
+    sampling: Literal["first", "random"] = "first",
+    rng: np.random.Generator | None = None,
+    dtype: np.dtype | type = np.float32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a ModelNet40 ``normal_resampled`` text file with rows ``x,y,z,nx,ny,nz``.
+
+    Separators may be commas and/or whitespace; blank lines and ``#`` comments are skipped.
+
+    Args:
+        path: The ``.txt`` file.
+        n_points: Keep ``n_points`` rows (``None``: all).
+        sampling: ``"first"``: the first ``n_points`` rows (the files are already
+            farthest-point-ordered resamplings); ``"random"``: a uniformly random subset without
+            replacement drawn with ``rng``.
+        rng: Needed for ``sampling="random"``.
+        dtype: Floating dtype of the outputs.
+
+    Returns:
+        ``(pos, normal)``.
+
+    Shapes:
+        pos, normal: ``[N, 3]``.
+    """
+    p = _check_file(path)
+    data = _float_rows(p, 6, "x,y,z,nx,ny,nz", comma=True)
+    data = _subset(p, data, n_points, sampling, rng)
+    return data[:, :3].astype(dtype), data[:, 3:].astype(dtype)
+
+
+def _subset(
+    path: Path, data: np.ndarray, n_points: int | None, sampling: str, rng: np.random.Generator | None
+) -> np.ndarray:
+    if sampling not in ("first", "random"):
+        raise ValueError(f"sampling must be 'first' or 'random', got {sampling!r}")
+    if n_points is None:
+        return data
+    if not isinstance(n_points, (int, np.integer)) or isinstance(n_points, bool) or n_points < 1:
+        raise ValueError(f"n_points must be a positive int or None, got {n_points!r}")
+    if n_points > data.shape[0]:
+        raise ValueError(f"{path}: n_points={n_points} but the file has only {data.shape[0]} rows")
+    if sampling == "first":
+        return data[:n_points]
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError("rng must be a numpy.random.Generator when sampling='random'")
+    return data[np.sort(rng.choice(data.shape[0], size=n_points, replace=False))]
+
+
+def read_shape_list(path: PathLike) -> list[str]:
+    """Names listed one per line (blank lines and ``#`` comments skipped, whitespace stripped).
+
+    Used for ``modelnet40_train.txt``, ``modelnet40_shape_names.txt`` and PCPNet's
+    ``testset_all.txt`` etc. A line with more than one token is an error.
+    """
+    p = _check_file(path)
+    names = []
+    for lineno, line in _lines(p):
+        if len(line.split()) != 1:
+            raise ValueError(f"{p}:{lineno}: expected one name per line, got {line[:80]!r}")
+        names.append(line)
+    return names
+
+
+def modelnet40_shape_names(root: PathLike, variant: Literal["modelnet40", "modelnet10"] = "modelnet40") -> list[str]:
+    """Class names from ``<root>/<variant>_shape_names.txt`` (label = position in the list)."""
+    r = _check_dir(root)
+    return read_shape_list(r / f"{variant}_shape_names.txt")
+
+
+def modelnet40_split(
+    root: PathLike,
+    split: Literal["train", "test"],
+    variant: Literal["modelnet40", "modelnet10"] = "modelnet40",
+) -> list[tuple[str, int, Path]]:
+    """The shapes of a split of the ``modelnet40_normal_resampled`` layout.
+
+    ``<root>/<variant>_<split>.txt`` lists shape names like ``night_stand_0001``; the class is the
+    name without its trailing ``_NNNN`` and the file is ``<root>/<class>/<name>.txt``.
+
+    Returns:
+        ``[(name, label, path), ...]`` in list order, ``label`` indexing
+        :func:`modelnet40_shape_names`. Files are not opened (missing ones fail on read).
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if variant not in ("modelnet40", "modelnet10"):
+        raise ValueError(f"variant must be 'modelnet40' or 'modelnet10', got {variant!r}")
+    r = _check_dir(root)
+    classes = modelnet40_shape_names(r, variant)
+    label_of = {c: i for i, c in enumerate(classes)}
+    list_path = r / f"{variant}_{split}.txt"
+    out = []
+    for lineno, name in enumerate(read_shape_list(list_path), start=1):
+        cls, sep, num = name.rpartition("_")
+        if not sep or not num.isdigit() or cls not in label_of:
+            raise ValueError(f"{list_path}: entry {lineno} ({name!r}) is not '<class>_<number>' with a known class")
+        out.append((name, label_of[cls], r / cls / f"{name}.txt"))
+    return out
+
+
+def normalize_points(pos: np.ndarray, center: PointCenter = "mean") -> np.ndarray:
+    """Centre a point cloud and scale it into the unit ball.
+
+    ``x' = (x - c) / max_i ||x_i - c||`` with ``c`` the mean (``"mean"``, as in the PointNet++
+    ModelNet pipeline) or the bounding-box centre (``"bbox"``); ``"none"`` returns the input.
+
+    Shapes:
+        pos: ``[N, d]``; output: ``[N, d]`` (same dtype).
+    """
+    if center == "none":
+        return pos
+    if center not in ("mean", "bbox"):
+        raise ValueError(f"center must be 'none', 'mean' or 'bbox', got {center!r}")
+    pos = np.asarray(pos)
+    if pos.ndim != 2 or pos.shape[0] == 0:
+        raise ValueError(f"pos must have shape [N, d] with N > 0, got {tuple(pos.shape)}")
+    x = pos.astype(np.float64)
+    c = x.mean(axis=0) if center == "mean" else 0.5 * (x.min(axis=0) + x.max(axis=0))
+    s = np.linalg.norm(x - c, axis=1).max()
+    if not s > 0:
+        raise ValueError("normalize_points: all points coincide")
+    return ((x - c) / s).astype(pos.dtype)
+
+
+def _item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, index]))
+
+
+class _EpochMixin:
+    epoch: int
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random subsets / samples are drawn."""
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        self.epoch = epoch
+
+
+def _check_seed(seed: int) -> int:
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return seed
+
+
+class ModelNet40Normals(_EpochMixin, torch.utils.data.Dataset):
+    """ModelNet40 (or ModelNet10) point clouds with normals from ``modelnet40_normal_resampled``.
+
+    Item ``i``: ``n_points`` rows of the shape's file (the first ones, or a random subset drawn
+    from ``SeedSequence([seed, epoch, i])`` where ``epoch`` is set by :meth:`set_epoch` unless
+    ``fixed_points``), positions optionally normalised with :func:`normalize_points`.
+
+    Args:
+        root: The ``modelnet40_normal_resampled`` directory.
+        split: ``"train"`` or ``"test"``.
+        n_points: Points per item (``None``: all 10 000).
+        sampling: ``"first"`` or ``"random"``.
+        seed: Seed of the random subsets.
+        fixed_points: Ignore the epoch (default: ``True`` for test, ``False`` for train).
+        center: Position normalisation (``"none"`` keeps the file's coordinates).
+        variant: ``"modelnet40"`` or ``"modelnet10"`` list files.
+
+    Shapes:
+        pos, normal: ``[n_points, 3]`` float32; label, index: ``[]`` int64.
+    """
+
+    def __init__(
+        self,
+        root: PathLike,
+        split: Literal["train", "test"],
+        n_points: int | None = 1024,
+        *,
+        sampling: Literal["first", "random"] = "first",
+        seed: int = 0,
+        fixed_points: bool | None = None,
+        center: PointCenter = "none",
+        variant: Literal["modelnet40", "modelnet10"] = "modelnet40",
+    ) -> None:
+        if sampling not in ("first", "random"):
+            raise ValueError(f"sampling must be 'first' or 'random', got {sampling!r}")
+        if center not in ("none", "mean", "bbox"):
+            raise ValueError(f"center must be 'none', 'mean' or 'bbox', got {center!r}")
+        self.root = Path(root)
+        self.items = modelnet40_split(root, split, variant)
+        self.classes = modelnet40_shape_names(root, variant)
+        self.n_points = n_points
+        self.sampling = sampling
+        self.seed = _check_seed(seed)
+        self.fixed_points = (split == "test") if fixed_points is None else bool(fixed_points)
+        self.center: PointCenter = center
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} shapes")
+        index = index % len(self)
+        _, label, path = self.items[index]
+        rng = _item_rng(self.seed, 0 if self.fixed_points else self.epoch, index)
+        pos, normal = read_modelnet_normals(path, self.n_points, sampling=self.sampling, rng=rng, dtype=np.float64)
+        pos = normalize_points(pos, self.center)
+        return {
+            "pos": torch.from_numpy(pos.astype(np.float32)),
+            "normal": torch.from_numpy(normal.astype(np.float32)),
+            "label": torch.tensor(label, dtype=torch.long),
+            "index": torch.tensor(index, dtype=torch.long),
+        }
+
+
+def read_xyz(path: PathLike, dtype: np.dtype | type = np.float64) -> np.ndarray:
+    """PCPNet ``.xyz``: whitespace-separated rows ``x y z``.
+
+    Shapes:
+        output: ``[N, 3]``.
+    """
+    return _float_rows(_check_file(path), 3, "x y z").astype(dtype)
+
+
+def read_normals(path: PathLike, dtype: np.dtype | type = np.float64) -> np.ndarray:
+    """PCPNet ``.normals``: whitespace-separated rows ``nx ny nz``.
+
+    Shapes:
+        output: ``[N, 3]``.
+    """
+    return _float_rows(_check_file(path), 3, "nx ny nz").astype(dtype)
+
+
+def read_pidx(path: PathLike, n_points: int | None = None) -> np.ndarray:
+    """PCPNet ``.pidx``: one 0-based point index per line.
+
+    Args:
+        path: The file.
+        n_points: If given, every index must lie in ``[0, n_points)``.
+
+    Shapes:
+        output: ``[M]`` int64.
+    """
+    p = _check_file(path)
+    out = []
+    for lineno, line in _lines(p):
+        toks = line.split()
+        if len(toks) != 1:
+            raise ValueError(f"{p}:{lineno}: expected 1 column (point index), got {len(toks)}")
+        i = _int(toks[0], p, lineno, "point index")
+        if i < 0 or (n_points is not None and i >= n_points):
+            bound = f"[0, {n_points})" if n_points is not None else ">= 0"
+            raise ValueError(f"{p}:{lineno}: point index {i} out of range {bound}")
+        out.append(i)
+    return np.asarray(out, dtype=np.int64)
+
+
+class PCPNetShape(NamedTuple):
+    """One PCPNet shape.
+
+    Shapes:
+        pos: ``[N, 3]``; normal: ``[N, 3]`` or ``None``; pidx: ``[M]`` int64 or ``None``.
+    """
+
+    name: str
+    pos: np.ndarray
+    normal: np.ndarray | None
+    pidx: np.ndarray | None
+
+
+def load_pcpnet_shape(
+    root: PathLike, name: str, *, require_normals: bool = True, dtype: np.dtype | type = np.float32
+) -> PCPNetShape:
+    """Load ``<root>/<name>.xyz`` with ``.normals`` and, if present, ``.pidx``.
+
+    Raises:
+        FileNotFoundError: the ``.xyz`` file (or the ``.normals`` file when ``require_normals``)
+            is missing.
+        ValueError: malformed files, or normals / indices that do not match the points.
+    """
+    r = _check_dir(root)
+    pos = read_xyz(r / f"{name}.xyz", dtype)
+    normals_path = r / f"{name}.normals"
+    normal = None
+    if normals_path.exists() or require_normals:
+        normal = read_normals(normals_path, dtype)
+        if normal.shape[0] != pos.shape[0]:
+            raise ValueError(f"{normals_path}: {normal.shape[0]} normals for {pos.shape[0]} points in {name}.xyz")
+    pidx_path = r / f"{name}.pidx"
+    pidx = read_pidx(pidx_path, pos.shape[0]) if pidx_path.exists() else None
+    return PCPNetShape(name, pos, normal, pidx)
+
+
+class PCPNetShapes(torch.utils.data.Dataset):
+    """The PCPNet shapes named in a list file (e.g. ``testset_all.txt``), loaded lazily.
+
+    Item: ``{"pos", "normal", "pidx"}`` as tensors (``pidx`` = all indices when there is no
+    ``.pidx`` file) and ``"name"``.
+
+    Shapes:
+        pos, normal: ``[N, 3]`` float32; pidx: ``[M]`` int64.
+    """
+
+    def __init__(self, root: PathLike, list_file: str = "testset_all.txt") -> None:
+        self.root = _check_dir(root)
+        self.names = read_shape_list(self.root / list_file)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        shape = load_pcpnet_shape(self.root, self.names[index])
+        pidx = shape.pidx if shape.pidx is not None else np.arange(shape.pos.shape[0], dtype=np.int64)
+        normal = shape.normal if shape.normal is not None else np.zeros_like(shape.pos)  # never: required
+        return {
+            "name": shape.name,
+            "pos": torch.from_numpy(shape.pos),
+            "normal": torch.from_numpy(normal),
+            "pidx": torch.from_numpy(pidx),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Meshes
+# --------------------------------------------------------------------------------------------
+
+
+def read_obj(path: PathLike) -> Mesh:
+    """Wavefront OBJ: ``v x y z [w] [r g b]`` and ``f a b c ...`` lines.
+
+    Face entries may be ``i``, ``i/t``, ``i//n`` or ``i/t/n`` (only ``i`` is used); indices are
+    1-based, negative ones count back from the last vertex defined so far. Polygons are
+    fan-triangulated ``(p0, p_i, p_{i+1})``. All other statements (``vt``, ``vn``, ``g``, ``o``,
+    ``s``, ``usemtl``, ``mtllib``, ``l``, ...) are ignored; ``#`` starts a comment and a trailing
+    backslash continues a line.
+
+    Returns:
+        :class:`Mesh` with float64 vertices and int64 faces.
+
+    Shapes:
+        vertices: ``[V, 3]``; faces: ``[F, 3]``.
+    """
+    p = _check_file(path)
+    vertices: list[list[float]] = []
+    faces: list[tuple[int, int, int]] = []
+    face_lines: list[int] = []
+    pending = ""
+    pending_line = 0
+    for lineno, line in _lines(p):
+        if line.endswith("\\"):
+            if not pending:
+                pending_line = lineno
+            pending += line[:-1] + " "
+            continue
+        if pending:
+            line, lineno, pending = pending + line, pending_line, ""
+        toks = line.split()
+        tag = toks[0]
+        if tag == "v":
+            if len(toks) < 4:
+                raise ValueError(f"{p}:{lineno}: vertex needs 3 coordinates, got {len(toks) - 1}")
+            vertices.append(_floats(toks[1:4], p, lineno, "vertex"))
+        elif tag == "f":
+            if len(toks) < 4:
+                raise ValueError(f"{p}:{lineno}: face needs at least 3 vertices, got {len(toks) - 1}")
+            poly = []
+            for tok in toks[1:]:
+                i = _int(tok.split("/", 1)[0], p, lineno, "face vertex index")
+                if i == 0:
+                    raise ValueError(f"{p}:{lineno}: OBJ indices are 1-based, got 0")
+                if i < 0:
+                    i = len(vertices) + i
+                    if i < 0:
+                        raise ValueError(f"{p}:{lineno}: negative index {tok!r} refers before the first vertex")
+                else:
+                    i -= 1
+                poly.append(i)
+            tris = _fan(poly)
+            faces.extend(tris)
+            face_lines.extend([lineno] * len(tris))
+    mesh = _mesh(p, vertices, faces)
+    bad = (mesh.faces >= mesh.vertices.shape[0]).any(axis=1)
+    if bad.any():
+        lineno = face_lines[int(np.argmax(bad))]
+        raise ValueError(f"{p}:{lineno}: face index out of range (the file has {mesh.vertices.shape[0]} vertices)")
+    return mesh
+
+
+_OFF_HEADER = re.compile(r"^(ST)?C?N?OFF(?P<rest>.*)$")
+
+
+def read_off(path: PathLike) -> Mesh:
+    """Object File Format (``OFF``, also ``COFF`` / ``NOFF`` / ``STOFF`` variants).
+
+    Layout: header ``OFF``, counts ``n_vertices n_faces [n_edges]``, ``n_vertices`` lines with at
+    least ``x y z`` (extra columns such as colours or normals are ignored), ``n_faces`` lines
+    ``k i_1 ... i_k [colour]`` with 0-based indices; polygons are fan-triangulated. Tolerated:
+    ``#`` comments and blank lines anywhere, counts on the header line, including the common
+    glued form ``OFF490 914 0`` (ModelNet), and a missing header. Lines after the faces are
+    ignored.
+
+    Returns:
+        :class:`Mesh` with float64 vertices and int64 faces.
+
+    Shapes:
+        vertices: ``[V, 3]``; faces: ``[F, 3]``.
+    """
+    p = _check_file(path)
+    it = _lines(p)
+    try:
+        lineno, line = next(it)
+    except StopIteration:
+        raise ValueError(f"{p}: empty OFF file") from None
+    m = _OFF_HEADER.match(line)
+    if m is not None:
+        rest = m.group("rest").strip()
+        if not rest:
+            try:
+                lineno, rest = next(it)
+            except StopIteration:
+                raise ValueError(f"{p}:{lineno}: missing the counts line after the OFF header") from None
+    elif line[:1].isalpha():
+        raise ValueError(f"{p}:{lineno}: unsupported OFF header {line.split()[0]!r} (expected OFF, COFF, NOFF, ...)")
+    else:
+        rest = line  # headerless file: the first line holds the counts
+    counts = rest.split()
+    if len(counts) < 2:
+        raise ValueError(f"{p}:{lineno}: expected 'n_vertices n_faces [n_edges]', got {rest!r}")
+    n_v = _int(counts[0], p, lineno, "vertex count")
+    n_f = _int(counts[1], p, lineno, "face count")
+    if n_v < 0 or n_f < 0:
+        raise ValueError(f"{p}:{lineno}: negative counts {n_v}, {n_f}")
+    tokens: list[str] = []
+    v_lines: list[int] = []
+    for _ in range(n_v):
+        try:
+            lineno, line = next(it)
+        except StopIteration:
+            raise ValueError(f"{p}:{lineno}: unexpected end of file: {len(v_lines)} of {n_v} vertices read") from None
+        toks = line.split()
+        if len(toks) < 3:
+            raise ValueError(f"{p}:{lineno}: vertex needs 3 coordinates, got {len(toks)}")
+        tokens.extend(toks[:3])
+        v_lines.append(lineno)
+    try:
+        vertices = np.array(tokens, dtype=np.float64).reshape(-1, 3)
+    except ValueError:
+        for r, ln in enumerate(v_lines):
+            _floats(tokens[3 * r : 3 * r + 3], p, ln, "vertex")
+        raise  # pragma: no cover
+    _check_finite_rows(p, vertices, v_lines)
+    faces: list[tuple[int, int, int]] = []
+    n_read = 0
+    for _ in range(n_f):
+        try:
+            lineno, line = next(it)
+        except StopIteration:
+            raise ValueError(f"{p}:{lineno}: unexpected end of file: {n_read} of {n_f} faces read") from None
+        toks = line.split()
+        k = _int(toks[0], p, lineno, "face size")
+        if k < 3 or len(toks) < k + 1:
+            raise ValueError(f"{p}:{lineno}: face needs 'k i_1 ... i_k' with k >= 3, got {line[:80]!r}")
+        poly = [_int(t, p, lineno, "face vertex index") for t in toks[1 : k + 1]]
+        if min(poly) < 0 or max(poly) >= n_v:
+            raise ValueError(f"{p}:{lineno}: face index out of range [0, {n_v})")
+        faces.extend(_fan(poly))
+        n_read += 1
+    return _mesh(p, vertices, faces)
+
+
+_PLY_TYPES = {
+    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
+    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
+    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
+}
+
+
+class _PlyProperty(NamedTuple):
+    name: str
+    dtype: str  # value type
+    count_dtype: str | None  # list length type, None for scalars
+
+
+class _PlyElement(NamedTuple):
+    name: str
+    count: int
+    properties: list[_PlyProperty]
+
+
+def _parse_ply_header(p: Path, data: bytes) -> tuple[str, list[_PlyElement], int, int]:
+    """Returns (format, elements, byte offset of the body, number of header lines)."""
+    end = data.find(b"end_header")
+    if not data.startswith(b"ply") or end < 0:
+        raise ValueError(f"{p}:1: not a PLY file (needs 'ply' ... 'end_header')")
+    nl = data.find(b"\n", end)
+    body_start = len(data) if nl < 0 else nl + 1
+    header = data[:end].decode("ascii", errors="replace").splitlines()
+    fmt = ""
+    elements: list[_PlyElement] = []
+    for lineno, raw in enumerate(header, start=1):
+        toks = raw.split()
+        if not toks or toks[0] in ("ply", "comment", "obj_info"):
+            continue
+        if toks[0] == "format":
+            if len(toks) < 2 or toks[1] not in ("ascii", "binary_little_endian", "binary_big_endian"):
+                raise ValueError(f"{p}:{lineno}: unknown PLY format {raw.strip()!r}")
+            fmt = toks[1]
+        elif toks[0] == "element":
+            if len(toks) != 3:
+                raise ValueError(f"{p}:{lineno}: expected 'element <name> <count>', got {raw.strip()!r}")
+            elements.append(_PlyElement(toks[1], _int(toks[2], p, lineno, "element count"), []))
+        elif toks[0] == "property":
+            if not elements:
+                raise ValueError(f"{p}:{lineno}: property before any element")
+            if len(toks) == 5 and toks[1] == "list":
+                if toks[2] not in _PLY_TYPES or toks[3] not in _PLY_TYPES:
+                    raise ValueError(f"{p}:{lineno}: unknown PLY type in {raw.strip()!r}")
+                prop = _PlyProperty(toks[4], _PLY_TYPES[toks[3]], _PLY_TYPES[toks[2]])
+            elif len(toks) == 3 and toks[1] in _PLY_TYPES:
+                prop = _PlyProperty(toks[2], _PLY_TYPES[toks[1]], None)
+            else:
+                raise ValueError(f"{p}:{lineno}: malformed property line {raw.strip()!r}")
+            elements[-1].properties.append(prop)
+        else:
+            raise ValueError(f"{p}:{lineno}: unexpected PLY header line {raw.strip()!r}")
+    if not fmt:
+        raise ValueError(f"{p}: PLY header has no 'format' line")
+    return fmt, elements, body_start, len(header) + 1
+
+
+def _ply_extract(p: Path, elements: dict[str, Any]) -> Mesh:
+    if "vertex" not in elements:
+        raise ValueError(f"{p}: PLY file has no 'vertex' element")
+    vert = elements["vertex"]
+    for c in ("x", "y", "z"):
+        if c not in vert:
+            raise ValueError(f"{p}: PLY vertex element has no property {c!r}")
+    vertices = np.stack([np.asarray(vert[c], dtype=np.float64) for c in ("x", "y", "z")], axis=1)
+    if not np.isfinite(vertices).all():
+        raise ValueError(f"{p}: PLY vertex {int(np.argmax(~np.isfinite(vertices).all(axis=1)))} is non-finite")
+    face = elements.get("face", {})
+    polys = face.get("vertex_indices", face.get("vertex_index"))
+    if polys is None:
+        raise ValueError(f"{p}: PLY file has no face element with a 'vertex_indices' list")
+    tris: list[tuple[int, int, int]] = []
+    if isinstance(polys, np.ndarray):  # fixed-size polygons [F, k]
+        if polys.shape[1] < 3:
+            raise ValueError(f"{p}: PLY faces need at least 3 vertices")
+        k = polys.shape[1]
+        f = np.stack([np.stack([polys[:, 0], polys[:, i], polys[:, i + 1]], axis=1) for i in range(1, k - 1)], axis=1)
+        faces = f.reshape(-1, 3)
+        if not np.issubdtype(faces.dtype, np.integer):
+            raise ValueError(f"{p}: PLY face indices must be integers, got {faces.dtype}")
+        faces = faces.astype(np.int64)
+    else:
+        for j, poly in enumerate(polys):
+            if len(poly) < 3:
+                raise ValueError(f"{p}: PLY face {j} has {len(poly)} vertices (needs >= 3)")
+            tris.extend(_fan([int(i) for i in poly]))
+        faces = np.asarray(tris, dtype=np.int64).reshape(-1, 3)
+    if faces.size and (faces.min() < 0 or faces.max() >= vertices.shape[0]):
+        raise ValueError(f"{p}: PLY face index out of range [0, {vertices.shape[0]})")
+    return _mesh(p, vertices, faces)
+
+
+def read_ply(path: PathLike) -> Mesh:
+    """Stanford PLY mesh: ``vertex`` element with ``x y z`` and ``face`` element with a
+    ``vertex_indices`` (or ``vertex_index``) list; polygons are fan-triangulated.
+
+    ASCII files are parsed line by line (errors carry the line number); ``binary_little_endian``
+    and ``binary_big_endian`` bodies are decoded with numpy (other elements and properties are
+    skipped). Extra properties (normals, colours, ...) are ignored.
+
+    Returns:
+        :class:`Mesh` with float64 vertices and int64 faces.
+
+    Shapes:
+        vertices: ``[V, 3]``; faces: ``[F, 3]``.
+    """
+    p = _check_file(path)
+    data = p.read_bytes()
+    fmt, elements, body_start, header_lines = _parse_ply_header(p, data)
+    if fmt == "ascii":
+        return _ply_extract(p, _read_ply_ascii(p, data[body_start:], elements, header_lines))
+    endian = "<" if fmt.endswith("little_endian") else ">"
+    return _ply_extract(p, _read_ply_binary(p, data[body_start:], elements, endian))
+
+
+def _read_ply_ascii(p: Path, body: bytes, elements: list[_PlyElement], header_lines: int) -> dict[str, Any]:
+    lines = body.decode("ascii", errors="replace").splitlines()
+    pos = 0
+    out: dict[str, Any] = {}
+
+    def next_line() -> tuple[int, list[str]]:
+        nonlocal pos
+        while pos < len(lines):
+            pos += 1
+            toks = lines[pos - 1].split()
+            if toks:
+                return header_lines + pos, toks
+        raise ValueError(f"{p}:{header_lines + pos}: unexpected end of file in element {el.name!r}")
+
+    for el in elements:
+        scalars = all(pr.count_dtype is None for pr in el.properties)
+        values: dict[str, list[Any]] = {pr.name: [] for pr in el.properties}
+        for _ in range(el.count):
+            lineno, toks = next_line()
+            if scalars and len(toks) != len(el.properties):
+                raise ValueError(
+                    f"{p}:{lineno}: element {el.name!r} expects {len(el.properties)} values, got {len(toks)}"
+                )
+            j = 0
+            for pr in el.properties:
+                if pr.count_dtype is None:
+                    if j >= len(toks):
+                        raise ValueError(f"{p}:{lineno}: too few values for element {el.name!r}")
+                    values[pr.name].append(_ply_value(toks[j], pr.dtype, p, lineno))
+                    j += 1
+                else:
+                    if j >= len(toks):
+                        raise ValueError(f"{p}:{lineno}: missing list length for {pr.name!r}")
+                    k = _int(toks[j], p, lineno, f"list length of {pr.name!r}")
+                    if k < 0 or j + 1 + k > len(toks):
+                        raise ValueError(
+                            f"{p}:{lineno}: list {pr.name!r} declares {k} values, {len(toks) - j - 1} present"
+                        )
+                    values[pr.name].append([_ply_value(t, pr.dtype, p, lineno) for t in toks[j + 1 : j + 1 + k]])
+                    j += 1 + k
+            if j != len(toks):
+                raise ValueError(f"{p}:{lineno}: {len(toks) - j} extra values for element {el.name!r}")
+            if el.name == "vertex" and scalars:
+                row = [values[c][-1] for c in ("x", "y", "z") if c in values]
+                if not all(math.isfinite(v) for v in row):
+                    raise ValueError(f"{p}:{lineno}: non-finite vertex coordinate")
+        out[el.name] = values
+    return out
+
+
+def _ply_value(tok: str, dtype: str, p: Path, lineno: int) -> float | int:
+    if dtype.startswith("f"):
+        try:
+            return float(tok)
+        except ValueError:
+            raise ValueError(f"{p}:{lineno}: cannot parse {tok!r} as a number") from None
+    return _int(tok, p, lineno, "integer property")
+
+
+def _read_ply_binary(p: Path, body: bytes, elements: list[_PlyElement], endian: str) -> dict[str, Any]:
+    offset = 0
+    out: dict[str, Any] = {}
+    for el in elements:
+        if all(pr.count_dtype is None for pr in el.properties):
+            dt = np.dtype([(pr.name, endian + pr.dtype) for pr in el.properties])
+            need = dt.itemsize * el.count
+            if offset + need > len(body):
+                raise ValueError(f"{p}: binary PLY truncated in element {el.name!r}")
+            arr = np.frombuffer(body, dtype=dt, count=el.count, offset=offset)
+            out[el.name] = {name: arr[name] for name in dt.names or ()}
+            offset += need
+            continue
+        # Elements with lists: fast path when every list has the length of the first one.
+        first = _ply_fixed_dtype(p, body, offset, el, endian)
+        if first is not None:
+            dt, names = first
+            arr = np.frombuffer(body, dtype=dt, count=el.count, offset=offset)
+            counts_ok = all((arr[f"{n}__count"] == arr[n].shape[1]).all() for n in names)
+            if counts_ok:
+                out[el.name] = {pr.name: arr[pr.name] for pr in el.properties}
+                offset += dt.itemsize * el.count
+                continue
+        values: dict[str, list[Any]] = {pr.name: [] for pr in el.properties}
+        for _ in range(el.count):
+            for pr in el.properties:
+                if pr.count_dtype is None:
+                    dt1 = np.dtype(endian + pr.dtype)
+                    if offset + dt1.itemsize > len(body):
+                        raise ValueError(f"{p}: binary PLY truncated in element {el.name!r}")
+                    values[pr.name].append(np.frombuffer(body, dt1, 1, offset)[0])
+                    offset += dt1.itemsize
+                else:
+                    cdt = np.dtype(endian + pr.count_dtype)
+                    if offset + cdt.itemsize > len(body):
+                        raise ValueError(f"{p}: binary PLY truncated in element {el.name!r}")
+                    k = int(np.frombuffer(body, cdt, 1, offset)[0])
+                    offset += cdt.itemsize
+                    vdt = np.dtype(endian + pr.dtype)
+                    if offset + k * vdt.itemsize > len(body):
+                        raise ValueError(f"{p}: binary PLY truncated in element {el.name!r}")
+                    values[pr.name].append(np.frombuffer(body, vdt, k, offset))
+                    offset += k * vdt.itemsize
+        out[el.name] = values
+    return out
+
+
+def _ply_fixed_dtype(
+    p: Path, body: bytes, offset: int, el: _PlyElement, endian: str
+) -> tuple[np.dtype, list[str]] | None:
+    """Structured dtype of ``el`` assuming every list has the length found in the first record."""
+    fields: list[tuple[str, Any]] = []
+    names = []
+    off = offset
+    for pr in el.properties:
+        if pr.count_dtype is None:
+            fields.append((pr.name, endian + pr.dtype))
+            off += np.dtype(pr.dtype).itemsize
+        else:
+            cdt = np.dtype(endian + pr.count_dtype)
+            if off + cdt.itemsize > len(body) or el.count == 0:
+                return None
+            k = int(np.frombuffer(body, cdt, 1, off)[0])
+            fields.append((f"{pr.name}__count", cdt))
+            fields.append((pr.name, endian + pr.dtype, (k,)))
+            names.append(pr.name)
+            off += cdt.itemsize + k * np.dtype(pr.dtype).itemsize
+    dt = np.dtype(fields)
+    if offset + dt.itemsize * el.count > len(body):
+        return None
+    return dt, names
+
+
+def read_mesh(path: PathLike) -> Mesh:
+    """Read an ``.obj``, ``.off`` or ``.ply`` mesh (chosen by the case-insensitive suffix)."""
+    p = _check_file(path)
+    suffix = p.suffix.lower()
+    readers = {".obj": read_obj, ".off": read_off, ".ply": read_ply}
+    if suffix not in readers:
+        raise ValueError(f"{p}: unsupported mesh format {suffix!r}; expected one of {sorted(readers)}")
+    return readers[suffix](p)
+
+
+def sample_mesh_file(
+    path: PathLike | Mesh,
+    n_points: int,
+    rng: np.random.Generator,
+    *,
+    center: MeshCenter = "bbox",
+    noise: float = 0.0,
+    dtype: np.dtype | type = np.float32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a mesh (or take one) and sample it like the procedural set.
+
+    The mesh is normalised with :func:`equiframe.datasets.shapes.normalize_mesh` (``center``:
+    ``"bbox"`` as the procedural set, ``"area"``, or ``"none"`` to keep the coordinates), then
+    :func:`equiframe.datasets.shapes.sample_surface` draws area-uniform points with the unit
+    normals of their faces and optional position noise ``noise * bbox_diagonal``.
+
+    Shapes:
+        pos, normal: ``[n_points, 3]``.
+    """
+    mesh = path if isinstance(path, Mesh) else read_mesh(path)
+    vertices, faces = mesh
+    if center != "none":
+        if center not in ("bbox", "area"):
+            raise ValueError(f"center must be 'none', 'bbox' or 'area', got {center!r}")
+        vertices, _, _ = normalize_mesh(vertices, faces, center=center)
+    pos, normal = sample_surface(vertices, faces, n_points, rng, noise=noise, dtype=dtype)
+    return pos, normal
+
+
+class MeshNormalsDataset(_EpochMixin, torch.utils.data.Dataset):
+    """Points + face normals sampled from a list of user mesh files (e.g. ABC ``.obj`` files).
+
+    Item ``i`` samples mesh ``i`` with :func:`sample_mesh_file` using the stream
+    ``SeedSequence([seed, epoch, i])`` (``epoch`` = 0 when ``fixed_points``, else set by
+    :meth:`set_epoch`), giving the same item format as
+    :class:`equiframe.datasets.shapes.NormalsDataset`.
+
+    Args:
+        paths: Mesh files (``.obj`` / ``.off`` / ``.ply``).
+        n_points: Points per item.
+        noise: Position noise as a fraction of the bounding-box diagonal.
+        seed: Sampling seed.
+        fixed_points: Same points every epoch.
+        center: Mesh normalisation (see :func:`sample_mesh_file`).
+        cache_meshes: Keep parsed meshes in memory (per process).
+
+    Shapes:
+        pos, normal: ``[n_points, 3]`` float32; index: ``[]`` int64.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[PathLike],
+        n_points: int = 512,
+        *,
+        noise: float = 0.0,
+        seed: int = 0,
+        fixed_points: bool = False,
+        center: MeshCenter = "bbox",
+        cache_meshes: bool = True,
+    ) -> None:
+        if isinstance(paths, (str, os.PathLike)):
+            raise TypeError("paths must be a sequence of paths, not a single path")
+        self.paths = [Path(x) for x in paths]
+        if not self.paths:
+            raise ValueError("paths must not be empty")
+        if not isinstance(n_points, int) or n_points < 1:
+            raise ValueError(f"n_points must be a positive int, got {n_points!r}")
+        if not (math.isfinite(noise) and noise >= 0):
+            raise ValueError(f"noise must be a finite float >= 0, got {noise!r}")
+        if center not in ("none", "bbox", "area"):
+            raise ValueError(f"center must be 'none', 'bbox' or 'area', got {center!r}")
+        self.n_points = n_points
+        self.noise = float(noise)
+        self.seed = _check_seed(seed)
+        self.fixed_points = bool(fixed_points)
+        self.center: MeshCenter = center
+        self.cache_meshes = cache_meshes
+        self.epoch = 0
+        self._meshes: dict[int, Mesh] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} meshes")
+        index = index % len(self)
+        mesh = self._meshes.get(index)
+        if mesh is None:
+            mesh = read_mesh(self.paths[index])
+            if self.center != "none":
+                mesh = Mesh(normalize_mesh(mesh.vertices, mesh.faces, center=self.center)[0], mesh.faces)
+            if self.cache_meshes:
+                self._meshes[index] = mesh
+        rng = _item_rng(self.seed, 0 if self.fixed_points else self.epoch, index)
+        pos, normal = sample_surface(mesh.vertices, mesh.faces, self.n_points, rng, noise=self.noise)
+        return {"pos": torch.from_numpy(pos), "normal": torch.from_numpy(normal), "index": torch.tensor(index)}
