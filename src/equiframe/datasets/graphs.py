@@ -1,0 +1,554 @@
+"""Graph data sets for the expressive-power benchmarks: graph8c, CSL, EXP, SR25 (no downloads).
+
+* **graph8c**: all 11117 connected non-isomorphic graphs on 8 nodes, generated here (Debian ``nauty``'s
+  ``geng -c 8`` when it is on ``PATH``, otherwise a pure-Python orderly generator) and cached on disk.
+* **CSL** (Murphy et al., 2019): circulant graphs ``C_41(1, s)`` for 10 skip lengths, 15 randomly
+  relabelled copies each; label = skip class.
+* **EXP** (Abboud et al., 2021): 1200 planar graphs in SAT/UNSAT pairs, read from an ``.npz`` file.
+* **SR25**: the 15 strongly regular graphs SRG(25, 12, 5, 6), read from a graph6 file.
+
+Every loader returns a list of :class:`torch_geometric.data.Data` with ``edge_index`` (both directions,
+sorted, int64), ``num_nodes``, ``x`` (float32 node features: EXP one-hot node type ``[n, 2]``, others
+the constant ``[n, 1]`` ones) and ``y`` (``[1]`` int64 graph label) where the data set has labels. The
+lists work with ``torch_geometric.loader.DataLoader``.
+
+graph6 (McKay's format) is parsed and written in pure Python: :func:`parse_graph6`, :func:`to_graph6`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+
+from ._cache import load_or_build
+
+__all__ = [
+    "CSL_SKIPS",
+    "GRAPH8C_COUNT",
+    "all_pairs",
+    "canonical_code",
+    "connected_graphs",
+    "consecutive_pairs",
+    "csl_dataset",
+    "edges_to_data",
+    "graph8c",
+    "iter_all_pairs",
+    "load_exp",
+    "load_graph6",
+    "load_sr25",
+    "parse_graph6",
+    "to_graph6",
+]
+
+#: number of connected graphs on n unlabelled nodes (OEIS A001349), n = 0..10
+CONNECTED_COUNTS = (1, 1, 1, 2, 6, 21, 112, 853, 11117, 261080, 11716571)
+GRAPH8C_COUNT = 11117
+#: skip lengths of the CSL benchmark (class k has skip CSL_SKIPS[k])
+CSL_SKIPS = (2, 3, 4, 5, 6, 9, 11, 12, 13, 16)
+
+PathLike = str | os.PathLike
+
+
+# ----------------------------------------------------------------------------------------------------
+# graph6
+# ----------------------------------------------------------------------------------------------------
+
+
+def _g6_size(data: bytes) -> tuple[int, int]:
+    """Decode N(n); returns (n, number of bytes used)."""
+    if not data:
+        raise ValueError("graph6: empty string")
+    if data[0] != 126:  # '~'
+        return data[0] - 63, 1
+    if len(data) >= 2 and data[1] == 126:
+        if len(data) < 8:
+            raise ValueError("graph6: truncated size field")
+        n = 0
+        for b in data[2:8]:
+            n = (n << 6) | (b - 63)
+        return n, 8
+    if len(data) < 4:
+        raise ValueError("graph6: truncated size field")
+    n = 0
+    for b in data[1:4]:
+        n = (n << 6) | (b - 63)
+    return n, 4
+
+
+def _g6_size_bytes(n: int) -> bytes:
+    """Encode N(n): 1 byte for n <= 62, '~' + 3 bytes for n <= 258047, '~~' + 6 bytes below 2**36."""
+    if n <= 62:
+        return bytes([n + 63])
+    if n <= 258047:
+        return bytes([126] + [((n >> s) & 63) + 63 for s in (12, 6, 0)])
+    return bytes([126, 126] + [((n >> s) & 63) + 63 for s in (30, 24, 18, 12, 6, 0)])
+
+
+def parse_graph6(line: str | bytes) -> tuple[int, list[tuple[int, int]]]:
+    """Parse one graph6 string (an optional ``>>graph6<<`` header is skipped).
+
+    graph6 stores ``N(n)`` and then the upper triangle of the adjacency matrix column by column
+    (``(0,1), (0,2), (1,2), (0,3), ...``) as 6-bit groups, each written as the byte ``63 + value``.
+
+    Returns:
+        ``(n, edges)`` with every undirected edge once as ``(i, j)``, ``i < j``, in graph6 bit order.
+    """
+    data = line.encode("ascii") if isinstance(line, str) else bytes(line)
+    data = data.strip()
+    if data.startswith(b">>graph6<<"):
+        data = data[len(b">>graph6<<") :]
+    if data[:1] in (b":", b";"):
+        raise ValueError("graph6: this is sparse6 (leading ':'), not graph6")
+    if data[:1] == b"&":
+        raise ValueError("graph6: this is digraph6 (leading '&'), not graph6")
+    if any(b < 63 or b > 126 for b in data):
+        raise ValueError(f"graph6: invalid character in {data[:40]!r}")
+    n, used = _g6_size(data)
+    nbits = n * (n - 1) // 2
+    body = data[used:]
+    need = (nbits + 5) // 6
+    if len(body) != need:
+        raise ValueError(f"graph6: expected {need} data bytes for n={n}, got {len(body)}")
+    edges = []
+    k = 0
+    for j in range(1, n):
+        for i in range(j):
+            byte = body[k // 6] - 63
+            if (byte >> (5 - k % 6)) & 1:
+                edges.append((i, j))
+            k += 1
+    return n, edges
+
+
+def to_graph6(edges: Tensor | Sequence[tuple[int, int]], num_nodes: int, *, header: bool = False) -> str:
+    """Encode a simple undirected graph as graph6 (inverse of :func:`parse_graph6`).
+
+    Args:
+        edges: ``edge_index [2, E]`` (either or both directions) or a sequence of ``(i, j)`` pairs.
+            Self-loops are not representable and raise ``ValueError``; duplicates are ignored.
+        num_nodes: number of nodes ``n`` (``0 <= n < 2**36``).
+        header: prepend ``>>graph6<<``.
+    """
+    n = int(num_nodes)
+    if n < 0 or n >= 2**36:
+        raise ValueError(f"num_nodes: expected 0 <= n < 2**36, got {n}")
+    if isinstance(edges, Tensor):
+        if edges.dim() != 2 or edges.shape[0] != 2:
+            raise ValueError(f"edges: expected edge_index of shape [2, E], got {tuple(edges.shape)}")
+        pairs = edges.t().tolist()
+    else:
+        pairs = [tuple(e) for e in edges]
+    bits = set()
+    for i, j in pairs:
+        i, j = int(i), int(j)
+        if not (0 <= i < n and 0 <= j < n):
+            raise ValueError(f"edges: node index out of range [0, {n}): ({i}, {j})")
+        if i == j:
+            raise ValueError(f"edges: self-loop ({i}, {i}) cannot be written in graph6")
+        a, b = min(i, j), max(i, j)
+        bits.add(b * (b - 1) // 2 + a)
+    out = bytearray(_g6_size_bytes(n))
+    nbits = n * (n - 1) // 2
+    body = bytearray((nbits + 5) // 6)
+    for k in bits:
+        body[k // 6] |= 1 << (5 - k % 6)
+    out += bytes(b + 63 for b in body)
+    return (">>graph6<<" if header else "") + out.decode("ascii")
+
+
+def edges_to_data(n: int, edges: Sequence[tuple[int, int]], y: int | None = None) -> Data:
+    """A PyG ``Data`` from undirected edges: ``edge_index`` in both directions (sorted), ``x = 1``.
+
+    Shapes:
+        -> edge_index ``[2, 2E]`` int64, x ``[n, 1]`` float32, y ``[1]`` int64 (if given)
+    """
+    e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    if e.size and (e.min() < 0 or e.max() >= n):
+        raise ValueError(f"edges: node index out of range [0, {n})")
+    keys = np.unique(np.concatenate([e[:, 0] * n + e[:, 1], e[:, 1] * n + e[:, 0]]))  # sorted, no duplicates
+    ei = torch.from_numpy(np.stack([keys // n, keys % n])) if n else torch.zeros(2, 0, dtype=torch.long)
+    data = Data(edge_index=ei, num_nodes=n, x=torch.ones(n, 1))
+    if y is not None:
+        data.y = torch.tensor([y], dtype=torch.long)
+    return data
+
+
+def load_graph6(path: PathLike) -> list[Data]:
+    """Read a graph6 file (one graph per line; blank lines and a ``>>graph6<<`` header are skipped).
+
+    Returns:
+        One ``Data`` per graph (``x`` = ones ``[n, 1]``, no ``y``).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"path: no graph6 file at {p}")
+    out = []
+    with open(p, "rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                n, edges = parse_graph6(line)
+            except ValueError as err:
+                raise ValueError(f"{p}:{lineno}: {err}") from None
+            out.append(edges_to_data(n, edges))
+    return out
+
+
+def load_sr25(path: PathLike) -> list[Data]:
+    """SR25: the 15 strongly regular graphs SRG(25, 12, 5, 6) from ``sr251256.g6`` (checked: 15 graphs of 25 nodes)."""
+    graphs = load_graph6(path)
+    if len(graphs) != 15 or any(g.num_nodes != 25 for g in graphs):
+        raise ValueError(f"path: expected 15 graphs on 25 nodes (SR25), got {len(graphs)} graphs")
+    return graphs
+
+
+# ----------------------------------------------------------------------------------------------------
+# canonical form of small graphs (partition refinement + individualisation, twin pruning)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _refine(nbrs: list[list[int]], col: list[int]) -> list[int]:
+    """1-WL colour refinement to an equitable partition.
+
+    New colour of ``v`` = rank of ``(col[v], sorted(col[u] for u in N(v)))`` among all such signatures;
+    the ranks are a function of the signatures only, hence isomorphism invariant.
+    """
+    n = len(col)
+    uniq0 = sorted(set(col))
+    k = len(uniq0)
+    if uniq0[-1] != k - 1:  # compress to ranks 0..k-1
+        r0 = {c: i for i, c in enumerate(uniq0)}
+        col = [r0[c] for c in col]
+    while True:
+        sig = [(col[v], tuple(sorted([col[u] for u in nbrs[v]]))) for v in range(n)]
+        uniq = sorted(set(sig))
+        if len(uniq) == k:
+            return col
+        rank = {s: i for i, s in enumerate(uniq)}
+        col = [rank[s] for s in sig]
+        k = len(uniq)
+
+
+def canonical_code(n: int, edges: Sequence[tuple[int, int]]) -> int:
+    """Canonical form of a small simple graph as an integer (equal iff the graphs are isomorphic).
+
+    Search tree of equitable ordered partitions: refine (1-WL), pick the first smallest non-singleton
+    cell, individualise each of its vertices in turn, recurse; every leaf (discrete partition) gives
+    an ordering and its certificate ``sum_{i<j adjacent in that order} 2^(j(j-1)/2 + i)`` (graph6 bit
+    order); the code is the maximum certificate over all leaves. Children that are twins
+    (``N(v) - {w} == N(w) - {v}``) give the same certificates, so only one of them is explored.
+    Exponential in the worst case; meant for ``n <= ~12``.
+
+    The code decodes back with :func:`_code_edges`.
+    """
+    nbrs: list[list[int]] = [[] for _ in range(n)]
+    mask = [0] * n
+    for i, j in edges:
+        if i == j:
+            raise ValueError(f"edges: self-loop at node {i}")
+        if not mask[i] >> j & 1:
+            nbrs[i].append(j)
+            nbrs[j].append(i)
+            mask[i] |= 1 << j
+            mask[j] |= 1 << i
+    best = -1
+
+    def leaf_code(col: list[int]) -> int:
+        code = 0
+        for v in range(n):
+            pv = col[v]
+            for u in nbrs[v]:
+                pu = col[u]
+                if pu < pv:
+                    code |= 1 << (pv * (pv - 1) // 2 + pu)
+        return code
+
+    def search(col: list[int]) -> None:
+        nonlocal best
+        col = _refine(nbrs, col)
+        sizes: dict[int, int] = {}
+        for c in col:
+            sizes[c] = sizes.get(c, 0) + 1
+        if len(sizes) == n:
+            code = leaf_code(col)
+            if code > best:
+                best = code
+            return
+        target = min((s, c) for c, s in sizes.items() if s > 1)[1]
+        tried: list[int] = []
+        for v in range(n):
+            if col[v] != target:
+                continue
+            if any((mask[v] & ~(1 << w)) == (mask[w] & ~(1 << v)) for w in tried):
+                continue
+            tried.append(v)
+            child = [2 * c + 1 for c in col]
+            child[v] = 2 * col[v]
+            search(child)
+
+    if n == 0:
+        return 0
+    search([len(nbrs[v]) for v in range(n)])
+    return best
+
+
+def _code_edges(n: int, code: int) -> list[tuple[int, int]]:
+    edges = []
+    for j in range(1, n):
+        base = j * (j - 1) // 2
+        for i in range(j):
+            if code >> (base + i) & 1:
+                edges.append((i, j))
+    return edges
+
+
+def _connected_codes_python(n: int) -> list[int]:
+    """Canonical codes of all connected graphs on ``n`` nodes by vertex augmentation.
+
+    Every connected graph on ``m >= 2`` nodes has a non-cut vertex (a leaf of a spanning tree), so it
+    is a connected graph on ``m - 1`` nodes plus one vertex joined to a non-empty subset; generate all
+    such extensions of every class and keep one per canonical code.
+    """
+    level = {0} if n >= 1 else set()
+    for m in range(2, n + 1):
+        nxt: set[int] = set()
+        for code in level:
+            base = _code_edges(m - 1, code)
+            for s in range(1, 1 << (m - 1)):
+                new = base + [(i, m - 1) for i in range(m - 1) if s >> i & 1]
+                nxt.add(canonical_code(m, new))
+        level = nxt
+    return sorted(level)
+
+
+def _find_geng() -> str | None:
+    return shutil.which("nauty-geng") or shutil.which("geng")
+
+
+def _connected_codes_nauty(n: int, geng: str) -> list[int]:
+    proc = subprocess.run([geng, "-c", "-q", str(n)], capture_output=True, check=True)
+    codes = set()
+    count = 0
+    for line in proc.stdout.splitlines():
+        if line.strip():
+            m, edges = parse_graph6(line)
+            codes.add(canonical_code(m, edges))
+            count += 1
+    if len(codes) != count:
+        raise RuntimeError(f"geng returned {count} graphs but only {len(codes)} isomorphism classes")
+    return sorted(codes)
+
+
+def connected_graphs(
+    n: int,
+    *,
+    method: Literal["auto", "nauty", "python"] = "auto",
+    cache: bool = True,
+    cache_path: PathLike | None = None,
+) -> list[Data]:
+    """All connected graphs on ``n`` nodes up to isomorphism, each in canonical labelling.
+
+    The list is sorted by :func:`canonical_code`, so it is identical whichever generator made it.
+
+    Args:
+        n: number of nodes, ``1 <= n <= 10`` (``n = 9, 10`` only with nauty: 261080 / 11.7M graphs).
+        method: ``"nauty"`` runs ``nauty-geng -c n`` / ``geng -c n`` (must be on ``PATH``);
+            ``"python"`` the pure-Python generator (``n <= 8``; n = 8 takes about 10-20 s once, then the
+            cache is used);
+            ``"auto"`` nauty if found, else Python.
+        cache: read/write the canonical codes (int64 ``[count]``) through the project's on-disk cache
+            (:func:`equiframe.datasets._cache.load_or_build`: atomic writes, checksummed, entry
+            ``connected_graphs/<key>.npz``).
+        cache_path: cache root (default ``$EQUIFRAME_CACHE``, else ``~/.cache/equiframe``).
+
+    Returns:
+        ``Data`` objects with ``edge_index`` (both directions), ``num_nodes = n``, ``x`` = ones ``[n, 1]``.
+    """
+    if not isinstance(n, int) or n < 1 or n >= len(CONNECTED_COUNTS):
+        raise ValueError(f"n: expected an int in [1, {len(CONNECTED_COUNTS) - 1}], got {n!r}")
+    if method not in ("auto", "nauty", "python"):
+        raise ValueError(f"method: expected 'auto', 'nauty' or 'python', got {method!r}")
+    expected = CONNECTED_COUNTS[n]
+
+    def build() -> dict[str, np.ndarray]:
+        geng = _find_geng()
+        if method == "nauty" and geng is None:
+            raise FileNotFoundError("method: 'nauty' needs nauty-geng or geng on PATH (Debian: apt-get install nauty)")
+        if method == "nauty" or (method == "auto" and geng is not None):
+            codes = _connected_codes_nauty(n, geng)  # type: ignore[arg-type]
+        else:
+            if n > 8:
+                raise ValueError(f"n: the pure-Python generator is limited to n <= 8 (got {n}); install nauty")
+            codes = _connected_codes_python(n)
+        if len(codes) != expected:
+            raise RuntimeError(f"generated {len(codes)} connected graphs on {n} nodes, expected {expected}")
+        return {"codes": np.asarray(codes, dtype=np.int64)}  # n (n - 1) / 2 <= 45 bits
+
+    if cache:
+        arrays = load_or_build("connected_graphs", {"n": n}, build, format_version=1, root=cache_path)
+    else:
+        arrays = build()
+    codes = arrays["codes"].tolist()
+    if len(codes) != expected:
+        raise RuntimeError(f"cache entry for n={n} holds {len(codes)} graphs, expected {expected}; delete it")
+    return [edges_to_data(n, _code_edges(n, c)) for c in codes]
+
+
+def graph8c(
+    *,
+    method: Literal["auto", "nauty", "python"] = "auto",
+    cache: bool = True,
+    cache_path: PathLike | None = None,
+) -> list[Data]:
+    """graph8c: the 11117 connected non-isomorphic graphs on 8 nodes (see :func:`connected_graphs`).
+
+    Every pair of graphs is non-isomorphic (:func:`iter_all_pairs` enumerates the 61,788,286 pairs).
+    """
+    return connected_graphs(8, method=method, cache=cache, cache_path=cache_path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# CSL, EXP
+# ----------------------------------------------------------------------------------------------------
+
+
+def csl_dataset(
+    generator: torch.Generator | None = None,
+    *,
+    num_nodes: int = 41,
+    skips: Sequence[int] = CSL_SKIPS,
+    per_class: int = 15,
+) -> list[Data]:
+    """CSL: circular skip-link graphs ``C_n(1, s)`` (node ``i`` adjacent to ``i +- 1`` and ``i +- s`` mod n).
+
+    Class ``k`` (label ``y = k``) has skip ``skips[k]``; each of its ``per_class`` graphs is the same
+    circulant graph with its nodes relabelled by a uniformly random permutation drawn from
+    ``generator`` (default: a fresh generator seeded with 0, so the data set is reproducible). With the
+    defaults: 150 4-regular graphs on 41 nodes, classes pairwise non-isomorphic, 1-WL-indistinguishable.
+
+    Shapes:
+        -> ``Data`` with edge_index ``[2, 4n]``, x ``[n, 1]`` ones, y ``[1]``
+    """
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    if num_nodes < 5:
+        raise ValueError(f"num_nodes: expected >= 5, got {num_nodes}")
+    if per_class < 1:
+        raise ValueError(f"per_class: expected >= 1, got {per_class}")
+    for s in skips:
+        if not 1 < s < num_nodes - 1 or 2 * s == num_nodes:
+            raise ValueError(f"skips: skip {s} must satisfy 1 < s < n - 1 and 2 s != n (n = {num_nodes})")
+    out = []
+    for k, s in enumerate(skips):
+        i = torch.arange(num_nodes)
+        base = torch.cat([torch.stack([i, (i + 1) % num_nodes]), torch.stack([i, (i + s) % num_nodes])], dim=1)
+        for _ in range(per_class):
+            perm = torch.randperm(num_nodes, generator=generator, device=generator.device).cpu()
+            e = perm[base]
+            ei = torch.unique(torch.cat([e, e.flip(0)], dim=1), dim=1)
+            out.append(Data(edge_index=ei, num_nodes=num_nodes, x=torch.ones(num_nodes, 1), y=torch.tensor([k])))
+    return out
+
+
+def load_exp(path: PathLike) -> list[Data]:
+    """EXP (Abboud et al., 2021) from ``exp_graphsat.npz`` (see ``shared/data/README.md``).
+
+    The npz holds ``node_ptr`` [1201], ``x`` int8 [N] node type (0/1), ``edge_ptr`` [1201],
+    ``edge_index`` int16 [2, E] (both directions, node ids local to their graph), ``y`` int8 [1200]
+    (1 = SAT). Graphs ``2k`` and ``2k + 1`` form a pair (:func:`consecutive_pairs`).
+
+    Returns:
+        1200 ``Data`` with ``x`` = one-hot node type ``[n, 2]`` float32, ``node_type`` ``[n]`` int64,
+        ``edge_index`` int64 (as stored), ``y`` ``[1]`` int64.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"path: no EXP npz file at {p}")
+    with np.load(p) as z:
+        missing = {"node_ptr", "x", "edge_ptr", "edge_index", "y"} - set(z.files)
+        if missing:
+            raise ValueError(f"path: {p} lacks arrays {sorted(missing)}")
+        node_ptr = z["node_ptr"].astype(np.int64)
+        x = z["x"].astype(np.int64)
+        edge_ptr = z["edge_ptr"].astype(np.int64)
+        edge_index = z["edge_index"].astype(np.int64)
+        y = z["y"].astype(np.int64)
+    G = y.shape[0]
+    if node_ptr.shape != (G + 1,) or edge_ptr.shape != (G + 1,) or edge_index.ndim != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"path: inconsistent array shapes in {p}")
+    if node_ptr[-1] != x.shape[0] or edge_ptr[-1] != edge_index.shape[1]:
+        raise ValueError(f"path: node_ptr/edge_ptr do not match x/edge_index in {p}")
+    out = []
+    for g in range(G):
+        n = int(node_ptr[g + 1] - node_ptr[g])
+        ei = torch.from_numpy(edge_index[:, edge_ptr[g] : edge_ptr[g + 1]].copy())
+        if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= n):
+            raise ValueError(f"path: graph {g} has node ids outside [0, {n})")
+        t = torch.from_numpy(x[node_ptr[g] : node_ptr[g + 1]].copy())
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) > 1):
+            raise ValueError(f"path: graph {g} has node types outside {{0, 1}}")
+        out.append(
+            Data(
+                edge_index=ei,
+                num_nodes=n,
+                x=torch.nn.functional.one_hot(t, 2).float(),
+                node_type=t,
+                y=torch.tensor([int(y[g])]),
+            )
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# pairs
+# ----------------------------------------------------------------------------------------------------
+
+
+def consecutive_pairs(num_graphs: int) -> Tensor:
+    """The pairs ``(2k, 2k + 1)`` (EXP), ``[num_graphs // 2, 2]`` int64."""
+    if num_graphs < 0:
+        raise ValueError(f"num_graphs: expected >= 0, got {num_graphs}")
+    return torch.arange(2 * (num_graphs // 2)).reshape(-1, 2)
+
+
+def all_pairs(num_graphs: int) -> Tensor:
+    """All unordered pairs ``(i, j)``, ``i < j``, row-major, ``[n (n - 1) / 2, 2]`` int64.
+
+    For graph8c this is 61,788,286 pairs (about 1 GB); use :func:`iter_all_pairs` there.
+    """
+    if num_graphs < 0:
+        raise ValueError(f"num_graphs: expected >= 0, got {num_graphs}")
+    return torch.triu_indices(num_graphs, num_graphs, offset=1).t().contiguous()
+
+
+def iter_all_pairs(num_graphs: int, chunk_size: int = 1 << 20) -> Iterator[Tensor]:
+    """All pairs ``(i, j)``, ``i < j``, in the order of :func:`all_pairs`, in chunks of about ``chunk_size``.
+
+    Yields:
+        ``[c, 2]`` int64 tensors (whole rows ``i``; a row longer than ``chunk_size`` is split).
+    """
+    if num_graphs < 0:
+        raise ValueError(f"num_graphs: expected >= 0, got {num_graphs}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size: expected >= 1, got {chunk_size}")
+    i = 0
+    while i < num_graphs - 1:
+        rows, total = [], 0
+        while i < num_graphs - 1 and (total == 0 or total + (num_graphs - 1 - i) <= chunk_size):
+            j = torch.arange(i + 1, num_graphs)
+            rows.append(torch.stack([torch.full_like(j, i), j], dim=1))
+            total += j.numel()
+            i += 1
+        block = torch.cat(rows)
+        yield from block.split(chunk_size)
