@@ -25,7 +25,13 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-bench: $(STAMP)
+BENCH_DEPS = .bench-deps/.installed
+
+$(BENCH_DEPS):
+	$(PY) -m pip install --no-deps --target .bench-deps frame-averaging-pytorch einops
+	touch $(BENCH_DEPS)
+
+bench: $(STAMP) $(BENCH_DEPS)
 	$(PY) benchmarks/run_all.py
 
 clean:

@@ -25,7 +25,7 @@ from .frames.pca import Tolerances, pca_frame
 from .groups import EuclideanGroup
 from .reps import TensorReps
 
-__all__ = ["FrameAveraging", "SCALAR"]
+__all__ = ["FrameAveraging", "SCALAR", "node_ranks"]
 
 SCALAR = "scalar"
 """Type of invariant inputs/outputs of any shape (replicated / averaged, never transformed)."""
@@ -52,51 +52,99 @@ def _is_data(obj: Any) -> bool:
     return hasattr(obj, "to_dict") and hasattr(obj, "keys") and hasattr(obj, "edge_index")
 
 
-class _Fold:
-    """Index bookkeeping of one forward pass: maps the original batch to the folded one."""
+def _weighted_sum(values: Tensor, index: Tensor, weight: Tensor, num_examples: int) -> Tensor:
+    """``out[b] = sum_{m: index[m] = b} weight[m] * values[m]`` (a reshape-sum when copies are uniform)."""
+    v = values * weight.to(values.dtype).reshape(-1, *([1] * (values.dim() - 1)))
+    M = values.shape[0]
+    if num_examples and M % num_examples == 0:
+        k = M // num_examples
+        if bool((index == torch.arange(num_examples, device=index.device).repeat_interleave(k)).all()):
+            return v.reshape(num_examples, k, *values.shape[1:]).sum(1)
+    return values.new_zeros(num_examples, *values.shape[1:]).index_add_(0, index, v)
 
-    def __init__(self, frame: Frame, *, dense: bool, batch: Tensor | None, edge_index: Tensor | None):
-        self.frame = frame
-        self.dense = dense
-        self.M = len(frame)
-        self.B = frame.num_examples
-        device = frame.R.device
-        if dense:
-            self.example_t = frame.example_translation()
-            return
-        counts = torch.bincount(batch, minlength=self.B)
-        ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-        self.N = batch.shape[0]
-        # node copies: element m (of example b) gets the nodes ptr[b]..ptr[b+1]
-        rep_counts = counts[frame.index]  # [M]
-        self.new_batch = torch.arange(self.M, device=device).repeat_interleave(rep_counts)
-        new_ptr = torch.cat([rep_counts.new_zeros(1), rep_counts.cumsum(0)])
-        offset_in_copy = torch.arange(self.new_batch.shape[0], device=device) - new_ptr[self.new_batch]
-        self.node_src = ptr[frame.index][self.new_batch] + offset_in_copy  # [N_rep]
-        self.new_ptr = new_ptr
+
+class _Fold:
+    """Index bookkeeping of one forward pass: maps the original batch to the folded one.
+
+    Copy ``m`` of the folded batch belongs to example ``index[m]`` and has averaging weight
+    ``weight[m]``. Ragged batches: folded node ``u`` is original node ``node_src[u]`` and belongs to
+    copy ``new_batch[u]``; folded edge ``e`` copies original edge ``edge_src[e]`` in copy ``edge_copy[e]``.
+    Euclidean frames keep the node order of each example (``frame`` holds the rotations); permutation
+    frames put the nodes of each copy in frame order.
+    """
+
+    frame: "Frame | None" = None
+
+    def __init__(self, index: Tensor, weight: Tensor, num_examples: int):
+        self.index = index
+        self.weight = weight
+        self.M = index.shape[0]
+        self.B = num_examples
+        self.dense = False
+        self.example_t = None
         self.edge_index = None
+
+    @classmethod
+    def euclidean(cls, frame: Frame, *, dense: bool, batch: Tensor | None, edge_index: Tensor | None) -> "_Fold":
+        fold = cls(frame.index, frame.weight, frame.num_examples)
+        fold.frame = frame
+        fold.dense = dense
+        if dense:
+            fold.example_t = frame.example_translation()
+            return fold
+        device = frame.R.device
+        counts = torch.bincount(batch, minlength=fold.B)
+        ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        fold.N = batch.shape[0]
+        # node copies: element m (of example b) gets the nodes ptr[b]..ptr[b+1], in their order
+        rep_counts = counts[frame.index]  # [M]
+        fold.new_batch = torch.arange(fold.M, device=device).repeat_interleave(rep_counts)
+        fold.new_ptr = torch.cat([rep_counts.new_zeros(1), rep_counts.cumsum(0)])
+        offset_in_copy = torch.arange(fold.new_batch.shape[0], device=device) - fold.new_ptr[fold.new_batch]
+        fold.node_src = ptr[frame.index][fold.new_batch] + offset_in_copy  # [N_rep]
         if edge_index is not None:
-            if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-                raise ValueError(f"edge_index: expected shape [2, E], got {tuple(edge_index.shape)}")
-            if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= self.N):
-                raise ValueError(f"edge_index: node ids must lie in [0, {self.N}), got range "
-                                 f"[{int(edge_index.min())}, {int(edge_index.max())}]")
+            _check_edges(edge_index, batch, fold.N)
             e_graph = batch[edge_index[0]]
-            if bool((batch[edge_index[1]] != e_graph).any()):
-                raise ValueError("edge_index: an edge connects nodes of different examples of the batch vector")
             perm = torch.argsort(e_graph, stable=True)
-            e_counts = torch.bincount(e_graph, minlength=self.B)
+            e_counts = torch.bincount(e_graph, minlength=fold.B)
             e_ptr = torch.cat([e_counts.new_zeros(1), e_counts.cumsum(0)])
             rep_e = e_counts[frame.index]
-            e_copy = torch.arange(self.M, device=device).repeat_interleave(rep_e)
+            e_copy = torch.arange(fold.M, device=device).repeat_interleave(rep_e)
             e_new_ptr = torch.cat([rep_e.new_zeros(1), rep_e.cumsum(0)])
             e_off = torch.arange(e_copy.shape[0], device=device) - e_new_ptr[e_copy]
-            self.edge_src = perm[e_ptr[frame.index][e_copy] + e_off]  # original edge of each copy
-            ei = edge_index[:, self.edge_src]
-            shift = (new_ptr[e_copy] - ptr[frame.index][e_copy])
-            self.edge_index = ei + shift[None, :]
-            self.edge_copy = e_copy
-            self.num_edges = edge_index.shape[1]
+            fold.edge_src = perm[e_ptr[frame.index][e_copy] + e_off]  # original edge of each copy
+            shift = fold.new_ptr[e_copy] - ptr[frame.index][e_copy]
+            fold.edge_index = edge_index[:, fold.edge_src] + shift[None, :]
+            fold.edge_copy = e_copy
+            fold.num_edges = edge_index.shape[1]
+        return fold
+
+    @classmethod
+    def permutation(cls, elements, *, batch: Tensor, edge_index: Tensor | None, num_examples: int) -> "_Fold":
+        from .frames.graph import fold_edge_index  # noqa: PLC0415
+
+        fold = cls(elements.graph, elements.weight, num_examples)
+        fold.N = batch.shape[0]
+        fold.node_src = elements.order
+        fold.new_batch = elements.copy_index()
+        fold.new_ptr = elements.ptr
+        if edge_index is not None:
+            _check_edges(edge_index, batch, fold.N)
+            fold.edge_index, fold.edge_src, fold.edge_copy = fold_edge_index(elements, edge_index, fold.N, return_source=True)
+            fold.num_edges = edge_index.shape[1]
+        return fold
+
+    def average(self, values: Tensor) -> Tensor:
+        return _weighted_sum(values, self.index, self.weight, self.B)
+
+
+def _check_edges(edge_index: Tensor, batch: Tensor, N: int) -> None:
+    if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"edge_index: expected shape [2, E], got {tuple(getattr(edge_index, 'shape', ()))}")
+    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= N):
+        raise ValueError(f"edge_index: node ids must lie in [0, {N}), got range [{int(edge_index.min())}, {int(edge_index.max())}]")
+    if bool((batch[edge_index[1]] != batch[edge_index[0]]).any()):
+        raise ValueError("edge_index: an edge connects nodes of different examples of the batch vector")
 
 
 class FrameAveraging(nn.Module):
@@ -106,7 +154,8 @@ class FrameAveraging(nn.Module):
         backbone: any ``nn.Module`` or callable, called with keyword arguments (or with one PyG
             ``Data`` when the wrapper is called with one).
         group: ``"O(d)"``, ``"SO(d)"``, ``"E(d)"``, ``"SE(d)"`` for a concrete ``d`` (``"E(3)"``) or
-            with a literal ``d`` (``"E(d)"``: the dimension is read from the data).
+            with a literal ``d`` (``"E(d)"``: the dimension is read from the data); or ``"S_n"``,
+            node permutations of graphs (Laplacian frames, :func:`equiframe.frames.graph.laplacian_frame`).
         inputs: how keyword inputs transform: a reps string (``"1x1n"``, ``"2x0n+1x2n"``), ``"pos"``
             (positions: rotate and translate) or ``"scalar"`` (invariant, any shape: only
             replicated). Keyword inputs not listed pass through unchanged.
@@ -119,7 +168,16 @@ class FrameAveraging(nn.Module):
         frame_from: the input the frame is computed from (default: the one input typed ``"pos"``).
         eval_mode: the mode used in ``eval()`` when ``mode="stochastic"`` (default ``"all"``).
         generator: ``torch.Generator`` for stochastic mode (reproducible sampling).
-        tol, max_size: see :func:`equiframe.frames.pca_frame`.
+        tol, max_size: see :func:`equiframe.frames.pca_frame`. For ``"S_n"``, ``max_size`` is the largest
+            frame averaged exactly; larger frames are sampled (``n_samples`` elements, default 1).
+
+    **Permutation frames** (``group="S_n"``): inputs are graphs (``edge_index=``, ``batch=``); all inputs
+    and outputs are ``"scalar"`` (node features are reordered with the nodes, nothing rotates). The
+    frame is computed from ``edge_index`` (plus the node input named by ``frame_from``, if given, as
+    extra sort keys). Every copy handed to the backbone lists its nodes **in frame order**, so a
+    backbone can read canonical node ids as ``arange(N) - ptr[batch]`` (:func:`node_ranks`). Modes:
+    ``"all"`` = exact average for frames up to ``max_size`` elements, ``n_samples`` samples above;
+    ``"stochastic"`` = ``n_samples`` samples per graph while training; ``"canonical"`` = one element.
 
     Calling conventions (``batch=`` and ``mask=`` are consumed by the wrapper and given to the backbone
     in folded form, ``edge_index=`` is replicated with offsets; the frame comes from ``frame_from``):
@@ -166,12 +224,15 @@ class FrameAveraging(nn.Module):
             raise ValueError(f"eval_mode: expected 'all' or 'canonical', got {eval_mode!r}")
         if n_samples is not None and (not isinstance(n_samples, int) or n_samples < 1):
             raise ValueError(f"n_samples: expected a positive integer, got {n_samples!r}")
-        if n_samples is not None and mode != "stochastic":
+        self.permutation = isinstance(group, str) and group.replace(" ", "") in ("S_n", "Sn", "S(n)")
+        if n_samples is not None and mode != "stochastic" and not self.permutation:
             raise ValueError("n_samples: only meaningful with mode='stochastic'")
         self.backbone = backbone
         self.group = group
         self._group_fixed = None
-        if isinstance(group, EuclideanGroup):
+        if self.permutation:
+            pass
+        elif isinstance(group, EuclideanGroup):
             self._group_fixed = group
         elif isinstance(group, str):
             if "(d)" not in group.replace(" ", ""):
@@ -188,6 +249,14 @@ class FrameAveraging(nn.Module):
         self.generator = generator
         self.tol = tol
         self.max_size = max_size
+        if self.permutation:
+            for k, v in list(self.inputs.items()) + [(f"output[{k!r}]", v) for k, v in self._output_items()]:
+                if _resolve(v, 1, str(k)) != SCALAR:
+                    raise ValueError(f"{k}: with group 'S_n' every input and output is 'scalar' (got {v!r})")
+            if frame_from is not None and frame_from not in self.inputs:
+                raise ValueError(f"frame_from: {frame_from!r} is not one of the declared inputs {list(self.inputs)}")
+            self.frame_from = frame_from
+            return
         if frame_from is None:
             pos_like = [k for k, v in self.inputs.items() if isinstance(v, str) and v.strip() == "pos"]
             if len(pos_like) != 1:
@@ -251,6 +320,9 @@ class FrameAveraging(nn.Module):
         )
 
     # ------------------------------------------------------------------ forward
+    def _current_mode(self) -> str:
+        return self.mode if (self.training or self.mode != "stochastic") else self.eval_mode
+
     def forward(self, *args, return_frame: bool = False, **kwargs):
         data_in = None
         if args:
@@ -258,46 +330,29 @@ class FrameAveraging(nn.Module):
                 data_in = args[0]
                 kwargs = {k: data_in[k] for k in data_in.keys() if k in self.inputs or k in ("edge_index", "batch")}
                 if "batch" not in kwargs:
-                    kwargs["batch"] = torch.zeros(data_in.num_nodes, dtype=torch.long, device=data_in[self.frame_from].device)
+                    kwargs["batch"] = torch.zeros(data_in.num_nodes, dtype=torch.long, device=data_in.edge_index.device)
             else:
                 raise TypeError("FrameAveraging: call with keyword inputs (fa(pos=..., ...)) or with one PyG Data/Batch")
-        if self.frame_from not in kwargs:
-            raise ValueError(f"{self.frame_from}: missing input (the frame is computed from it)")
-        pos = kwargs[self.frame_from]
-        if not isinstance(pos, Tensor):
-            raise TypeError(f"{self.frame_from}: expected a tensor, got {type(pos).__name__}")
-        batch = kwargs.pop("batch", None)
-        mask = kwargs.pop("mask", None)
-        d = pos.shape[-1] if pos.dim() >= 1 else 0
-        G = self.group_for(d)
-        types = {k: _resolve(v, d, f"inputs[{k!r}]") for k, v in self.inputs.items()}
-        unbatched = batch is None and pos.dim() == 2
-        if unbatched:
-            for k in types:
-                if k in kwargs and isinstance(kwargs[k], Tensor):
-                    kwargs[k] = kwargs[k][None]
-            pos = kwargs[self.frame_from]
-            mask = mask[None] if mask is not None else None
         for k, v in kwargs.items():
-            if k in types and isinstance(v, Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            if k in self.inputs and isinstance(v, Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
                 raise ValueError(f"{k}: contains NaN or inf")
-        frame = pca_frame(
-            pos, group=G, mask=mask, batch=batch,
-            mode=self.mode if (self.training or self.mode != "stochastic") else self.eval_mode,
-            n_samples=self.n_samples, generator=self.generator, tol=self.tol, max_size=self.max_size,
-        )
-        fold = _Fold(frame, dense=batch is None, batch=batch, edge_index=kwargs.get("edge_index"))
+        if self.permutation:
+            fold, types, unbatched, d, frame = self._fold_permutation(kwargs)
+        else:
+            fold, types, unbatched, d, frame = self._fold_euclidean(kwargs)
         call = {}
         for k, v in kwargs.items():
             if k in types:
-                call[k] = self._fold_input(k, v, types[k], fold, pos)
+                call[k] = self._fold_input(k, v, types[k], fold)
             elif k == "edge_index" and not fold.dense:
                 call[k] = fold.edge_index
+            elif k in ("batch", "mask"):
+                continue
             else:
                 call[k] = v
         if fold.dense:
-            if mask is not None:
-                call["mask"] = mask[frame.index]
+            if kwargs.get("mask") is not None:
+                call["mask"] = kwargs["mask"][fold.index]
         else:
             call["batch"] = fold.new_batch
         if data_in is not None:
@@ -312,18 +367,77 @@ class FrameAveraging(nn.Module):
         result = self._unfold_outputs(out, fold, d, unbatched)
         return (result, frame) if return_frame else result
 
-    def _fold_input(self, name: str, x: Any, typ, fold: _Fold, pos: Tensor) -> Tensor:
+    def _fold_euclidean(self, kwargs: dict):
+        if self.frame_from not in kwargs:
+            raise ValueError(f"{self.frame_from}: missing input (the frame is computed from it)")
+        pos = kwargs[self.frame_from]
+        if not isinstance(pos, Tensor):
+            raise TypeError(f"{self.frame_from}: expected a tensor, got {type(pos).__name__}")
+        batch, mask = kwargs.get("batch"), kwargs.get("mask")
+        d = pos.shape[-1] if pos.dim() >= 1 else 0
+        G = self.group_for(d)
+        types = {k: _resolve(v, d, f"inputs[{k!r}]") for k, v in self.inputs.items()}
+        unbatched = batch is None and pos.dim() == 2
+        if unbatched:
+            for k in types:
+                if k in kwargs and isinstance(kwargs[k], Tensor):
+                    kwargs[k] = kwargs[k][None]
+            if mask is not None:
+                kwargs["mask"] = mask = mask[None]
+            pos = kwargs[self.frame_from]
+        frame = pca_frame(
+            pos, group=G, mask=mask, batch=batch, mode=self._current_mode(),
+            n_samples=self.n_samples, generator=self.generator, tol=self.tol, max_size=self.max_size,
+        )
+        fold = _Fold.euclidean(frame, dense=batch is None, batch=batch, edge_index=kwargs.get("edge_index"))
+        fold.points = pos.shape[-2] if batch is None else None
+        return fold, types, unbatched, d, frame
+
+    def _fold_permutation(self, kwargs: dict):
+        from .frames.graph import frame_elements, laplacian_frame  # noqa: PLC0415
+
+        edge_index, batch = kwargs.get("edge_index"), kwargs.get("batch")
+        if edge_index is None:
+            raise ValueError("edge_index: group 'S_n' needs the graph (edge_index=...)")
+        if batch is None:
+            sizes = [v.shape[0] for k, v in kwargs.items() if k in self.inputs and isinstance(v, Tensor)]
+            n = sizes[0] if sizes else (int(edge_index.max()) + 1 if edge_index.numel() else 0)
+            batch = kwargs["batch"] = torch.zeros(n, dtype=torch.long, device=edge_index.device)
+        if not isinstance(batch, Tensor) or batch.dim() != 1:
+            raise ValueError(f"batch: expected a 1-D tensor, got {getattr(batch, 'shape', batch)!r}")
+        if batch.numel() == 0:
+            raise ValueError("batch: empty graph batch (0 nodes)")
+        B = int(batch.max()) + 1
+        counts = torch.bincount(batch, minlength=B)
+        if bool((counts == 0).any()):
+            raise ValueError(f"batch: graph(s) {(counts == 0).nonzero().flatten().tolist()} have no nodes")
+        keys = None
+        if self.frame_from is not None:
+            if self.frame_from not in kwargs:
+                raise ValueError(f"{self.frame_from}: missing input (the frame keys use it)")
+            keys = kwargs[self.frame_from]
+        frame = laplacian_frame(edge_index, num_nodes=batch.shape[0], batch=batch, x=keys, num_graphs=B)
+        mode = self._current_mode()
+        limit = self.max_size if mode == "all" else 1
+        k = 1 if mode == "canonical" else self.n_samples
+        dtype = next((v.dtype for k_, v in kwargs.items() if k_ in self.inputs and isinstance(v, Tensor) and v.is_floating_point()), torch.float32)
+        elements = frame_elements(frame, limit=limit, k=k, generator=self.generator, weight_dtype=dtype)
+        fold = _Fold.permutation(elements, batch=batch, edge_index=edge_index, num_examples=B)
+        types = {k_: SCALAR for k_ in self.inputs}
+        return fold, types, False, 0, (frame, elements)
+
+    def _fold_input(self, name: str, x: Any, typ, fold: _Fold) -> Tensor:
         if not isinstance(x, Tensor):
             raise TypeError(f"{name}: expected a tensor, got {type(x).__name__}")
-        frame = fold.frame
         if fold.dense:
-            if x.shape[0] != frame.num_examples:
-                raise ValueError(f"{name}: leading dimension {x.shape[0]} does not match the batch size {frame.num_examples} of {self.frame_from}")
+            if x.shape[0] != fold.B:
+                raise ValueError(f"{name}: leading dimension {x.shape[0]} does not match the batch size {fold.B} of {self.frame_from}")
             if typ == SCALAR:
-                return x[frame.index]
+                return x[fold.index]
+            frame = fold.frame
             per_point = x.dim() == 3
-            if per_point and x.shape[1] != pos.shape[1]:
-                raise ValueError(f"{name}: has {x.shape[1]} points, {self.frame_from} has {pos.shape[1]}")
+            if per_point and x.shape[1] != fold.points:
+                raise ValueError(f"{name}: has {x.shape[1]} points, {self.frame_from} has {fold.points}")
             if x.dim() not in (2, 3):
                 raise ValueError(f"{name}: expected [B, C] or [B, N, C] (dense input), got shape {tuple(x.shape)}")
             if x.shape[-1] != typ.size:
@@ -332,25 +446,26 @@ class FrameAveraging(nn.Module):
             te = fold.example_t if typ.has_pos else None
             if te is not None:  # centre once per example (float64), then gather and rotate
                 xc = _translate_precise(x, typ, te[:, None] if per_point else te)
-                return typ.to_local(xc[frame.index], R.to(x.dtype))
+                return typ.to_local(xc[fold.index], R.to(x.dtype))
             t = frame.t[:, None] if per_point else frame.t
-            return _to_local(x[frame.index], typ, R, t, name)
-        # ragged
+            return _to_local(x[fold.index], typ, R, t, name)
+        # ragged: per node, per example, or per edge (inputs named edge_*)
         if x.shape[0] == fold.N:
             sel, rep = fold.node_src, fold.new_batch
-        elif x.shape[0] == frame.num_examples:
-            sel, rep = frame.index, None
+        elif x.shape[0] == fold.B:
+            sel, rep = fold.index, None
         elif name.startswith("edge_") and fold.edge_index is not None and x.shape[0] == fold.num_edges:
             sel, rep = fold.edge_src, fold.edge_copy
         else:
             raise ValueError(
                 f"{name}: leading dimension {x.shape[0]} matches neither the number of nodes ({fold.N}) "
-                f"nor the number of examples ({frame.num_examples})"
+                f"nor the number of examples ({fold.B})"
                 + (" nor of edges (edge_* inputs)" if fold.edge_index is not None else "")
             )
         xr = x[sel]
         if typ == SCALAR:
             return xr
+        frame = fold.frame
         if rep is None:
             return _to_local(xr, typ, frame.R, frame.t, name)
         return _to_local(xr, typ, frame.R[rep], frame.t[rep], name)
@@ -373,9 +488,9 @@ class FrameAveraging(nn.Module):
     def _unfold_one(self, y: Any, typ, fold: _Fold, name: str, unbatched: bool) -> Tensor:
         if not isinstance(y, Tensor):
             raise TypeError(f"{name}: backbone returned {type(y).__name__}, expected a tensor")
-        frame = fold.frame
         if typ != SCALAR and y.shape[-1] != typ.size:
             raise ValueError(f"{name}: last dimension {y.shape[-1]} does not match the declared type {str(typ)!r} (size {typ.size})")
+        frame = fold.frame
         if fold.dense or y.shape[0] == fold.M:
             if y.shape[0] != fold.M:
                 raise ValueError(f"{name}: leading dimension {y.shape[0]} is not the folded batch size {fold.M}")
@@ -384,7 +499,7 @@ class FrameAveraging(nn.Module):
                 R = frame.R[:, None] if per_point else frame.R
                 t = frame.t[:, None] if per_point else frame.t
                 y = typ.to_global(y, R, t if typ.has_pos else None)
-            out = frame.average(y)
+            out = fold.average(y)
             return out[0] if unbatched else out
         if y.shape[0] != fold.node_src.shape[0]:
             raise ValueError(
@@ -394,8 +509,19 @@ class FrameAveraging(nn.Module):
         if typ != SCALAR:
             rep = fold.new_batch
             y = typ.to_global(y, frame.R[rep], frame.t[rep] if typ.has_pos else None)
-        w = frame.weight.to(y.dtype)[fold.new_batch].reshape(-1, *([1] * (y.dim() - 1)))
+        w = fold.weight.to(y.dtype)[fold.new_batch].reshape(-1, *([1] * (y.dim() - 1)))
         return y.new_zeros(fold.N, *y.shape[1:]).index_add_(0, fold.node_src, y * w)
+
+
+def node_ranks(batch: Tensor) -> Tensor:
+    """Position of every node inside its graph, for a sorted batch vector: ``arange(N) - ptr[batch]``.
+
+    With ``FrameAveraging(group="S_n")`` the nodes of every copy come in frame order, so these are the
+    canonical node identifiers (FA-GIN+ID).
+    """
+    counts = torch.bincount(batch)
+    ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    return torch.arange(batch.shape[0], device=batch.device) - ptr[batch]
 
 
 def _to_local(x: Tensor, typ: TensorReps, R: Tensor, t: Tensor, name: str) -> Tensor:

@@ -658,13 +658,18 @@ def frame_elements(
     )
 
 
-def fold_edge_index(elements: FrameElements, edge_index: Tensor, num_nodes: int) -> Tensor:
+def fold_edge_index(
+    elements: FrameElements, edge_index: Tensor, num_nodes: int, *, return_source: bool = False
+) -> "Tensor | tuple[Tensor, Tensor, Tensor]":
     """Edges of the folded batch in which copy ``c`` is graph ``graph[c]`` relabelled by its order.
 
     Entry ``t`` of ``elements.order`` becomes node ``t`` of the folded batch (so node ``t`` carries the
     features ``x[elements.order[t]]``, batch index ``elements.copy_index()[t]`` and canonical id
     ``elements.ranks()[t]``). Every edge ``(u, v)`` of the original batch is repeated once per copy of
     its graph as ``(t_c(u), t_c(v))`` with ``t_c(u)`` the entry of ``u`` in copy ``c``.
+
+    With ``return_source=True`` also returns, for every folded edge, the original edge it copies
+    ``[E']`` and its copy ``[E']`` (to replicate per-edge features).
 
     Shapes:
         edge_index ``[2, E]`` -> ``[2, E']``, ``E' = sum_c E_{graph[c]}``; edges grouped by copy
@@ -708,6 +713,8 @@ def fold_edge_index(elements: FrameElements, edge_index: Tensor, num_nodes: int)
     base = elements.ptr[ecopy]
     tu = inv[base + local[edge_index[0, eidx]]]
     tv = inv[base + local[edge_index[1, eidx]]]
+    if return_source:
+        return torch.stack([tu, tv]), eidx, ecopy
     return torch.stack([tu, tv])
 
 
