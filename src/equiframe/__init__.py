@@ -11,6 +11,7 @@ Two systems:
 from .averaging import SCALAR, FrameAveraging
 from .frames.base import Frame
 from .frames.pca import Tolerances, pca_frame
+from .linalg import eigen_gaps, symeig
 from .groups import EuclideanGroup, GroupElement, random_orthogonal
 from .reps import Block, TensorReps
 
@@ -22,4 +23,6 @@ __all__ = [
     "FrameAveraging",
     "Tolerances",
     "pca_frame",
+    "symeig",
+    "eigen_gaps",
     "Block", "EuclideanGroup", "GroupElement", "TensorReps", "random_orthogonal", "__version__"]
