@@ -67,8 +67,8 @@ def test_dense_equivariance(d, group, mode, dtype, gen):
     assert set(report.errors) == set(OUT)
 
 
-@pytest.mark.parametrize("d", [2, 3, 4])
-@pytest.mark.parametrize("group", ["O", "SE"])
+@pytest.mark.parametrize("d", [2, 3, 4, 5])
+@pytest.mark.parametrize("group", ["O", "SO", "E", "SE"])
 @pytest.mark.parametrize("mode", ["all", "canonical", "stochastic"])
 def test_ragged_equivariance_per_graph_transforms(d, group, mode, dtype, gen):
     fa = make_fa(d, group, mode, dtype, generator=torch.Generator().manual_seed(0))
