@@ -1,0 +1,385 @@
+"""Benchmark: overhead of tensor-frame layers over the same plain layers, and scaling with N.
+
+Overhead: for each layer and reps, the plain PyG layer (A) and the same layer instance wrapped by
+``TFConv`` (B) run alternately in one process; the reported number is the median over pairs of
+``time(B) / time(A)`` (absolute times drift 2-3x on a shared machine, the per-pair ratio does not).
+A gets its edge features precomputed (global ``[x_j - x_i, |x_j - x_i|]``); B computes its local edge
+geometry, edge layout and transport inside the timed call. The native ``TensorFrameConv`` is compared
+with itself run without frames (``frames=None``: the same architecture as a plain, non-equivariant MPNN).
+
+Scaling: forward time and peak resident memory (``ru_maxrss`` of a fresh subprocess per measurement)
+for 10^4, 10^5, 10^6 nodes.
+
+Usage::
+
+    python benchmarks/bench_tensor_frames.py                      # full run, writes the Markdown file
+    python benchmarks/bench_tensor_frames.py --quick              # small smoke run (no file written)
+    python benchmarks/bench_tensor_frames.py --device cuda        # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from equiframe.groups import random_orthogonal
+from equiframe.nn.tensor_frames import TFConv, local_edge_geometry
+from equiframe.nn.tf_conv import TensorFrameConv
+from equiframe.reps import TensorReps
+
+REPS = ["64x0n", "32x0n+16x1n", "16x0n+8x1n+4x2n", "1x0n+7x2n"]
+LAYERS = ["GATConv", "PointNetConv", "EdgeConv", "TensorFrameConv"]
+EXTRA_LAYERS = ["GINConv", "TransformerConv", "GCNConv"]
+HERE = Path(__file__).resolve().parent
+
+
+# ------------------------------------------------------------------------------------------------ graph
+def knn_edges(pos: torch.Tensor, k: int) -> torch.Tensor:
+    """k-NN graph sorted by receiver (``k`` edges per receiver, no self-loops)."""
+    n = pos.shape[0]
+    if n > 20000:
+        from scipy.spatial import cKDTree
+
+        p = pos.detach().cpu().double().numpy()
+        _, idx = cKDTree(p).query(p, k=k + 1)
+        nb = torch.from_numpy(idx[:, 1:]).long()
+    else:
+        try:
+            from equiframe.geometry import knn_graph
+
+            return knn_graph(pos.cpu(), k).to(pos.device)
+        except Exception:  # geometry module unavailable: brute force
+            dist = torch.cdist(pos.cpu(), pos.cpu())
+            dist.fill_diagonal_(float("inf"))
+            nb = dist.topk(k, largest=False).indices
+    return torch.stack([nb.reshape(-1), torch.arange(n).repeat_interleave(k)]).to(pos.device)
+
+
+def mlp(i: int, o: int, h: int = 64) -> nn.Module:
+    return nn.Sequential(nn.Linear(i, h), nn.ReLU(), nn.Linear(h, o))
+
+
+def build(name: str, reps: TensorReps, d: int, hidden: int = 64):
+    s = reps.size
+    from torch_geometric.nn import EdgeConv, GATConv, GCNConv, GINConv, PointNetConv, TransformerConv
+
+    if name == "GATConv":
+        return GATConv(s, s, edge_dim=d + 1)
+    if name == "TransformerConv":
+        return TransformerConv(s, s, edge_dim=d + 1)
+    if name == "PointNetConv":
+        return PointNetConv(mlp(s + d, s, hidden))
+    if name == "EdgeConv":
+        return EdgeConv(mlp(2 * s, s, hidden))
+    if name == "GINConv":
+        return GINConv(mlp(s, s, hidden))
+    if name == "GCNConv":
+        return GCNConv(s, s)
+    if name == "TensorFrameConv":
+        return TensorFrameConv(reps, reps, hidden_channels=hidden)
+    raise ValueError(name)
+
+
+def callables(name, layer, reps, x, ei, frames, pos, ea):
+    """(plain call A, tensor-frame call B, mode of B)."""
+    if name == "TensorFrameConv":
+        return (lambda: layer(x, ei, None, pos)), (lambda: layer(x, ei, frames, pos)), "native"
+    conv = TFConv(layer, reps)
+    if name == "PointNetConv":
+        a = lambda: layer(x, pos, ei)  # noqa: E731
+    elif name in ("GATConv", "TransformerConv"):
+        a = lambda: layer(x, ei, edge_attr=ea)  # noqa: E731
+    else:
+        a = lambda: layer(x, ei)  # noqa: E731
+    return a, (lambda: conv(x, ei, frames, pos)), conv.resolved_mode()
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, backward: bool, device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    if backward:
+        out = fn()
+        out.square().mean().backward()
+    else:
+        with torch.no_grad():
+            fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def overhead(args, device) -> list[dict]:
+    d, n, k = 3, args.nodes, args.k
+    gen = torch.Generator().manual_seed(0)
+    pos = torch.rand(n, d, generator=gen).to(device)
+    ei = knn_edges(pos, k)
+    frames = random_orthogonal(n, d, generator=gen, dtype=torch.float32).to(device)
+    ea = local_edge_geometry(pos, pos, None, ei[0], ei[1])
+    rows = []
+    layers = args.layers.split(",")
+    for rs in args.reps:
+        reps = TensorReps(rs, dim=d)
+        x = torch.randn(n, reps.size, generator=gen).to(device)
+        for name in layers:
+            torch.manual_seed(0)
+            layer = build(name, reps, d).to(device)
+            a, b, mode = callables(name, layer, reps, x, ei, frames, pos, ea)
+            row = {"layer": name, "reps": rs, "size": reps.size, "mode": mode}
+            for phase, bwd in (("fwd", False), ("fwdbwd", True)):
+                for _ in range(args.warmup):
+                    timed(a, bwd, device), timed(b, bwd, device)
+                ta, tb, ratios = [], [], []
+                for i in range(args.repeats):
+                    if i % 2 == 0:
+                        x_a = timed(a, bwd, device)
+                        x_b = timed(b, bwd, device)
+                    else:
+                        x_b = timed(b, bwd, device)
+                        x_a = timed(a, bwd, device)
+                    layer.zero_grad(set_to_none=True)
+                    ta.append(x_a), tb.append(x_b), ratios.append(x_b / x_a)
+                row[phase] = {
+                    "ratio": statistics.median(ratios),
+                    "ratio_iqr": (
+                        statistics.quantiles(ratios, n=4)[0] if len(ratios) > 1 else ratios[0],
+                        statistics.quantiles(ratios, n=4)[2] if len(ratios) > 1 else ratios[0],
+                    ),
+                    "plain_ms": 1e3 * statistics.median(ta),
+                    "tf_ms": 1e3 * statistics.median(tb),
+                }
+            print(
+                f"{name:16s} {rs:18s} size={reps.size:3d} mode={mode:7s} "
+                f"fwd {row['fwd']['ratio']:.2f}x ({row['fwd']['plain_ms']:.0f} -> {row['fwd']['tf_ms']:.0f} ms)  "
+                f"fwd+bwd {row['fwdbwd']['ratio']:.2f}x",
+                flush=True,
+            )
+            rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ scaling
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class _RssSampler:
+    """Peak resident memory while a block runs (a thread samples /proc/self/statm every millisecond)."""
+
+    def __enter__(self):
+        import threading
+
+        self.base = self.peak = _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_mb())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mb())
+
+
+def scaling_child(spec: dict) -> dict:
+    """``spec["what"] == "time"``: alternating plain/TF forward pairs; ``"mem_plain"``/``"mem_tf"``: the
+    peak RSS increment of one forward (fresh process per variant, so no allocator reuse between them)."""
+    torch.set_num_threads(spec["threads"])
+    device = torch.device(spec["device"])
+    d, n, k = 3, spec["n"], spec["k"]
+    gen = torch.Generator().manual_seed(0)
+    reps = TensorReps(spec["reps"], dim=d)
+    pos = torch.rand(n, d, generator=gen)
+    from scipy.spatial import cKDTree
+
+    _, idx = cKDTree(pos.double().numpy()).query(pos.double().numpy(), k=k + 1)
+    nb = torch.from_numpy(idx[:, 1:]).long()
+    ei = torch.stack([nb.reshape(-1), torch.arange(n).repeat_interleave(k)]).to(device)
+    del idx, nb
+    pos = pos.to(device)
+    frames = random_orthogonal(n, d, generator=gen, dtype=torch.float32).to(device)
+    x = torch.randn(n, reps.size, generator=gen).to(device)
+    torch.manual_seed(0)
+    if spec["layer"] == "TensorFrameConv":
+        layer = TensorFrameConv(reps, reps, hidden_channels=spec["hidden"]).to(device)
+        a, b = (lambda: layer(x, ei, None, pos)), (lambda: layer(x, ei, frames, pos))
+    else:
+        layer = build(spec["layer"], reps, d, spec["hidden"]).to(device)
+        ea = local_edge_geometry(pos, pos, None, ei[0], ei[1]) if spec["layer"] in ("GATConv",) else None
+        a, b, _ = callables(spec["layer"], layer, reps, x, ei, frames, pos, ea)
+    if spec["what"] == "time":
+        ratios, ta, tb = [], [], []
+        for i in range(spec["pairs"]):
+            first, second = (a, b) if i % 2 == 0 else (b, a)
+            t1, t2 = timed(first, False, device), timed(second, False, device)
+            x_a, x_b = (t1, t2) if i % 2 == 0 else (t2, t1)
+            ta.append(x_a), tb.append(x_b), ratios.append(x_b / x_a)
+        return {"plain_s": statistics.median(ta), "tf_s": statistics.median(tb), "ratio": statistics.median(ratios),
+                "pairs": spec["pairs"]}
+    fn = a if spec["what"] == "mem_plain" else b
+    if n < 10**6:  # warm-up (library buffers, lazy imports); big blocks go back to the OS after the call
+        with torch.no_grad():
+            fn()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with _RssSampler() as sampler, torch.no_grad():
+        fn()
+    out = {"peak_increment_mb": sampler.peak - sampler.base, "base_mb": sampler.base}
+    if device.type == "cuda":
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def _child(spec: dict, timeout: int) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1][:120]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def scaling(args) -> list[dict]:
+    rows = []
+    for n in args.scaling_nodes:
+        for layer in args.scaling_layers.split(","):
+            base = {"n": n, "k": args.scaling_k, "reps": args.scaling_reps, "layer": layer, "threads": args.threads,
+                    "device": args.device, "hidden": args.scaling_hidden}
+            row = {"n": n, "layer": layer}
+            row["time"] = _child({**base, "what": "time", "pairs": 2 if n >= 10**6 else 5}, args.child_timeout)
+            row["mem_plain"] = _child({**base, "what": "mem_plain"}, args.child_timeout)
+            row["mem_tf"] = _child({**base, "what": "mem_tf"}, args.child_timeout)
+            print("scaling", json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ report
+def machine(args) -> str:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    lines = [
+        f"- CPU: {cpu}, {os.cpu_count()} logical cores; torch threads: {torch.get_num_threads()}",
+        f"- torch {torch.__version__}, torch_geometric {__import__('torch_geometric').__version__}, "
+        f"Python {platform.python_version()}",
+        f"- device: {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""),
+    ]
+    try:
+        lines.append(f"- load average at start: {os.getloadavg()[0]:.1f} (shared machine)")
+    except OSError:
+        pass
+    return "\n".join(lines)
+
+
+def markdown(args, rows, srows, command) -> str:
+    out = ["# Tensor Frames: overhead and scaling", "", "Machine:", "", machine(args), "",
+           f"Command: `{command}`", ""]
+    if rows:
+        out += [
+            f"## Overhead vs the same plain layer ({args.nodes} nodes, k={args.k} kNN graph, d=3, float32)",
+            "",
+            "Median over alternating A/B pairs of time(tensor frames) / time(plain); absolute medians in ms. "
+            "Sizes are `TensorReps(...).size` at d=3 (in = out channels).",
+            "",
+            "| layer | reps | size | mode | fwd ratio | fwd+bwd ratio | plain fwd ms | TF fwd ms |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            out.append(
+                f"| {r['layer']} | `{r['reps']}` | {r['size']} | {r['mode']} | {r['fwd']['ratio']:.2f}x | "
+                f"{r['fwdbwd']['ratio']:.2f}x | {r['fwd']['plain_ms']:.1f} | {r['fwd']['tf_ms']:.1f} |"
+            )
+        out.append("")
+    if srows:
+        out += [
+            f"## Scaling (forward, reps `{args.scaling_reps}`, k={args.scaling_k}, hidden {args.scaling_hidden})",
+            "",
+            "Time: medians over alternating plain/TF pairs in one process (5 pairs, 2 at 10^6 nodes). Memory: "
+            "peak resident-memory increment during one forward in a fresh process, after one warm-up forward "
+            "below 10^6 nodes (sampled every ms; inputs, graph and parameters excluded).",
+            "",
+            "| nodes | edges | layer | plain s | TF s | ratio | plain fwd peak MB | TF fwd peak MB |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in srows:
+            t, mp, mt = r["time"], r["mem_plain"], r["mem_tf"]
+            err = [v["error"] for v in (t, mp, mt) if "error" in v]
+            if err:
+                out.append(f"| {r['n']:,} | | {r['layer']} | {err[0]} | | | | |")
+                continue
+            key = "peak_cuda_mb" if "peak_cuda_mb" in mp else "peak_increment_mb"
+            out.append(
+                f"| {r['n']:,} | {r['n'] * args.scaling_k:,} | {r['layer']} | {t['plain_s']:.3f} | {t['tf_s']:.3f} | "
+                f"{t['ratio']:.2f}x | {mp[key]:.0f} | {mt[key]:.0f} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nodes", type=int, default=8192)
+    ap.add_argument("--k", type=int, default=16)
+    ap.add_argument("--reps", nargs="+", default=REPS)
+    ap.add_argument("--layers", default=",".join(LAYERS), help=f"comma list; also {EXTRA_LAYERS}")
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-overhead", action="store_true")
+    ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--scaling-nodes", type=int, nargs="+", default=[10**4, 10**5, 10**6])
+    ap.add_argument("--scaling-layers", default="TensorFrameConv,EdgeConv")
+    ap.add_argument("--scaling-reps", default="8x0n+4x1n")
+    ap.add_argument("--scaling-k", type=int, default=16)
+    ap.add_argument("--scaling-hidden", type=int, default=16)
+    ap.add_argument("--child-timeout", type=int, default=1800)
+    ap.add_argument("--quick", action="store_true", help="small sizes, no file written")
+    ap.add_argument("--out", default=str(HERE / "results" / "tensor_frames.md"))
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child is not None:
+        print(json.dumps(scaling_child(json.loads(args.child))))
+        return
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        args.nodes, args.repeats, args.scaling_nodes = 1024, 3, [10**3, 10**4]
+    device = torch.device(args.device)
+    command = "python " + " ".join([os.path.relpath(__file__, HERE.parent)] + (argv or sys.argv[1:]))
+    rows = [] if args.no_overhead else overhead(args, device)
+    srows = [] if args.no_scaling else scaling(args)
+    text = markdown(args, rows, srows, command)
+    print(text)
+    if not args.quick:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+        Path(args.out).with_suffix(".json").write_text(json.dumps({"overhead": rows, "scaling": srows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,436 @@
+r"""Models of the charged n-body experiment (EGNN protocol): GNN, FA-GNN, EGNN, TF-GNN, Linear.
+
+Every model takes the same ragged PyG-style batch and predicts the particles' positions one time
+unit later::
+
+    model(pos, vel, charge, edge_index, batch, edge_attr=None) -> pos_pred
+
+* :class:`NBodyGNN` — the plain message passing baseline of Satorras et al. (EGNN, 2021): node
+  features ``[x_i, v_i]``, edge features ``q_i q_j``, four residual layers, hidden 60. Not
+  equivariant (the negative control).
+* :class:`FAGNN` — the same GNN wrapped in :class:`~equiframe.FrameAveraging` over the global
+  E(3) PCA frame of each system (Puny et al., 2022): exactly E(3)-equivariant.
+* :class:`EGNN` — the velocity variant of the E(n)-equivariant GNN (Satorras et al., 2021).
+* :class:`TFGNN` — Tensor Frames (Lippmann et al., 2024): learned local frames
+  (:class:`~equiframe.frames.local.LearnedFrames`) and the native tensor-frame layer
+  :class:`~equiframe.nn.tf_conv.TensorFrameConv` with scalar + vector features.
+* :class:`LinearDynamics` — the linear baseline ``y = x + W [x, v] + b`` (or ``x + c v``).
+
+The equivariant models declare ``inputs`` / ``output`` (the types used by
+:func:`equiframe.testing.assert_equivariant`): ``pos`` is a position, ``vel`` a vector, ``charge``
+and ``edge_attr`` are invariant scalars, the output a position.
+
+Shapes (for all models):
+    pos, vel: ``[N, d]``; charge: ``[N, 1]``; edge_index: ``[2, E]`` (``[source j, target i]``, no
+    edges between systems); batch: ``[N]`` system index; edge_attr: ``[E, 1]`` (``q_j q_i``; computed
+    from ``charge`` when omitted) -> ``[N, d]``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor, nn
+
+from ..averaging import FrameAveraging
+from ..frames.local import LearnedFrames, gram_schmidt_frames
+from ..reps import TensorReps
+
+__all__ = [
+    "EGNN",
+    "FAGNN",
+    "MODEL_NAMES",
+    "ModelName",
+    "NBODY_TYPES",
+    "LinearDynamics",
+    "NBodyGNN",
+    "TFGNN",
+    "build_nbody_model",
+]
+
+ModelName = Literal["fa-gnn", "tf-gnn", "egnn", "gnn", "linear"]
+MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
+FAMode = Literal["all", "canonical", "stochastic"]
+
+#: How the inputs and the output of an n-body model transform (for the equivariance tests).
+NBODY_TYPES = {"pos": "pos", "vel": "1x1n", "charge": "scalar", "edge_attr": "scalar"}
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _check_inputs(pos: Tensor, vel: Tensor, charge: Tensor, edge_index: Tensor) -> None:
+    if not isinstance(pos, Tensor) or pos.dim() != 2:
+        raise ValueError(f"pos: expected shape [N, d], got {tuple(getattr(pos, 'shape', ()))}")
+    if not isinstance(vel, Tensor) or vel.shape != pos.shape:
+        raise ValueError(f"vel: expected the shape of pos {tuple(pos.shape)}, got {tuple(getattr(vel, 'shape', ()))}")
+    if not isinstance(charge, Tensor) or charge.shape != (pos.shape[0], 1):
+        raise ValueError(f"charge: expected shape [{pos.shape[0]}, 1], got {tuple(getattr(charge, 'shape', ()))}")
+    if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"edge_index: expected shape [2, E], got {tuple(getattr(edge_index, 'shape', ()))}")
+
+
+def _edge_attr(charge: Tensor, edge_index: Tensor, edge_attr: Tensor | None) -> Tensor:
+    """``q_j q_i`` per edge unless given."""
+    if edge_attr is None:
+        return charge[edge_index[0]] * charge[edge_index[1]]
+    if edge_attr.dim() != 2 or edge_attr.shape[0] != edge_index.shape[1]:
+        raise ValueError(f"edge_attr: expected shape [{edge_index.shape[1]}, C], got {tuple(edge_attr.shape)}")
+    return edge_attr
+
+
+def _scatter_sum(x: Tensor, index: Tensor, n: int) -> Tensor:
+    return x.new_zeros(n, *x.shape[1:]).index_add_(0, index, x)
+
+
+def _mlp(sizes: list[int], act: bool = False) -> nn.Sequential:
+    """Linear layers with SiLU in between (and after the last one when ``act``)."""
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2 or act:
+            layers.append(nn.SiLU())
+    return nn.Sequential(*layers)
+
+
+# ------------------------------------------------------------------------------------------ GNN
+class GCL(nn.Module):
+    r"""Graph convolutional layer of the EGNN paper's GNN baseline (residual, sum aggregation).
+
+    .. math::
+        m_{ij} = \phi_e(h_i, h_j, a_{ij}),\qquad m_i = \sum_{j \in N(i)} m_{ij},\qquad
+        h_i' = h_i + \phi_h(h_i, m_i)
+
+    with two-layer SiLU MLPs :math:`\phi_e` (SiLU after both layers) and :math:`\phi_h`.
+
+    Shapes:
+        h: ``[N, H]``, edge_index: ``[2, E]``, edge_attr: ``[E, C]`` -> ``[N, H]``
+    """
+
+    def __init__(self, hidden: int, edge_dim: int):
+        super().__init__()
+        self.edge_mlp = _mlp([2 * hidden + edge_dim, hidden, hidden], act=True)
+        self.node_mlp = _mlp([2 * hidden, hidden, hidden])
+
+    def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
+        src, dst = edge_index[0], edge_index[1]
+        m = self.edge_mlp(torch.cat([h[dst], h[src], edge_attr], dim=1))
+        agg = _scatter_sum(m, dst, h.shape[0])
+        return h + self.node_mlp(torch.cat([h, agg], dim=1))
+
+
+class NBodyGNN(nn.Module):
+    r"""The GNN baseline of the EGNN paper for n-body (not equivariant).
+
+    .. math::
+        h^0_i = W_{in} [x_i, v_i],\quad h^{l+1} = \mathrm{GCL}(h^l, a),\quad
+        \hat x_i = x_i + \phi_{out}(h^L_i),\qquad a_{ij} = [q_i q_j\ (,\ |x_i - x_j|^2)]
+
+    Args:
+        dim: space dimension ``d``.
+        hidden: width (60 in the FA paper's FA-GNN).
+        layers: number of message passing layers (4).
+        edge_distances: append the squared input distance to the edge features (the EGNN paper's GNN
+            uses charge products only).
+        node_charge: append the charge to the node features.
+
+    Shapes:
+        pos, vel: ``[N, d]``; charge: ``[N, 1]``; edge_index: ``[2, E]``; edge_attr: ``[E, 1]``
+        -> ``[N, d]``
+    """
+
+    def __init__(self, dim: int = 3, hidden: int = 60, layers: int = 4, *, edge_distances: bool = False,
+                 node_charge: bool = False):
+        super().__init__()
+        _check_sizes(dim=dim, hidden=hidden, layers=layers)
+        self.dim, self.edge_distances, self.node_charge = dim, bool(edge_distances), bool(node_charge)
+        self.embedding = nn.Linear(2 * dim + int(node_charge), hidden)
+        self.layers = nn.ModuleList(GCL(hidden, 1 + int(edge_distances)) for _ in range(layers))
+        self.decoder = _mlp([hidden, hidden, dim])
+
+    def forward(self, pos: Tensor, vel: Tensor, charge: Tensor, edge_index: Tensor, batch: Tensor | None = None,
+                edge_attr: Tensor | None = None) -> Tensor:
+        _check_inputs(pos, vel, charge, edge_index)
+        a = _edge_attr(charge, edge_index, edge_attr)
+        if self.edge_distances:
+            a = torch.cat([a, (pos[edge_index[0]] - pos[edge_index[1]]).square().sum(1, keepdim=True)], 1)
+        feats = [pos, vel] + ([charge] if self.node_charge else [])
+        h = self.embedding(torch.cat(feats, dim=1))
+        for layer in self.layers:
+            h = layer(h, edge_index, a)
+        return pos + self.decoder(h)
+
+
+class FAGNN(nn.Module):
+    r"""FA-GNN: the n-body GNN averaged over the global E(d) PCA frame of each system.
+
+    .. math::
+        \hat X = \frac{1}{|F(X)|}\sum_{(R, t) \in F(X)} R^\top\, \mathrm{GNN}\big(R(X - t), V R^\top, q\big) + t
+
+    (``F`` from the positions of each system; the folded batch runs the GNN once on ``|F| B`` systems.)
+
+    Args:
+        dim, hidden, layers, edge_distances, node_charge: the backbone :class:`NBodyGNN`.
+        mode: ``"all"`` (2^d elements), ``"canonical"`` (one element on generic input) or
+            ``"stochastic"`` (``n_samples`` sampled elements while training, all in eval).
+        n_samples: frame elements per system in stochastic mode.
+        generator: random source of the stochastic mode.
+
+    Shapes:
+        as :class:`NBodyGNN`.
+    """
+
+    def __init__(self, dim: int = 3, hidden: int = 60, layers: int = 4, *, mode: FAMode = "all",
+                 n_samples: int | None = None, edge_distances: bool = False, node_charge: bool = False,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.inputs = dict(NBODY_TYPES)
+        self.output = "pos"
+        self.fa = FrameAveraging(
+            NBodyGNN(dim, hidden, layers, edge_distances=edge_distances, node_charge=node_charge),
+            group=f"E({dim})", inputs=self.inputs, output="pos", mode=mode,
+            n_samples=n_samples if mode == "stochastic" else None, generator=generator,
+        )
+
+    def forward(self, pos: Tensor, vel: Tensor, charge: Tensor, edge_index: Tensor, batch: Tensor | None = None,
+                edge_attr: Tensor | None = None) -> Tensor:
+        _check_inputs(pos, vel, charge, edge_index)
+        if batch is None:
+            batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
+        return self.fa(pos=pos, vel=vel, charge=charge, edge_attr=_edge_attr(charge, edge_index, edge_attr),
+                       edge_index=edge_index, batch=batch)
+
+
+# ------------------------------------------------------------------------------------------ EGNN
+class EGCLVel(nn.Module):
+    r"""E(n)-equivariant layer with velocities (Satorras et al., 2021, eqs. 3-6 and 7):
+
+    .. math::
+        m_{ij} &= \phi_e(h_i, h_j, |x_i - x_j|^2, a_{ij}) \\
+        x_i' &= x_i + \frac{1}{|N(i)|}\sum_{j} (x_i - x_j)\, \phi_x(m_{ij}) + \phi_v(h_i)\, v_i \\
+        h_i' &= h_i + \phi_h(h_i, \textstyle\sum_j m_{ij})
+
+    Shapes:
+        h: ``[N, H]``, x, v: ``[N, d]``, edge_index: ``[2, E]``, edge_attr: ``[E, C]`` -> ``([N, H], [N, d])``
+    """
+
+    def __init__(self, hidden: int, edge_dim: int, update_features: bool = True):
+        super().__init__()
+        self.edge_mlp = _mlp([2 * hidden + 1 + edge_dim, hidden, hidden], act=True)
+        # the last layer's feature update would not reach the output (no unused parameters: DDP)
+        self.node_mlp = _mlp([2 * hidden, hidden, hidden]) if update_features else None
+        last = nn.Linear(hidden, 1, bias=False)
+        nn.init.xavier_uniform_(last.weight, gain=0.001)  # small initial coordinate updates (as in EGNN)
+        self.coord_mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), last)
+        self.vel_mlp = _mlp([hidden, hidden, 1])
+
+    def forward(self, h: Tensor, x: Tensor, v: Tensor, edge_index: Tensor, edge_attr: Tensor) -> tuple[Tensor, Tensor]:
+        src, dst = edge_index[0], edge_index[1]
+        diff = x[dst] - x[src]  # x_i - x_j
+        radial = diff.square().sum(1, keepdim=True)
+        m = self.edge_mlp(torch.cat([h[dst], h[src], radial, edge_attr], dim=1))
+        n = h.shape[0]
+        deg = _scatter_sum(torch.ones_like(radial), dst, n).clamp(min=1)
+        x = x + _scatter_sum(diff * self.coord_mlp(m), dst, n) / deg + self.vel_mlp(h) * v
+        if self.node_mlp is not None:
+            h = h + self.node_mlp(torch.cat([h, _scatter_sum(m, dst, n)], dim=1))
+        return h, x
+
+
+class EGNN(nn.Module):
+    r"""EGNN for n-body (velocity variant), E(d)-equivariant.
+
+    .. math::
+        h^0_i = W_{in} |v_i|,\quad a_{ij} = [q_i q_j, |x_i - x_j|^2],\quad
+        (h^{l+1}, x^{l+1}) = \mathrm{EGCL}(h^l, x^l, v, a),\quad \hat x = x^L
+
+    Args:
+        dim: space dimension.
+        hidden: width (64 in the EGNN paper).
+        layers: number of layers (4).
+
+    Shapes:
+        as :class:`NBodyGNN`.
+    """
+
+    def __init__(self, dim: int = 3, hidden: int = 64, layers: int = 4):
+        super().__init__()
+        _check_sizes(dim=dim, hidden=hidden, layers=layers)
+        self.inputs = dict(NBODY_TYPES)
+        self.output = "pos"
+        self.embedding = nn.Linear(1, hidden)
+        self.layers = nn.ModuleList(EGCLVel(hidden, 2, update_features=i < layers - 1) for i in range(layers))
+
+    def forward(self, pos: Tensor, vel: Tensor, charge: Tensor, edge_index: Tensor, batch: Tensor | None = None,
+                edge_attr: Tensor | None = None) -> Tensor:
+        _check_inputs(pos, vel, charge, edge_index)
+        a = _edge_attr(charge, edge_index, edge_attr)
+        a = torch.cat([a, (pos[edge_index[0]] - pos[edge_index[1]]).square().sum(1, keepdim=True)], 1)
+        h = self.embedding(vel.norm(dim=1, keepdim=True))
+        x = pos
+        for layer in self.layers:
+            h, x = layer(h, x, vel, edge_index, a)
+        return x
+
+
+# ------------------------------------------------------------------------------------------ TF-GNN
+class TFGNN(nn.Module):
+    r"""Tensor-frame GNN: learned local frames and tensorial (scalar + vector) messages.
+
+    .. math::
+        R_i &= \mathrm{GramSchmidt}\big(v_i,\ w_{i,1}, \dots, w_{i,d-1}\big),\qquad
+        w_{i,k} = \sum_j \phi_k(|x_j - x_i|, q_i, |v_i|, q_j, |v_j|)\, u(r_{ij})\,\frac{x_j - x_i}{r_{ij}} \\
+        f^0_i &= W_{in}\,[q_i, |v_i|, R_i v_i] \\
+        f^{l+1}_i &= f^l_i + \mathrm{TFConv}\big(f^l_i, \{\rho(R_i R_j^\top) f^l_j,\ R_i(x_j - x_i),\
+                    |x_j - x_i|,\ q_i q_j\}_j\big) \\
+        \hat x_i &= x_i + R_i^\top\, W_{out} f^L_i
+
+    The hidden features have type ``hidden_reps`` (e.g. ``"32x0n+8x1n"``): the vectors are moved
+    between neighbouring frames by ``rho(R_i R_j^T)``; every learned map sees invariants only, so the
+    prediction is exactly E(d)-equivariant (reflections included) wherever the frames are.
+
+    Args:
+        dim: space dimension.
+        hidden_reps: type of the node features between layers.
+        hidden_channels: width of the message / update MLPs.
+        layers: number of tensor-frame layers.
+        cutoff: cutoff radius ``r_c`` of the learned frame vectors (envelope ``u``; 20 covers all but
+            about 0.1 % of the particle pairs at the input time).
+        frame_hidden: width of the frame network ``phi`` (:class:`~equiframe.frames.local.LearnedFrames`,
+            Gaussian radial basis).
+        num_rbf: radial basis size of the frame network.
+
+    Frames are degenerate (deterministic, non-equivariant fallback axes) only where ``v_i = 0`` or the
+    vectors are (nearly) collinear; :meth:`local_frames` with ``return_mask=True`` reports them.
+
+    Shapes:
+        as :class:`NBodyGNN`.
+    """
+
+    def __init__(self, dim: int = 3, hidden_reps: str = "32x0n+8x1n", hidden_channels: int = 64, layers: int = 4,
+                 *, cutoff: float = 20.0, frame_hidden: int = 32, num_rbf: int = 16):
+        super().__init__()
+        from ..nn.tf_conv import TensorFrameConv  # noqa: PLC0415
+
+        _check_sizes(dim=dim, hidden=hidden_channels, layers=layers)
+        self.inputs = dict(NBODY_TYPES)
+        self.output = "pos"
+        self.dim = dim
+        self.reps_in = TensorReps("2x0n+1x1n", dim=dim)
+        self.hidden_reps = TensorReps(hidden_reps, dim=dim)
+        if self.hidden_reps.has_pos:
+            raise ValueError("hidden_reps: position blocks are not supported in the hidden features")
+        self.frames = LearnedFrames(dim, cutoff, in_features=2, hidden_channels=frame_hidden, num_rbf=num_rbf,
+                                    rbf="gaussian")
+        self.embedding = nn.Linear(self.reps_in.size, self.hidden_reps.size)
+        self.layers = nn.ModuleList(
+            TensorFrameConv(self.hidden_reps, self.hidden_reps, hidden_channels=hidden_channels, reps_edge="1x0n",
+                            dim=dim)
+            for _ in range(layers)
+        )
+        self.head = nn.Linear(self.hidden_reps.size, dim)
+
+    def local_frames(self, pos: Tensor, vel: Tensor, scalars: Tensor, edge_index: Tensor,
+                     return_mask: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Frames ``R_i`` (rows = axes): Gram-Schmidt of ``[v_i, w_i1, ..., w_i(d-1)]`` where ``w_ik`` are the
+        first ``d - 1`` equivariant vectors of :class:`LearnedFrames` (learned radial sums over neighbours).
+
+        The velocity is a natural, well-conditioned first axis; the learned vectors alone are nearly collinear
+        on 5-particle systems at initialisation (their coefficients are smooth functions of few invariants).
+        The orthonormalisation runs in float64 whatever the model's dtype (see the comment in the code).
+
+        Shapes:
+            pos, vel: ``[N, d]``; scalars: ``[N, 2]``; edge_index: ``[2, E]`` -> ``[N, d, d]`` (and ``[N]``)
+        """
+        w = self.frames.predict_vectors(pos, edge_index, scalars)  # [N, d, d]
+        vectors = torch.cat([vel[:, None, :], w[:, : self.dim - 1]], dim=1)
+        # Gram-Schmidt in float64: its degeneracy threshold scales with the precision (10 sqrt(eps)), and in
+        # float32 (3.5e-3) about 8 % of the nodes of a trained model fell back to non-equivariant axes
+        out = gram_schmidt_frames(vectors.double(), return_mask=return_mask)
+        if return_mask:
+            return out[0].to(pos.dtype), out[1]
+        return out.to(pos.dtype)
+
+    def forward(self, pos: Tensor, vel: Tensor, charge: Tensor, edge_index: Tensor, batch: Tensor | None = None,
+                edge_attr: Tensor | None = None) -> Tensor:
+        _check_inputs(pos, vel, charge, edge_index)
+        param = self.embedding.weight
+        if pos.dtype != param.dtype:
+            raise TypeError(f"pos: dtype {pos.dtype} does not match the model's parameters ({param.dtype}); "
+                            f"call .to({pos.dtype}) on the model")
+        a = _edge_attr(charge, edge_index, edge_attr)
+        speed = vel.norm(dim=1, keepdim=True)
+        scalars = torch.cat([charge, speed], dim=1)
+        R = self.local_frames(pos, vel, scalars, edge_index)
+        f = self.embedding(self.reps_in.to_local(torch.cat([scalars, vel], dim=1), R))
+        for layer in self.layers:
+            f = f + layer(f, edge_index, R, pos, edge_attr=a)
+        return pos + torch.einsum("nji,nj->ni", R, self.head(f))  # R_i^T y_i (local displacement)
+
+
+# ------------------------------------------------------------------------------------------ Linear
+class LinearDynamics(nn.Module):
+    r"""Linear baseline.
+
+    ``mode="full"``: :math:`\hat x_i = x_i + W [x_i, v_i] + b` (a linear layer on positions and
+    velocities, the EGNN paper's "Linear"); ``mode="velocity"``: :math:`\hat x_i = x_i + c\, v_i`
+    with one learned scalar ``c`` (equivariant).
+
+    Shapes:
+        as :class:`NBodyGNN`.
+    """
+
+    def __init__(self, dim: int = 3, mode: Literal["full", "velocity"] = "full"):
+        super().__init__()
+        _check_sizes(dim=dim)
+        if mode not in ("full", "velocity"):
+            raise ValueError(f"mode: expected 'full' or 'velocity', got {mode!r}")
+        self.mode = mode
+        if mode == "full":
+            self.linear = nn.Linear(2 * dim, dim)
+            nn.init.zeros_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
+        else:
+            self.c = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, pos: Tensor, vel: Tensor, charge: Tensor, edge_index: Tensor, batch: Tensor | None = None,
+                edge_attr: Tensor | None = None) -> Tensor:
+        _check_inputs(pos, vel, charge, edge_index)
+        if self.mode == "full":
+            return pos + self.linear(torch.cat([pos, vel], dim=1))
+        return pos + self.c.to(pos.dtype) * vel
+
+
+# ------------------------------------------------------------------------------------------ factory
+def _check_sizes(**sizes: int) -> None:
+    for name, v in sizes.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+
+
+def build_nbody_model(name: ModelName, *, dim: int = 3, hidden: int | None = None, layers: int = 4,
+                      fa_mode: FAMode = "all", hidden_reps: str = "32x0n+8x1n", edge_distances: bool = False,
+                      tf_cutoff: float = 20.0) -> nn.Module:
+    """Build one of the n-body models with the protocol's defaults.
+
+    Args:
+        name: ``"fa-gnn"``, ``"tf-gnn"``, ``"egnn"``, ``"gnn"`` or ``"linear"``.
+        dim: space dimension.
+        hidden: width (default: 60 for GNN/FA-GNN, 64 for EGNN/TF-GNN message MLPs).
+        layers: message passing layers (4).
+        fa_mode: frame averaging mode of FA-GNN.
+        hidden_reps: TF-GNN feature type.
+        edge_distances: GNN/FA-GNN: add squared distances to the edge features.
+        tf_cutoff: TF-GNN learned-frame cutoff radius.
+    """
+    if name == "gnn":
+        return NBodyGNN(dim, hidden or 60, layers, edge_distances=edge_distances)
+    if name == "fa-gnn":
+        return FAGNN(dim, hidden or 60, layers, mode=fa_mode, edge_distances=edge_distances,
+                     n_samples=1 if fa_mode == "stochastic" else None)
+    if name == "egnn":
+        return EGNN(dim, hidden or 64, layers)
+    if name == "tf-gnn":
+        return TFGNN(dim, hidden_reps, hidden or 64, layers, cutoff=tf_cutoff)
+    if name == "linear":
+        return LinearDynamics(dim)
+    raise ValueError(f"name: expected one of {MODEL_NAMES}, got {name!r}")

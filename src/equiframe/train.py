@@ -1,0 +1,919 @@
+r"""One training / evaluation loop shared by every experiment.
+
+An :class:`Experiment` provides the data sets, a model factory, the loss and the metrics; the loop
+(:func:`fit` for one seed, :func:`train` for several) does the rest:
+
+* Adam with weight decay (:class:`OptimConfig`), mini-batches in a deterministic order
+  (:class:`~torch.utils.data.DistributedSampler` seeded with the run's seed, ``set_epoch`` per epoch,
+  also in a single process), model selection on the validation metric (lower is better) every
+  ``eval_every`` epochs, optional early stopping (``patience`` evaluations without improvement), and a
+  final evaluation of the **best** checkpoint on the test split;
+* checkpoints (model, optimiser, best model, history, every random state) written atomically (a
+  temporary file moved into place with :func:`os.replace`) every ``checkpoint_every`` epochs and at the
+  end; ``resume=True`` continues a killed run from its last checkpoint and reaches bitwise the same
+  result as an uninterrupted run (same device, same number of threads);
+* a results directory per run, ``<out>/<experiment>/<run name>/seed<k>/``, with ``checkpoint.pt``,
+  ``metrics.json`` (test metrics at the best validation epoch, best epoch, epochs run, wall time,
+  configs, package version, device), ``curves.csv`` and ``curves.png`` (learning curves);
+* distributed data parallel training on PyTorch's own engine: started by ``torchrun``, the loop
+  initialises the process group from its environment variables (:func:`init_distributed`: ``gloo`` on
+  CPU, ``nccl`` on CUDA), shards every epoch with a ``DistributedSampler`` (the global batch
+  ``batch_size`` is split over the ranks), all-reduces the metrics, and only rank 0 writes files and
+  shows progress bars.
+
+Example:
+    >>> from equiframe.experiments.nbody import NBodyExperiment, NBodyExperimentConfig
+    >>> exp = NBodyExperiment(NBodyExperimentConfig(model="egnn", n_train=500))
+    >>> results = train(exp, TrainConfig(epochs=100, seeds=(0, 1, 2), out="runs"))
+    >>> results[0].metrics["test"]["mse"]
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+__all__ = [
+    "CHECKPOINT",
+    "METRICS",
+    "DistInfo",
+    "Experiment",
+    "OptimConfig",
+    "RunResult",
+    "TrainConfig",
+    "atomic_save",
+    "atomic_write_text",
+    "evaluate",
+    "evaluate_run",
+    "fit",
+    "get_dist",
+    "init_distributed",
+    "load_checkpoint",
+    "resolve_device",
+    "run_dir_for",
+    "seed_everything",
+    "train",
+]
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+CURVES = "curves.csv"
+FORMAT_VERSION = 1
+
+
+# ================================================================================================ configs
+def _pos_int(name: str, v: Any, minimum: int = 1) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {v!r}")
+
+
+def _pos_float(name: str, v: Any, *, allow_zero: bool) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name}: expected a finite number {'>=' if allow_zero else '>'} 0, got {v!r}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam with (L2) weight decay.
+
+    Attributes:
+        lr: learning rate.
+        weight_decay: weight decay of :class:`torch.optim.Adam` (1e-12 in the n-body protocol).
+        betas: Adam's betas.
+        grad_clip: clip the global gradient norm to this value (``None``: no clipping).
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-12
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        _pos_float("lr", self.lr, allow_zero=False)
+        _pos_float("weight_decay", self.weight_decay, allow_zero=True)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas: expected two numbers in [0, 1), got {self.betas!r}")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if self.grad_clip is not None:
+            _pos_float("grad_clip", self.grad_clip, allow_zero=False)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of the training loop (the experiment-specific ones live in the experiment's config).
+
+    Attributes:
+        epochs: number of epochs (the total: a resumed run continues up to it).
+        batch_size: global mini-batch size (split over the ranks under DDP).
+        optim: the optimiser.
+        seeds: one run per seed, sequentially.
+        eval_every: evaluate on the validation split every this many epochs (and at the last epoch).
+        patience: stop after this many evaluations without improvement (``None``: never).
+        checkpoint_every: write a checkpoint every this many epochs (and at the end).
+        eval_batch_size: batch size of evaluations (default: ``batch_size``).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        num_workers: DataLoader worker processes (0: batches are built in the main process).
+        out: results root; a run writes ``<out>/<experiment>/<name>/seed<k>/``.
+        name: the run name (default: the experiment's ``run_name``, e.g. the model).
+        resume: continue from an existing checkpoint (else an existing run is an error unless
+            ``overwrite``).
+        overwrite: delete an existing run directory and start again.
+        quiet: no progress bars and no log lines.
+        diagnostics: run the experiment's extra diagnostics at the end (equivariance, rotations).
+        threads: ``torch.set_num_threads`` for the run (``None``: leave as is).
+    """
+
+    epochs: int = 100
+    batch_size: int = 100
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seeds: tuple[int, ...] = (0,)
+    eval_every: int = 1
+    patience: int | None = None
+    checkpoint_every: int = 10
+    eval_batch_size: int | None = None
+    device: str = "auto"
+    num_workers: int = 0
+    out: str = "runs"
+    name: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    quiet: bool = False
+    diagnostics: bool = True
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _pos_int("epochs", self.epochs)
+        _pos_int("batch_size", self.batch_size)
+        if not isinstance(self.optim, OptimConfig):
+            raise TypeError(f"optim: expected an OptimConfig, got {type(self.optim).__name__}")
+        seeds = tuple(self.seeds)
+        if not seeds:
+            raise ValueError("seeds: expected at least one seed")
+        for s in seeds:
+            _pos_int("seeds", s, 0)
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds: expected distinct seeds, got {seeds}")
+        object.__setattr__(self, "seeds", seeds)
+        _pos_int("eval_every", self.eval_every)
+        if self.patience is not None:
+            _pos_int("patience", self.patience)
+        _pos_int("checkpoint_every", self.checkpoint_every)
+        if self.eval_batch_size is not None:
+            _pos_int("eval_batch_size", self.eval_batch_size)
+        _pos_int("num_workers", self.num_workers, 0)
+        if self.threads is not None:
+            _pos_int("threads", self.threads)
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"device: expected a device string like 'cpu', 'cuda' or 'auto', got {self.device!r}")
+        if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
+            raise ValueError(f"name: expected a plain directory name, got {self.name!r}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume, overwrite: choose one")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["seeds"] = list(self.seeds)
+        d["optim"]["betas"] = list(self.optim.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        optim = dict(d.pop("optim", {}))
+        if "betas" in optim:
+            optim["betas"] = tuple(optim["betas"])
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"config: unknown training options {sorted(unknown)}")
+        if "seeds" in d:
+            d["seeds"] = tuple(d["seeds"])
+        return cls(optim=OptimConfig(**optim), **d)
+
+
+# Options that may change when a run is resumed (everything else must match the checkpoint).
+_RESUMABLE = {"epochs", "patience", "checkpoint_every", "device", "num_workers", "out", "resume", "overwrite",
+              "quiet", "diagnostics", "threads", "seeds", "eval_batch_size", "name"}
+
+
+# ================================================================================================ experiment
+class Experiment(abc.ABC):
+    """What the loop needs from an experiment (the loop itself knows nothing about the task).
+
+    Subclasses set :attr:`name` (the results sub-directory, also the registry key) and implement the
+    abstract methods. Batches are whatever :meth:`make_batch` returns; the loop only moves them to the
+    device (:meth:`to_device`) and hands them back to :meth:`loss` / :meth:`metrics`.
+    """
+
+    #: results sub-directory and registry key, e.g. ``"nbody"``.
+    name: ClassVar[str] = ""
+    #: the validation metric used for model selection (lower is better).
+    metric: ClassVar[str] = "loss"
+    #: published values of :attr:`metric` for some run names (shown beside ours in reports).
+    published: ClassVar[dict[str, float]] = {}
+    #: all published reference values of the task (name -> value), listed in reports.
+    references: ClassVar[dict[str, float]] = {}
+
+    @property
+    def run_name(self) -> str:
+        """Default run directory name (e.g. the model's name)."""
+        return "default"
+
+    @abc.abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable config from which :meth:`from_dict` rebuilds the experiment."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Experiment":
+        """Rebuild from :meth:`to_dict`."""
+
+    @abc.abstractmethod
+    def dataset(self, split: str) -> torch.utils.data.Dataset:
+        """The data set of ``split`` (``"train"``, ``"valid"``, ``"test"``); may be cached."""
+
+    @abc.abstractmethod
+    def build_model(self) -> nn.Module:
+        """A freshly initialised model (the loop seeds the global RNG before calling this)."""
+
+    @abc.abstractmethod
+    def loss(self, model: nn.Module, batch: Any) -> Tensor:
+        """The training loss of a batch (a scalar, mean over the batch)."""
+
+    @abc.abstractmethod
+    def metrics(self, model: nn.Module, batch: Any) -> dict[str, tuple[float, float]]:
+        """Evaluation metrics of a batch as ``name -> (sum, count)`` (the loop sums over batches and
+        ranks and reports ``sum / count``). Must contain :attr:`metric`."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called on every rank before training epoch ``epoch`` (0-based), also after a resume: data sets
+        that draw fresh samples per epoch key their randomness on it (default: nothing)."""
+
+    def collate(self, items: Sequence[Any]) -> Any:
+        """Collate items of :meth:`dataset` (used with DataLoader workers)."""
+        return torch.utils.data.default_collate(list(items))
+
+    def make_batch(self, dataset: torch.utils.data.Dataset, index: Tensor) -> Any:
+        """A batch of the items ``index`` (default: ``dataset.get_batch`` if it exists, else collate)."""
+        if hasattr(dataset, "get_batch"):
+            return dataset.get_batch(index)
+        return self.collate([dataset[int(i)] for i in index])
+
+    def to_device(self, batch: Any, device: torch.device) -> Any:
+        """Move a batch to ``device`` (tensors in dicts / lists / tuples)."""
+        return _to_device(batch, device)
+
+    def diagnostics(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
+        """Extra JSON-serialisable results computed once with the best model (rank 0)."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """Short facts shown in reports (e.g. the training set size)."""
+        return {}
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+# ================================================================================================ distributed
+@dataclass(frozen=True)
+class DistInfo:
+    """Rank, world size and local rank of this process (``1`` process when not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def get_dist() -> DistInfo:
+    """The current process group's layout (single process when none is initialised)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+    return DistInfo()
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Initialise the default process group from ``torchrun``'s environment variables.
+
+    ``WORLD_SIZE`` > 1 (set by ``torchrun``) starts a group with ``init_method="env://"`` (``RANK``,
+    ``MASTER_ADDR``, ``MASTER_PORT``), backend ``nccl`` when the run uses CUDA and ``gloo`` otherwise.
+    Without those variables (or ``WORLD_SIZE=1``) nothing is initialised. Idempotent.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return get_dist()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but torch.distributed is not available in this PyTorch build")
+    cuda = _wants_cuda(device)
+    backend = "nccl" if cuda else "gloo"
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend=backend, init_method="env://")
+    return get_dist()
+
+
+def _wants_cuda(device: str) -> bool:
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
+def resolve_device(device: str, info: DistInfo | None = None) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; under DDP with CUDA each rank gets ``cuda:LOCAL_RANK``."""
+    info = info or get_dist()
+    if _wants_cuda(device):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: {device!r} requested but CUDA is not available")
+        if info.enabled and device in ("auto", "cuda"):
+            return torch.device("cuda", info.local_rank)
+        return torch.device("cuda" if device == "auto" else device)
+    if device == "auto":
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device: {err}") from None
+
+
+def _all_reduce(values: dict[str, list[float]], info: DistInfo, device: torch.device) -> dict[str, list[float]]:
+    if not info.enabled or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return {k: t[i].tolist() for i, k in enumerate(keys)}
+
+
+def _barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+# ================================================================================================ utilities
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's legacy global generator and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temporary file in the same directory + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` atomically (temporary file + fsync + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint written by the loop (a run directory or the ``checkpoint.pt`` file)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint: {path} does not exist (expected a run directory or a {CHECKPOINT} file)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001  (truncated / foreign files)
+        raise ValueError(f"checkpoint: cannot read {path}: {err}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "equiframe-run":
+        raise ValueError(f"checkpoint: {path} is not an equiframe training checkpoint")
+    return ckpt
+
+
+def run_dir_for(experiment: Experiment, config: TrainConfig, seed: int) -> Path:
+    """``<out>/<experiment.name>/<config.name or experiment.run_name>/seed<seed>``."""
+    return Path(config.out) / experiment.name / (config.name or experiment.run_name) / f"seed{seed}"
+
+
+def _version() -> str:
+    try:
+        from . import __version__  # noqa: PLC0415
+
+        return __version__
+    except ImportError:  # pragma: no cover
+        return "unknown"
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return cpu
+
+
+def _rng_states(model: nn.Module) -> dict[str, Any]:
+    gens = {name: m.generator.get_state() for name, m in model.named_modules()
+            if isinstance(getattr(m, "generator", None), torch.Generator)}
+    out = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+           "modules": gens}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def _set_rng_states(states: Mapping[str, Any], model: nn.Module) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        with contextlib.suppress(RuntimeError):
+            torch.cuda.set_rng_state_all(states["cuda"])
+    mods = dict(model.named_modules())
+    for name, st in states.get("modules", {}).items():
+        if name in mods and isinstance(getattr(mods[name], "generator", None), torch.Generator):
+            mods[name].generator.set_state(st)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# ================================================================================================ batches
+def _chunks(indices: Sequence[int], size: int) -> list[list[int]]:
+    indices = list(indices)
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+
+def _iter_batches(experiment: Experiment, ds, chunks: list[list[int]], num_workers: int) -> Iterator[Any]:
+    if num_workers > 0:
+        loader = torch.utils.data.DataLoader(ds, batch_sampler=chunks, collate_fn=experiment.collate,
+                                             num_workers=num_workers)
+        yield from loader
+        return
+    for c in chunks:
+        yield experiment.make_batch(ds, torch.tensor(c, dtype=torch.long))
+
+
+@torch.no_grad()
+def evaluate(
+    experiment: Experiment,
+    model: nn.Module,
+    split: str | torch.utils.data.Dataset,
+    *,
+    batch_size: int = 100,
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+    info: DistInfo | None = None,
+) -> dict[str, float]:
+    """Mean metrics of ``model`` on a split (or data set): ``sum / count`` over all batches.
+
+    Under DDP every rank evaluates the items ``rank, rank + world, ...`` and the sums are all-reduced,
+    so the result is exact (no padding duplicates) and identical on every rank.
+    """
+    info = info or get_dist()
+    device = torch.device(device)
+    ds = experiment.dataset(split) if isinstance(split, str) else split
+    was_training = model.training
+    model.eval()
+    idx = list(range(info.rank, len(ds), info.world_size))
+    sums: dict[str, list[float]] = {}
+    for batch in _iter_batches(experiment, ds, _chunks(idx, batch_size), num_workers):
+        for k, (s, c) in experiment.metrics(model, experiment.to_device(batch, device)).items():
+            acc = sums.setdefault(k, [0.0, 0.0])
+            acc[0] += float(s)
+            acc[1] += float(c)
+    model.train(was_training)
+    sums = _all_reduce(sums, info, device)
+    out = {k: (s / c if c > 0 else float("nan")) for k, (s, c) in sums.items()}
+    if experiment.metric not in out:
+        raise ValueError(f"metrics: the experiment's metrics lack its selection metric {experiment.metric!r}")
+    return out
+
+
+# ================================================================================================ the loop
+@dataclass
+class RunResult:
+    """One finished run: its directory and its ``metrics.json`` contents."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+class _Log:
+    """tqdm bars on a TTY; plain log lines (throttled) otherwise; nothing when quiet / not rank 0."""
+
+    def __init__(self, enabled: bool, total: int, initial: int, desc: str):
+        self.enabled = enabled
+        self.bar = None
+        self.last = 0.0
+        if enabled and _is_tty():
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="epoch", dynamic_ncols=True)
+        self.desc = desc
+        self.total = total
+
+    def batches(self, it: Iterator[Any], total: int) -> Iterator[Any]:
+        if self.bar is None:
+            return it
+        return tqdm(it, total=total, leave=False, desc="  batches", unit="batch", dynamic_ncols=True)
+
+    def update(self, epoch: int, post: dict[str, str], force: bool = False) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(post, refresh=False)
+            return
+        now = time.monotonic()
+        if force or now - self.last >= 30.0:
+            self.last = now
+            print(f"[{self.desc}] epoch {epoch}/{self.total} " + " ".join(f"{k} {v}" for k, v in post.items()),
+                  flush=True)
+
+    def write(self, msg: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(msg)
+        else:
+            print(msg, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _check_resumable(ckpt: Mapping[str, Any], experiment: Experiment, config: TrainConfig, seed: int) -> None:
+    if ckpt["experiment"] != {"name": experiment.name, "config": experiment.to_dict()}:
+        old, new = _flatten(ckpt["experiment"]["config"]), _flatten(experiment.to_dict())
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ValueError(f"resume: the checkpoint's experiment config differs in {diff or ['name']}; "
+                         "use another --out/--name or --overwrite")
+    old, new = _flatten(ckpt["train_config"]), _flatten(config.to_dict())
+    diff = sorted(k for k in set(old) | set(new) if k.split(".")[0] not in _RESUMABLE and old.get(k) != new.get(k))
+    if diff:
+        raise ValueError(f"resume: the checkpoint's training options differ in {diff}; use another --out/--name "
+                         "or --overwrite")
+    if ckpt["seed"] != seed:
+        raise ValueError(f"resume: checkpoint seed {ckpt['seed']} != {seed}")
+
+
+def fit(
+    experiment: Experiment,
+    config: TrainConfig,
+    seed: int,
+    *,
+    callback: Callable[[int, dict[str, Any]], None] | None = None,
+) -> RunResult:
+    """Train one seed: epochs, validation, checkpoints, best-model test evaluation, result files.
+
+    Args:
+        experiment: data sets, model factory, loss and metrics.
+        config: loop options.
+        seed: the run's seed (model initialisation, data order, every random state).
+        callback: called on every rank after each epoch as ``callback(epoch, row)`` with the epoch's
+            learning-curve row (after the checkpoint of that epoch is written); an exception raised
+            there aborts the run as a kill would (used by the resume tests).
+
+    Returns:
+        the run directory and its metrics (identical on every rank).
+    """
+    info = get_dist()
+    device = resolve_device(config.device, info)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    run_dir = run_dir_for(experiment, config, seed)
+    ckpt_path = run_dir / CHECKPOINT
+    state: dict[str, Any] | None = None
+    if ckpt_path.exists():
+        if config.resume:
+            state = load_checkpoint(ckpt_path)
+            _check_resumable(state, experiment, config, seed)
+        elif config.overwrite:
+            _barrier(info)
+            if info.is_main:
+                shutil.rmtree(run_dir)
+            _barrier(info)
+        else:
+            raise FileExistsError(f"{run_dir}: a run exists; pass resume (--resume) to continue it or overwrite "
+                                  "(--overwrite) to start again")
+    elif run_dir.exists() and any(run_dir.iterdir()) and not (config.resume or config.overwrite):
+        raise FileExistsError(f"{run_dir}: the directory is not empty; pass --overwrite to start again")
+    # ---- model and optimiser (the global RNG is seeded: parameter initialisation is reproducible)
+    seed_everything(seed)
+    model = experiment.build_model().to(device)
+    _barrier(info)
+    if info.is_main:  # only now: a bad model config leaves no empty run directory behind
+        run_dir.mkdir(parents=True, exist_ok=True)
+    optim = torch.optim.Adam(model.parameters(), lr=config.optim.lr, betas=config.optim.betas,
+                             weight_decay=config.optim.weight_decay)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"value": math.inf, "epoch": 0, "metrics": {}, "state": _cpu_state(model)}
+    start_epoch, bad_evals, elapsed, stopped_early = 0, 0, 0.0, False
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optimizer"])
+        history = list(state["history"])
+        best = dict(state["best"])
+        start_epoch, bad_evals = int(state["epoch"]), int(state["bad_evals"])
+        elapsed, stopped_early = float(state["elapsed_s"]), bool(state["stopped_early"])
+        _set_rng_states(state["rng"], model)
+        if (stopped_early or start_epoch >= config.epochs) and (run_dir / METRICS).exists():
+            _barrier(info)
+            return RunResult(run_dir, json.loads((run_dir / METRICS).read_text()))
+    n_params = sum(p.numel() for p in model.parameters())
+    train_model: nn.Module = model
+    if info.enabled:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    train_ds = experiment.dataset("train")
+    if len(train_ds) == 0:
+        raise ValueError("dataset: the training split is empty")
+    per_rank = max(1, config.batch_size // info.world_size)
+    eval_bs = config.eval_batch_size or config.batch_size
+    sampler = torch.utils.data.DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
+                                                  shuffle=True, seed=seed, drop_last=False)
+    desc = f"{experiment.name}/{config.name or experiment.run_name}/seed{seed}"
+    log = _Log(info.is_main and not config.quiet, config.epochs, min(start_epoch, config.epochs), desc)
+
+    def save(finished: bool) -> None:
+        if info.is_main:
+            atomic_save({
+                "format": "equiframe-run", "format_version": FORMAT_VERSION, "version": _version(),
+                "experiment": {"name": experiment.name, "config": experiment.to_dict()},
+                "train_config": config.to_dict(), "seed": seed, "epoch": epoch_done, "finished": finished,
+                "model": _cpu_state(model), "optimizer": optim.state_dict(), "best": best, "history": history,
+                "bad_evals": bad_evals, "elapsed_s": elapsed, "stopped_early": stopped_early,
+                "rng": _rng_states(model), "world_size": info.world_size,
+            }, ckpt_path)
+            _write_curves(run_dir, history)
+        _barrier(info)
+
+    epoch_done = start_epoch
+    finished_before = state is not None and (stopped_early or start_epoch >= config.epochs)
+    try:
+        for epoch in range(start_epoch, 0 if finished_before else config.epochs):
+            t0 = time.perf_counter()
+            sampler.set_epoch(epoch)
+            experiment.set_epoch(epoch)
+            train_model.train()
+            chunks = _chunks(list(iter(sampler)), per_rank)
+            loss_sum, count = 0.0, 0.0
+            for batch in log.batches(_iter_batches(experiment, train_ds, chunks, config.num_workers), len(chunks)):
+                batch = experiment.to_device(batch, device)
+                loss = experiment.loss(train_model, batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss: non-finite training loss {float(loss.detach())} at epoch {epoch + 1}")
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.optim.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+                optim.step()
+                n = _batch_len(batch)
+                loss_sum += float(loss.detach()) * n
+                count += n
+            red = _all_reduce({"loss": [loss_sum, count]}, info, device)["loss"]
+            row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": red[0] / max(red[1], 1.0)}
+            is_eval = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
+            if is_eval:
+                val = evaluate(experiment, model, "valid", batch_size=eval_bs, device=device,
+                               num_workers=config.num_workers, info=info)
+                row.update({f"val_{k}": v for k, v in val.items()})
+                if val[experiment.metric] < best["value"]:
+                    best = {"value": val[experiment.metric], "epoch": epoch + 1, "metrics": val,
+                            "state": _cpu_state(model)}
+                    bad_evals = 0
+                else:
+                    bad_evals += 1
+            elapsed += time.perf_counter() - t0
+            row["time_s"] = elapsed
+            history.append(row)
+            epoch_done = epoch + 1
+            if config.patience is not None and bad_evals >= config.patience:
+                stopped_early = True
+            post = {"loss": f"{row['train_loss']:.4g}", "best": f"{best['value']:.4g}@{best['epoch']}"}
+            if is_eval:
+                post["val"] = f"{row[f'val_{experiment.metric}']:.4g}"
+            log.update(epoch + 1, post, force=epoch + 1 == config.epochs)
+            if epoch_done % config.checkpoint_every == 0 and epoch_done < config.epochs and not stopped_early:
+                save(finished=False)
+            if callback is not None:
+                callback(epoch_done, row)
+            if stopped_early:
+                log.write(f"[{desc}] early stop at epoch {epoch_done}: {config.patience} evaluations without improvement")
+                break
+        save(finished=True)
+    finally:
+        log.close()
+
+    # ---- final evaluation of the best model on the test split
+    model.load_state_dict(best["state"])
+    test = evaluate(experiment, model, "test", batch_size=eval_bs, device=device, num_workers=config.num_workers,
+                    info=info)
+    diag = experiment.diagnostics(model, device) if (config.diagnostics and info.is_main) else {}
+    metrics = {
+        "experiment": experiment.name,
+        "run": config.name or experiment.run_name,
+        "seed": seed,
+        "test": test,
+        "best_epoch": best["epoch"],
+        "best_val": best["metrics"],
+        "epochs_run": epoch_done,
+        "epochs_planned": config.epochs,
+        "stopped_early": stopped_early,
+        "wall_time_s": elapsed,
+        "time_per_epoch_s": elapsed / max(len(history), 1),
+        "n_params": n_params,
+        "experiment_config": experiment.to_dict(),
+        "describe": experiment.describe(),
+        "train_config": config.to_dict(),
+        "version": _version(),
+        "torch": torch.__version__,
+        "device": str(device),
+        "machine": _machine(),
+        "threads": torch.get_num_threads(),
+        "world_size": info.world_size,
+        "diagnostics": diag,
+        "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    }
+    if info.is_main:
+        atomic_write_text(run_dir / METRICS, json.dumps(metrics, indent=2, default=_json_default) + "\n")
+        _write_curves(run_dir, history)
+        _plot_curves(run_dir, history, experiment.metric, desc)
+        log.write(f"[{desc}] test {experiment.metric} {test[experiment.metric]:.5g} (best val epoch "
+                  f"{best['epoch']}, {epoch_done} epochs, {elapsed:.0f} s) -> {run_dir}")
+    _barrier(info)
+    return RunResult(run_dir, metrics)
+
+
+def train(experiment: Experiment, config: TrainConfig) -> list[RunResult]:
+    """Run :func:`fit` for every seed of ``config`` (sequentially)."""
+    return [fit(experiment, config, seed) for seed in config.seeds]
+
+
+def _batch_len(batch: Any) -> int:
+    if isinstance(batch, Mapping):
+        if "num_graphs" in batch:
+            return int(batch["num_graphs"])
+        for v in batch.values():
+            if isinstance(v, Tensor) and v.dim() > 0:
+                return int(v.shape[0])
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], Tensor):
+        return int(batch[0].shape[0])
+    if hasattr(batch, "num_graphs"):
+        return int(batch.num_graphs)
+    return 1
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _write_curves(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for row in history:
+        for k in row:
+            if k not in keys:
+                keys.append(k)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, restval="")
+    writer.writeheader()
+    for row in history:
+        writer.writerow(row)
+    atomic_write_text(run_dir / CURVES, buf.getvalue())
+
+
+def _plot_curves(run_dir: Path, history: list[dict[str, Any]], metric: str, title: str) -> None:
+    try:
+        import matplotlib  # noqa: PLC0415
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:  # pragma: no cover
+        return
+    if not history:
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.plot([r["epoch"] for r in history], [r["train_loss"] for r in history], label="train loss")
+    ev = [r for r in history if f"val_{metric}" in r]
+    ax.plot([r["epoch"] for r in ev], [r[f"val_{metric}"] for r in ev], label=f"valid {metric}", marker="." if len(ev) < 30 else None)
+    ax.set_xlabel("epoch")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = run_dir / ".curves.png.tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, run_dir / "curves.png")
+
+
+# ================================================================================================ evaluation
+def evaluate_run(
+    path: str | os.PathLike,
+    *,
+    split: str = "test",
+    device: str = "auto",
+    batch_size: int | None = None,
+    which: str = "best",
+    diagnostics: bool = False,
+    experiment_overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Re-evaluate a run directory or checkpoint: rebuild its experiment (through the registry of
+    :mod:`equiframe.experiments`), load the best (or ``which="last"``) weights and evaluate ``split``.
+
+    Returns:
+        ``{"split", "metrics", "epoch", "which", "run", "experiment", "diagnostics"?}``.
+    """
+    from .experiments import experiment_from_dict  # noqa: PLC0415  (the loop itself is task-agnostic)
+
+    if which not in ("best", "last"):
+        raise ValueError(f"which: expected 'best' or 'last', got {which!r}")
+    if split not in ("train", "valid", "test"):
+        raise ValueError(f"split: expected 'train', 'valid' or 'test', got {split!r}")
+    ckpt = load_checkpoint(path)
+    cfg = dict(ckpt["experiment"]["config"])
+    if experiment_overrides:
+        cfg.update(experiment_overrides)
+    experiment = experiment_from_dict(ckpt["experiment"]["name"], cfg)
+    dev = resolve_device(device, DistInfo())
+    model = experiment.build_model().to(dev)
+    model.load_state_dict(ckpt["best"]["state"] if which == "best" else ckpt["model"])
+    bs = batch_size or ckpt["train_config"].get("eval_batch_size") or ckpt["train_config"]["batch_size"]
+    metrics = evaluate(experiment, model, split, batch_size=bs, device=dev, info=DistInfo())
+    out: dict[str, Any] = {
+        "split": split, "metrics": metrics, "which": which,
+        "epoch": ckpt["best"]["epoch"] if which == "best" else ckpt["epoch"],
+        "epochs_run": ckpt["epoch"], "finished": ckpt["finished"],
+        "experiment": ckpt["experiment"]["name"], "run": ckpt["train_config"].get("name") or experiment.run_name,
+        "seed": ckpt["seed"],
+    }
+    if diagnostics:
+        out["diagnostics"] = experiment.diagnostics(model, dev)
+    return out
