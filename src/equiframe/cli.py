@@ -15,6 +15,7 @@ parallel; see :mod:`equiframe.train`). ``python -m equiframe`` is the same comma
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -219,6 +220,15 @@ def _nonneg_float(text: str) -> float:
     return v
 
 
+def _unavailable(name: str, err: Exception):
+    def run(args: argparse.Namespace) -> int:
+        print(f"equiframe {name}: unavailable here: {err} (install the extras: pip install 'equiframe[shapes,graphs]')",
+              file=sys.stderr)
+        return 2
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="equiframe",
@@ -315,6 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default=None, help="report path (default: ROOT/report.md)")
     rp.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     rp.set_defaults(func=_cmd_report)
+
+    # experiments that register their own sub-commands
+    for module in ("graphs", "normals"):
+        try:
+            mod = importlib.import_module(f"equiframe.experiments.{module}")
+        except ImportError as err:  # an optional dependency is missing: the command explains itself
+            missing = sub.add_parser(module, help=f"(unavailable: {err})")
+            missing.set_defaults(func=_unavailable(module, err))
+            continue
+        mod.add_cli(sub)
 
     # demo
     demo = sub.add_parser("demo", help="run the main demonstration on a small built-in budget and write its report",
