@@ -378,7 +378,6 @@ def main(argv=None):
     if not args.quick:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
-        Path(args.out).with_suffix(".json").write_text(json.dumps({"overhead": rows, "scaling": srows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ class _Fold:
     """
 
     frame: "Frame | None" = None
+    k: "int | None" = None  # common frame size (dense Euclidean folds), enables the fused matmul path
 
     def __init__(self, index: Tensor, weight: Tensor, num_examples: int):
         self.index = index
@@ -91,6 +92,7 @@ class _Fold:
         fold.dense = dense
         if dense:
             fold.example_t = frame.example_translation()
+            fold.k = frame.uniform_size
             return fold
         device = frame.R.device
         counts = torch.bincount(batch, minlength=fold.B)
@@ -442,8 +444,11 @@ class FrameAveraging(nn.Module):
                 raise ValueError(f"{name}: expected [B, C] or [B, N, C] (dense input), got shape {tuple(x.shape)}")
             if x.shape[-1] != typ.size:
                 raise ValueError(f"{name}: last dimension {x.shape[-1]} does not match the declared type {str(typ)!r} (size {typ.size})")
-            R = frame.R[:, None] if per_point else frame.R
             te = fold.example_t if typ.has_pos else None
+            if fold.k is not None and _vector_only(typ) and (te is not None or not typ.has_pos):
+                xc = _translate_precise(x, typ, te[:, None] if per_point else te) if typ.has_pos else x
+                return _fold_vectors(xc, typ, frame, fold.k)
+            R = frame.R[:, None] if per_point else frame.R
             if te is not None:  # centre once per example (float64), then gather and rotate
                 xc = _translate_precise(x, typ, te[:, None] if per_point else te)
                 return typ.to_local(xc[fold.index], R.to(x.dtype))
@@ -494,6 +499,9 @@ class FrameAveraging(nn.Module):
         if fold.dense or y.shape[0] == fold.M:
             if y.shape[0] != fold.M:
                 raise ValueError(f"{name}: leading dimension {y.shape[0]} is not the folded batch size {fold.M}")
+            if fold.dense and fold.k is not None and _vector_only(typ) and (fold.example_t is not None or not typ.has_pos):
+                out = _unfold_vectors(y, typ, frame, fold.k, fold.example_t)
+                return out[0] if unbatched else out
             if typ != SCALAR:
                 per_point = y.dim() == 3
                 R = frame.R[:, None] if per_point else frame.R
@@ -511,6 +519,55 @@ class FrameAveraging(nn.Module):
             y = typ.to_global(y, frame.R[rep], frame.t[rep] if typ.has_pos else None)
         w = fold.weight.to(y.dtype)[fold.new_batch].reshape(-1, *([1] * (y.dim() - 1)))
         return y.new_zeros(fold.N, *y.shape[1:]).index_add_(0, fold.node_src, y * w)
+
+
+def _vector_only(typ) -> bool:
+    """Reps made of order-1 blocks of one parity (vectors and positions, or pseudo-vectors)."""
+    if typ == SCALAR or not len(typ.blocks) or any(b.order != 1 for b in typ.blocks):
+        return False
+    return len({b.parity == "p" for b in typ.blocks}) == 1
+
+
+def _stacked(frame: Frame, k: int, pseudo: bool, dtype) -> Tensor:
+    """``[B, k, d, d]`` frame matrices (times ``det`` for pseudo-vectors)."""
+    d = frame.dim
+    R = frame.R.to(dtype).reshape(-1, k, d, d)
+    if pseudo:
+        R = R * torch.linalg.det(R.detach()).sign()[..., None, None]
+    return R
+
+
+def _fold_vectors(x: Tensor, typ: TensorReps, frame: Frame, k: int) -> Tensor:
+    """Local copies of (centred) vector features for all ``k`` frame elements with one matmul per
+    example: ``[B, N*n, d] @ [B, d, k*d]`` (the inner width is ``k*d``, not ``d``)."""
+    d = frame.dim
+    pseudo = typ.blocks[0].parity == "p"
+    B = x.shape[0]
+    per_point = x.dim() == 3
+    N = x.shape[1] if per_point else 1
+    n = typ.size // d
+    R = _stacked(frame, k, pseudo, x.dtype)  # local = x @ R_m^T
+    Rcat = R.transpose(-1, -2).permute(0, 2, 1, 3).reshape(B, d, k * d)
+    z = torch.bmm(x.reshape(B, N * n, d), Rcat).view(B, N, n, k, d).permute(0, 3, 1, 2, 4)
+    return z.reshape(B * k, N, n * d) if per_point else z.reshape(B * k, n * d)
+
+
+def _unfold_vectors(y: Tensor, typ: TensorReps, frame: Frame, k: int, t: Tensor | None) -> Tensor:
+    """Weighted average of ``R_m^T y_m`` (+ t for positions) over the ``k`` copies of every example,
+    fused into one matmul ``[B, N*n, k*d] @ [B, k*d, d]``."""
+    d = frame.dim
+    pseudo = typ.blocks[0].parity == "p"
+    M = y.shape[0]
+    B = M // k
+    per_point = y.dim() == 3
+    N = y.shape[1] if per_point else 1
+    n = typ.size // d
+    W = _stacked(frame, k, pseudo, y.dtype) * frame.weight.to(y.dtype).view(B, k, 1, 1)  # global_row = y_row @ R_m
+    yy = y.reshape(B, k, N, n, d).permute(0, 2, 3, 1, 4).reshape(B, N * n, k * d)
+    out = torch.bmm(yy, W.reshape(B, k * d, d)).view(B, N, n * d)
+    if typ.has_pos:
+        out = typ._translate(out, t.to(y.dtype)[:, None, :], +1.0)
+    return out if per_point else out[:, 0]
 
 
 def node_ranks(batch: Tensor) -> Tensor:

@@ -1,6 +1,30 @@
 """Frames: global PCA frames (O(d)/SO(d)/E(d)/SE(d)), permutation frames for graphs, local frames."""
 
 from .base import Frame
+from .graph import PermutationFrame, canonical_ranks, frame_elements, laplacian_frame
+from .local import (
+    LearnedFrames,
+    LocalPCAFrames,
+    identity_frames,
+    local_pca_frames,
+    random_global_frames,
+    random_local_frames,
+)
 from .pca import Tolerances, covariance, pca_frame
 
-__all__ = ["Frame", "Tolerances", "covariance", "pca_frame"]
+__all__ = [
+    "Frame",
+    "LearnedFrames",
+    "LocalPCAFrames",
+    "PermutationFrame",
+    "Tolerances",
+    "canonical_ranks",
+    "covariance",
+    "frame_elements",
+    "identity_frames",
+    "laplacian_frame",
+    "local_pca_frames",
+    "pca_frame",
+    "random_global_frames",
+    "random_local_frames",
+]

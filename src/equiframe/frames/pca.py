@@ -380,19 +380,21 @@ def pca_frame(
         ev_g, U_g = _symeig(C[gidx])
         U = U.index_put((gidx,), U_g.flip(-1))
 
-    # projections on the axes, for the skewness statistic (canonical mode and degenerate examples)
-    if batch is not None:
-        proj = (xc[:, None, :] @ U[batch])[:, 0, :]  # [N, d]
-        m3 = torch.zeros(B, d, dtype=dtype, device=device).index_add_(0, batch, proj.detach() ** 3)
-    else:
-        proj = xc @ U  # [B, N, d] (zero at padding)
-        m3 = (proj.detach() ** 3).sum(-2)
-    m3 = m3 / counts[:, None].to(dtype)
+    # skewness along each axis: only canonical mode uses it (to fix signs)
+    canonical = mode == "canonical"
     lam = evals.clamp_min(0)
-    skew = m3 / lam.clamp_min(torch.finfo(dtype).tiny).pow(1.5)
+    if canonical:
+        if batch is not None:
+            proj = (xc[:, None, :].detach() @ U[batch].detach())[:, 0, :]  # [N, d]
+            m3 = torch.zeros(B, d, dtype=dtype, device=device).index_add_(0, batch, proj**3)
+        else:
+            m3 = ((xc.detach() @ U.detach()) ** 3).sum(-2)  # padding rows are zero
+        m3 = m3 / counts[:, None].to(dtype)
+        skew = m3 / lam.clamp_min(torch.finfo(dtype).tiny).pow(1.5)
+    else:
+        skew = torch.zeros_like(lam)
     scale2 = lam[:, :1] * d  # ~ squared extent; lam_k below floor^2 * scale2 means "no support"
     supported = lam > (tol.floor**2) * scale2.clamp_min(torch.finfo(dtype).tiny)
-    canonical = mode == "canonical"
 
     Rs, ids, exact_flags = [], [], torch.ones(B, dtype=torch.bool, device=device)
     # ---- generic examples: sign patterns, fully batched

@@ -1,0 +1,24 @@
+"""Tensor Frames: equivariant message passing with one local frame per node.
+
+* :class:`TFConv` wraps an *unmodified* PyTorch Geometric ``MessagePassing`` layer (one line);
+* :class:`ToLocal` / :class:`ToGlobal` move typed features into / out of the node frames;
+* :class:`TensorFrameConv` is a native tensor-frame layer, :class:`TensorFrameAttention` the
+  global-frame attention (queries/keys/values moved to the global frame, O(N) frame work).
+"""
+
+from .tensor_frames import TFConv, ToGlobal, ToLocal, local_edge_geometry, transport
+from .tf_attention import TensorFrameAttention
+from .tf_conv import TensorFrameConv
+from .tf_transport import receiver_layout, transport_edges
+
+__all__ = [
+    "TFConv",
+    "ToGlobal",
+    "ToLocal",
+    "TensorFrameAttention",
+    "TensorFrameConv",
+    "local_edge_geometry",
+    "receiver_layout",
+    "transport",
+    "transport_edges",
+]
