@@ -217,7 +217,8 @@ def _averaging(r: dict) -> str:
     can = r.get("canonical")
     if can:
         how += f"; canonical search failed on {can['failed_graphs']} + {can['failed_copies']} (copies)"
-    return f"{how}; median log10 |F| {a['median_log10_frame_size']:.2f}, max {a['max_log10_frame_size']:.2f}"
+    return (f"{how}; median log10 |F| {a['median_log10_frame_size']:.2f}, max {a['max_log10_frame_size']:.2f}; "
+            f"{a['copies_per_pass']:,} copies per pass")
 
 
 def write_table(cache: Path, epochs: int, cmd: str) -> Path:

@@ -164,15 +164,17 @@ def _chunks(graphs: Sequence[Any], batch_size: int, *, with_keys: bool, max_stat
 def embed_graphs(model: nn.Module, chunks: Sequence[Mapping[str, Any]], *, frame_info: bool = False):
     """Embeddings of pre-collated batches (see :func:`separate`), concatenated: ``[G, D]``.
 
-    With ``frame_info`` (FA models) also returns ``{"exact": [G] bool, "log10_size": [G] float64}``.
+    With ``frame_info`` (FA models) also returns ``{"exact": [G] bool, "log10_size": [G] float64,
+    "copies": int}`` (``copies``: backbone inputs per pass, i.e. frame elements averaged).
     """
-    outs, exact, logs = [], [], []
+    outs, exact, logs, copies = [], [], [], 0
     fa = hasattr(model, "fa")
     for c in chunks:
         if fa and frame_info:
             y, (frame, elements) = model(c["x"], c["edge_index"], c["batch"], key=c.get("key"), return_frame=True)
             exact.append(elements.exact.cpu())
             logs.append(frame.log_size().cpu() / math.log(10))
+            copies += elements.num_copies
         elif fa:
             y = model(c["x"], c["edge_index"], c["batch"], key=c.get("key"))
         else:
@@ -181,7 +183,8 @@ def embed_graphs(model: nn.Module, chunks: Sequence[Mapping[str, Any]], *, frame
     emb = torch.cat(outs)
     if not frame_info:
         return emb
-    info = {"exact": torch.cat(exact) if exact else None, "log10_size": torch.cat(logs) if logs else None}
+    info = {"exact": torch.cat(exact) if exact else None, "log10_size": torch.cat(logs) if logs else None,
+            "copies": copies}
     return emb, info
 
 
@@ -374,8 +377,7 @@ def separate(
                 "exact_graphs": int(info["exact"].sum()), "sampled_graphs": int((~info["exact"]).sum()),
                 "max_size": max_size, "n_samples": n_samples, "frame": frame,
                 "median_log10_frame_size": float(ls.median()), "max_log10_frame_size": float(ls.max()),
-                "copies_per_pass": int(sum(min(10 ** float(v), max_size) if ex else n_samples
-                                           for v, ex in zip(ls.tolist(), info["exact"].tolist()))),
+                "copies_per_pass": info["copies"],
             }
         else:
             e = embed_graphs(net, chunks)
