@@ -293,45 +293,68 @@ def write_table(cache: Path, epochs: int, cmd: str) -> Path:
     return write_result("graphs", "Expressive power: graph8c, EXP, SR25 separation; EXP-classify, CSL", "\n".join(lines), cmd)
 
 
-NOTES = """### Protocol and notes
+NOTES = """### Protocol
 
-* **Separation** (`equiframe.experiments.graphs.separate`): untrained models (PyTorch default initialisation,
-  `torch.manual_seed(seed)`), hidden 64, 3 layers (FA-MLP: 2 hidden layers), 10-dim graph embedding, float32;
-  a pair is distinguished if the L1 distance of the embeddings exceeds 1e-3 for **any** seed. graph8c: all
-  pairs by chunked `cdist` (no pair loop). EXP: pairs (2k, 2k+1). SR25: all 105 pairs. *calibrated*: a pair
-  is also kept undistinguished in a seed where its distance is within the two graphs' own relabelled-copy
-  distances (a crude "beyond the sampling noise" count, equal to the plain count for deterministic models).
-* **False positives**: every graph gets one random relabelled copy; fp = fraction of graphs whose copy is
-  "distinguished" (per seed; mean, max, and any seed). GIN/GCN and all *exactly* averaged FA models give 0.
-  **Sampled** frames (the paper's 1 element per pass on EXP/SR25: median |F| ~ 1.8e10 on EXP, 25! on SR25)
-  give fp ~ 1: the model's output is a random variable, every graph is "distinguished" from everything,
-  including itself, so their 0-pair counts say nothing. More samples do not help at this threshold (k = 10,
-  100 rows: fp stays ~1; the Monte-Carlo error ~ 1/sqrt(k) is far above 1e-3).
-* **What drives fp to 0 — canonical frames** (`frame="canonical"`): the spectral frame refined by a canonical
-  labelling (`equiframe.models.graphs.canonical_keys`: individualisation-refinement search over ordered
-  partitions, initial colours = Laplacian eigenspace keys + node features, 1-WL refinement, twin pruning,
-  leaf with the lexicographically largest adjacency certificate; all graphs of a batch at once in torch).
-  Its positions are passed to `FrameAveraging(group="S_n", frame_from="key")` as the least significant frame
-  key, so every frame has one element (up to automorphisms, which give identical inputs): exact averaging
-  in one pass, exactly invariant (fp 0 on all three sets). It is a complete invariant, so FA-MLP with it
-  separates every non-isomorphic pair, SR25 included (beyond 3-WL/PPGN). Cost: graph8c about 2 s, EXP about 5 s,
-  SR25 about 1 s for all graphs (search-tree nodes per graph: median/max 2/81, 25/2471, 418/1046); the budget
-  (`max_states`, 20000) was never exceeded. Graphs that exceed it keep the spectral frame (reported).
-* **graph8c spectral frames are averaged exactly** (max_size 40320 = 8!: 588,694 copies of 8 nodes per pass);
-  GIN+ID on them costs about 1 min per seed here, hence the reduced seeds of the spectral FA rows (20 and 3
-  instead of 100; deterministic models, so more seeds can only lower the count). The `(sampled)` rows use
-  max_size 1 (1 sampled element per graph) to show what sampling does on graph8c.
-* **FA-GIN+ID and eps = 0**: PyG's `GINConv` starts with eps = 0, so every update sums the closed neighbourhood
-  N[v] without marking v. Exact averaging over a full S_n frame then maps some non-isomorphic pairs to identical
-  embeddings (K_{{3,3}} vs the prism: equal to 1e-16 by brute-force enumeration of all 720 orders, any depth);
-  these are the pairs FA-GIN+ID (spectral, exact) misses on graph8c. With the canonical frame (one order) the
-  identifiers break the symmetry and nothing is missed.
-* **Classification** (`classify`, shared loop `equiframe.train.fit`): Adam lr 1e-3, no weight decay, batch 32,
-  cross-entropy, {epochs} epochs, validation every epoch, test accuracy at the best validation epoch. FA
-  models train with 1 sampled frame element per graph (paper); evaluation averages frames up to 1024 elements
-  exactly and samples 1 above (EXP/CSL spectral frames are far larger: evaluation is 1 sample). EXP: train
-  400-1199, valid 0-199, test 200-399, seed 0. CSL: 5-fold stratified CV (test fold k, validation fold k+1,
-  training the other three), seed 0 per fold, mean ± std over folds.
+* **Separation** (`equiframe.experiments.graphs.separate`, CLI `equiframe graphs separate`): untrained models
+  (PyTorch default initialisation after `torch.manual_seed(seed)`), hidden 64, 3 layers (FA-MLP: 2 hidden
+  layers), sum pooling, linear read-out to a 10-dim embedding, float32; a pair is distinguished if the L1
+  distance of its embeddings exceeds 1e-3 for **any** seed. graph8c: all 61,788,286 pairs by chunked L1 `cdist`
+  (blocks of 512 rows x all graphs, candidates intersected seed by seed; no loop over pairs). EXP: the pairs
+  (2k, 2k+1). SR25: all 105 pairs. *calibrated*: a pair also stays undistinguished in a seed where its distance is
+  within the two graphs' own relabelled-copy distances (a crude "beyond the sampling noise" count; equal to the
+  plain count for deterministic models).
+* **False positives**: every graph gets one random relabelled copy; fp = fraction of graphs "distinguished" from
+  their copy (per seed: mean / max; and over any seed). GIN, GCN and every *exactly* averaged FA model give 0
+  (largest copy distance 1e-4, float32 summation order).
+* **Frames.** *spectral* = the paper's Laplacian frame (nodes sorted by eigenspace keys, node features as
+  tie-breakers, all orders of tied nodes). graph8c: averaged **exactly** (max_size 40320 = 8!: 588,694 copies of
+  8 nodes per pass). EXP (median |F| 1.8e10) and SR25 (25! for every graph: strongly regular, all nodes tied):
+  **sampled**, 1 element per graph and pass as in the paper. *canonical* (ours) = the spectral frame refined
+  by a canonical labelling: exact, 1 copy per graph. The `(sampled)` graph8c rows use max_size 1.
+
+### Findings
+
+* **Sampled frames give meaningless separation counts.** With 1 sampled element the output is a random
+  variable: on EXP and SR25 every graph is "distinguished" from its own relabelled copy (fp = 1.00), so the
+  0-pair counts of the paper's protocol say nothing. More samples do not fix it at tau = 1e-3: k = 10 and
+  k = 100 samples per graph still give fp = 1 (largest copy distance 0.33 -> 0.11 -> 0.028, the 1/sqrt(k)
+  Monte-Carlo error; tau would need ~1e7 samples). On graph8c one sampled element gives fp 0.23 (72 % of the
+  graphs have |F| > 1, but many frame elements differ by an automorphism only and give identical inputs).
+* **What drives fp to 0: canonical frames** (`frame="canonical"`). `equiframe.models.graphs.canonical_keys`
+  computes a canonical labelling by individualisation-refinement (ordered partitions; initial colours =
+  Laplacian eigenspace keys + node features; hashed 1-WL refinement; branching on the first smallest
+  non-singleton cell with twin pruning; the leaf with the lexicographically largest adjacency certificate),
+  for all graphs of a batch at once in torch. Its positions enter `FrameAveraging(group="S_n", frame_from="key")`
+  as the least significant frame key, so every frame has a single element (orders differing by an
+  automorphism give identical inputs): exact averaging in one pass, fp = 0 on all three sets, and FA-MLP
+  becomes a complete invariant: 0 undistinguished pairs on graph8c, EXP **and SR25** (beyond 3-WL / PPGN).
+  Cost for all graphs: graph8c ~2 s, EXP ~5-10 s, SR25 ~1 s (search-tree nodes per graph, median / max:
+  2 / 81, 25 / 2471, 418 / 1046); the budget (`max_states` = 20000 per graph) was never reached (graphs that
+  exceed it keep the spectral frame, reported as `failed`). Certificates checked: 11117 distinct on graph8c,
+  identical for relabelled copies.
+* **FA-GIN+ID with exact spectral frames misses 25 graph8c pairs**: PyG's `GINConv` starts with eps = 0, so
+  every update sums the closed neighbourhood N[v] without marking v, and the exact average over a full
+  symmetric-group block maps some non-isomorphic graphs to identical embeddings (e.g. K_{{3,3}} vs the prism:
+  equal to 1e-16 by brute-force enumeration of all 720 orders, at any depth 1-5). With eps = 0.5 all 25 pairs
+  are separated (row `eps0.5-missed`, run on the 50 graphs involved); with canonical frames none is missed.
+* **GIN / GCN**: GIN misses 515 pairs (1-WL bound: 312; published 386); GCN misses 632,408 (published 4755). The
+  GCN count is set by the threshold relative to its small output scale (mean |embedding| 0.34): see the
+  threshold table (826k pairs at 1e-3 with 10 seeds, 85k at 1e-4, 9.5k at 1e-5). The protocol's counts depend on
+  the embedding scale, so published and our baseline counts are only comparable in order of magnitude.
+* **Classification** (`classify`, CLI `equiframe graphs classify`; shared loop `equiframe.train.fit`): Adam
+  lr 1e-3, no weight decay, batch 32, cross-entropy, {epochs} epochs, validation every epoch, test accuracy at
+  the best validation epoch. FA models train with 1 sampled frame element per graph (paper) and evaluate with
+  exact averages up to 1024 elements, 1 sample above (all EXP / CSL spectral frames are larger). EXP: train
+  400-1199, valid 0-199, test 200-399, seed 0. CSL: 5-fold stratified CV (test fold k, validation fold k+1 mod
+  5, training the other three), seed 0 per fold, mean ± std over folds. EXP: spectral FA models reach
+  99.5-100 %; canonical FA models fit the training set in a few epochs and generalise slightly worse (best
+  validation epoch 3-5; frame sampling acts as data augmentation). CSL: every CSL graph is vertex transitive,
+  so its spectral frame is all of S_41 (sampling = plain permutation augmentation) and spectral FA models stay
+  near chance (12-23 %); canonical frames give 100 % on every fold.
+* **Budgets reduced**: graph8c spectral FA rows use 20 (FA-MLP) and 3 (FA-GIN+ID) seeds instead of 100 (exact
+  averaging over 588,694 copies per pass costs ~3 s and ~30 s per seed and per copy set here; the models are
+  deterministic, so more seeds can only lower the count, which is 0 resp. 25 and explained above). Everything
+  else as specified: 100 seeds (SR25 10), 199 epochs.
 """
 
 
