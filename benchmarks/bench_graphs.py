@@ -318,7 +318,7 @@ NOTES = """### Protocol
   variable: on EXP and SR25 every graph is "distinguished" from its own relabelled copy (fp = 1.00), so the
   0-pair counts of the paper's protocol say nothing. More samples do not fix it at tau = 1e-3: k = 10 and
   k = 100 samples per graph still give fp = 1 (largest copy distance 0.33 -> 0.11 -> 0.028, the 1/sqrt(k)
-  Monte-Carlo error; tau would need ~1e7 samples). On graph8c one sampled element gives fp 0.23 (72 % of the
+  Monte-Carlo error; tau = 1e-3 would need roughly 1e5 samples per graph). On graph8c one sampled element gives fp 0.23 (72 % of the
   graphs have |F| > 1, but many frame elements differ by an automorphism only and give identical inputs).
 * **What drives fp to 0: canonical frames** (`frame="canonical"`). `equiframe.models.graphs.canonical_keys`
   computes a canonical labelling by individualisation-refinement (ordered partitions; initial colours =
@@ -351,6 +351,13 @@ NOTES = """### Protocol
   validation epoch 3-5; frame sampling acts as data augmentation). CSL: every CSL graph is vertex transitive,
   so its spectral frame is all of S_41 (sampling = plain permutation augmentation) and spectral FA models stay
   near chance (12-23 %); canonical frames give 100 % on every fold.
+* **Commands** (one process, 1 torch thread, `nice`, on the shared 2-core machine): `python
+  benchmarks/bench_graphs.py` (everything: 3414 s), then, after a bookkeeping fix (exact copy counts),
+  `python benchmarks/bench_graphs.py --part separation` re-ran the two graph8c spectral FA rows, the eps
+  follow-up and the threshold table (402 s; same counts as the first run), and `python benchmarks/bench_graphs.py
+  --collect` wrote this file. Per-job JSON results: `$TMPDIR/equiframe-bench-graphs/`. Single runs from the CLI (once `add_cli` is wired into `equiframe.cli`),
+  e.g. `equiframe graphs separate --dataset exp --model fa-mlp --frame canonical --data-dir ../shared/data`,
+  `equiframe graphs classify --dataset csl --model fa-gin-id --frame canonical --epochs 199`.
 * **Budgets reduced**: graph8c spectral FA rows use 20 (FA-MLP) and 3 (FA-GIN+ID) seeds instead of 100 (exact
   averaging over 588,694 copies per pass costs ~3 s and ~30 s per seed and per copy set here; the models are
   deterministic, so more seeds can only lower the count, which is 0 resp. 25 and explained above). Everything

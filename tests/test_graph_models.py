@@ -196,3 +196,20 @@ def test_canonical_keys_errors():
         canonical_keys(torch.zeros(2, 0, dtype=torch.long), num_nodes=2, max_states=0)
     with pytest.raises(ValueError, match="x"):
         canonical_keys(torch.tensor([[0, 1], [1, 0]]), num_nodes=2, x=torch.tensor([0.0, float("nan")]))
+    with pytest.raises(ValueError, match="duplicate"):
+        canonical_keys(torch.tensor([[0, 1, 0], [1, 0, 1]]), num_nodes=2)
+    with pytest.raises(ValueError, match="undirected"):
+        canonical_keys(torch.tensor([[0], [1]]), num_nodes=2, spectral=False)
+
+
+def test_canonical_keys_self_loops(gen):
+    # a 6-cycle with loops on two opposite nodes: loops are structure (colour + certificate), not twins
+    ring = circulant(6, [1]).edge_index
+    ei = torch.cat([ring, torch.tensor([[0, 3], [0, 3]])], 1)
+    a = canonical_keys(ei, num_nodes=6)
+    for _ in range(3):
+        perm = torch.randperm(6, generator=gen)
+        b = canonical_keys(perm[ei], num_nodes=6)
+        assert torch.equal(a.certificate, b.certificate)
+    other = torch.cat([ring, torch.tensor([[0, 1], [0, 1]])], 1)  # loops on adjacent nodes: not isomorphic
+    assert not torch.equal(canonical_keys(other, num_nodes=6).certificate, a.certificate)

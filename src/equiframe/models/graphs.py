@@ -437,19 +437,17 @@ def _twin_classes(edge_index: Tensor, batch: Tensor, local: Tensor, counts: Tens
     words = max(1, -(-int(counts.max()) // _BITS))
     rows = torch.zeros(N * words, dtype=torch.long, device=device)
     src, dst = edge_index
-    # simple graphs: each neighbour sets one bit (duplicate edges are rare; dedupe to keep bits exact)
-    pair = torch.unique(src * N + dst)
-    s_, d_ = pair // N, pair % N
-    keep = s_ != d_
-    s_, d_ = s_[keep], d_[keep]
+    loop = src == dst
+    loops = torch.bincount(src[loop], minlength=N)[:, None]  # self-loops are part of the twin key
+    s_, d_ = src[~loop], dst[~loop]  # simple graph: every neighbour sets one bit
     lu = local[d_]
     rows.index_add_(0, s_ * words + lu // _BITS, torch.ones_like(lu) << (lu % _BITS))
     rows = rows.reshape(N, words)
     own = torch.zeros(N, words, dtype=torch.long, device=device)
     lv = local
     own.view(-1).index_add_(0, torch.arange(N, device=device) * words + lv // _BITS, torch.ones_like(lv) << (lv % _BITS))
-    open_id = torch.unique(torch.cat([batch[:, None], rows], 1), dim=0, return_inverse=True)[1]
-    closed_id = torch.unique(torch.cat([batch[:, None], rows + own], 1), dim=0, return_inverse=True)[1]
+    open_id = torch.unique(torch.cat([batch[:, None], loops, rows], 1), dim=0, return_inverse=True)[1]
+    closed_id = torch.unique(torch.cat([batch[:, None], loops, rows + own], 1), dim=0, return_inverse=True)[1]
     open_size = torch.bincount(open_id, minlength=N)[open_id]
     return torch.where(open_size > 1, open_id, closed_id + N)
 
@@ -480,7 +478,8 @@ def canonical_keys(
     tree), never break invariance.
 
     Args:
-        edge_index: ``[2, E]``, both directions of every undirected edge.
+        edge_index: ``[2, E]``, both directions of every undirected edge; a simple graph (self-loops are
+            allowed, duplicate edges raise ``ValueError``).
         num_nodes: total nodes (default: from ``batch`` / ``x`` / ``edge_index``).
         batch: ``[N]`` graph of every node (default: one graph).
         x: optional node features ``[N]`` or ``[N, F]`` (initial colours by exact value).
@@ -515,6 +514,15 @@ def canonical_keys(
     if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
         raise ValueError(f"edge_index: node ids must lie in [0, {num_nodes})")
     batch = batch.to(device=device, dtype=torch.long)
+    if edge_index.numel():
+        fwd = edge_index[0] * num_nodes + edge_index[1]
+        ufwd = torch.unique(fwd)
+        if ufwd.numel() != fwd.numel():
+            raise ValueError("edge_index: duplicate edges (a multigraph); canonical_keys needs a simple graph")
+        if not torch.equal(ufwd, torch.unique(edge_index[1] * num_nodes + edge_index[0])):
+            raise ValueError("edge_index: the graph is not undirected (every edge needs both directions)")
+        if not torch.equal(batch[edge_index[0]], batch[edge_index[1]]):
+            raise ValueError("edge_index: an edge joins nodes of different graphs (see batch)")
     B = int(batch.max()) + 1
     counts = torch.bincount(batch, minlength=B)
     ptr = torch.zeros(B + 1, dtype=torch.long, device=device)
