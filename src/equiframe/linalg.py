@@ -6,26 +6,31 @@ ascending order, unit eigenvectors in the COLUMNS of the returned matrix. Only t
 silently symmetrised).
 
 For ``d = 2`` and ``d = 3`` a closed-form, branch-free batched solver written with plain tensor
-operations is used (no Python loop over matrices). It runs in float64 also for float32 input
-(the result is rounded to float32 at the end), so for float32 it is *more* accurate than
-:func:`torch.linalg.eigh` in float32: the eigenvectors match float64 ``eigh`` of the same matrix
-to about ``1e-7 + 1e-16 / gap`` (``eigh`` in float32: ``1e-7 / gap``), residuals and
-orthonormality are at float32 rounding, also at repeated and nearly repeated eigenvalues. On CPU
-it is 7-10x faster than :func:`torch.linalg.eigh` for batches of 1e5 - 1e6 matrices (measured on a
-busy 2-core machine, see ``benchmarks/results/eigh.md``). Other ``d`` use
-:func:`torch.linalg.eigh`.
+operations is used (no Python loop over matrices). float64 input is solved in float64. float32
+input is solved in two passes: a float32 pass over all matrices, then the few matrices whose
+smallest relative eigenvalue gap ``min_k (lambda_{k+1} - lambda_k) / max_k |lambda_k|`` is at most
+``_REFINE_GAP = 0.03`` (where float32 rounding inside the solver would rotate the eigenvectors of
+the nearly repeated pair by up to ``~2e-7 / gap``), or whose entries are outside the safe float32
+range, are solved again in float64 from the original entries. So for float32 input it is *more*
+accurate than :func:`torch.linalg.eigh` in float32: the eigenvectors match float64 ``eigh`` of the
+same matrix to a few ``1e-6`` on generic input (``2e-7 / 0.03`` at worst) and to about
+``1e-7 + 1e-16 / gap`` on nearly repeated eigenvalues (``eigh`` in float32: ``1e-7 / gap``, up to
+O(1)); residuals and orthonormality are at float32 rounding. On CPU it is about 10x faster than
+:func:`torch.linalg.eigh` for batches of 1e5 - 1e6 matrices (measured on a busy 2-core machine,
+see ``benchmarks/results/eigh.md``). Other ``d`` use :func:`torch.linalg.eigh`.
 
 Algorithm for ``d = 3`` (every step is vectorised over the batch):
 
-1. ``A = (C + C^T) / 2``; for float64 input ``A`` is scaled by its largest entry (float32 input
-   is processed in float64, whose range makes the scaling unnecessary);
+1. ``A = (C + C^T) / 2``; for float64 input ``A`` is scaled by its largest entry (not needed in
+   the float32 pass, which flags out-of-range matrices for the float64 pass, nor for float32
+   input solved in float64);
 2. shift by the mean eigenvalue and normalise: ``B = (A - m I) / p`` with ``m = tr(A) / 3`` and
    ``p^2 = ||A - m I||_F^2 / 6``. The eigenvalues ``beta`` of ``B`` satisfy ``sum beta = 0`` and
    ``sum beta^2 = 6``, so they lie in ``[-2, 2]``;
 3. the eigenvalue farthest from the other two (the *isolated* one) is
    ``beta_0 = sign(r) 2 cos(arccos(|r|) / 3)``, ``r = det(B) / 2``; it is computed as the largest
    root of ``beta^3 - 3 beta - 2 |r| = 0`` by a cubic polynomial fit plus two Newton steps
-   (cheaper than ``arccos``/``cos``). Its distance to the other two eigenvalues is at least
+   (one in float32; cheaper than ``arccos``/``cos``). Its distance to the other two eigenvalues is at least
    ``sqrt(3)``, so it is always well conditioned, whatever the other two do;
 4. its eigenvector ``v_0`` is the column of ``adj(B - beta_0 I)`` with the largest diagonal entry
    (the columns of the adjugate are the cross products of the rows of ``B - beta_0 I``; the chosen
@@ -65,9 +70,9 @@ Method = Literal["auto", "closed_form", "torch"]
 _METHODS = ("auto", "closed_form", "torch")
 
 # matrices per chunk of the closed-form solver on CPU: the temporaries stay in cache, the cost of
-# launching ~130 small operations per chunk is amortised, and every operation (at most 3 * 8192
+# launching ~140 small operations per chunk is amortised, and every operation (at most 3 * 10922
 # elements) stays below torch's intra-op parallelisation grain size (32768)
-_CPU_CHUNK = 8192
+_CPU_CHUNK = 10922
 
 # coefficients c0..c3 of a cubic fit of 2 cos(arccos(x) / 3) on [0, 1] (max error 1.4e-4); two
 # Newton steps on beta^3 - 3 beta - 2 x = 0 then give 4e-16. (One step, 1.6e-8, would do for the
@@ -75,6 +80,13 @@ _CPU_CHUNK = 8192
 # sensitive to beta_0 as to the matrix itself: full float64 accuracy keeps the eigenvectors of
 # float32 input accurate to ~1e-16 / gap.)
 _BETA_FIT = (1.73218508, 0.3304292, -0.08126068, 0.01874886)
+
+# float32 main pass: a matrix whose smallest relative eigenvalue gap
+# min_k (lambda_{k+1} - lambda_k) / max_k |lambda_k| is at most this is re-solved in float64. The
+# float32 pass loses about 3.4 * 2^-24 / gap in its eigenvectors (measured on 10^6 covariances:
+# max error * gap = 2.0e-7), so every returned eigenvector is within ~7e-6 of float64 eigh; for
+# covariances of generic point clouds about 4 % of the matrices are re-solved.
+_REFINE_GAP = 0.03
 
 
 # ----------------------------------------------------------------------------------------------
@@ -100,8 +112,16 @@ def _not_finite_error() -> ValueError:
 
 
 def _compute_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    """The closed form runs in float64 (float32 input: accuracy beyond float32, no range scaling)."""
-    return torch.float32 if device.type == "mps" else torch.float64
+    """Main-pass dtype of the closed form: float64 for float64 input, float32 otherwise.
+
+    float32 (and float16 / bfloat16) input runs the main pass in float32 and re-solves the few
+    ill-conditioned matrices in float64 (see :func:`_closed_form`); MPS has no float64 at all.
+    """
+    return torch.float64 if dtype == torch.float64 and device.type != "mps" else torch.float32
+
+
+def _can_refine(device: torch.device) -> bool:
+    return device.type != "mps"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -158,8 +178,9 @@ class _Workspace:
         d = 3: V: ``[6, 3, n]``
     """
 
-    def __init__(self, X: Tensor, stg: Tensor, R: Tensor, V: Tensor | None) -> None:
+    def __init__(self, X: Tensor, stg: Tensor, R: Tensor, V: Tensor | None, ok_tmp: Tensor) -> None:
         self.X, self.stg, self.R, self.V = X, stg, R, V
+        self.ok_tmp = ok_tmp  # bool scratch row
         self.L, self.E = stg[:2], stg[2:]  # d = 2 (d = 3: see below)
         dt, dev = X.dtype, X.device
         self.r = R.unbind(0)
@@ -191,15 +212,16 @@ class _Workspace:
             torch.empty(3 if d == 3 else 6, n, dtype=dtype, device=device),
             torch.empty(12, n, dtype=dtype, device=device),
             torch.empty(6, 3, n, dtype=dtype, device=device) if d == 3 else None,
+            torch.empty(n, dtype=torch.bool, device=device),
         )
 
     def sliced(self, n: int) -> "_Workspace":
         """The same buffers restricted to the first ``n`` matrices (last, partial chunk)."""
         V = self.V[..., :n] if self.V is not None else None
-        return _Workspace(self.X[:, :n], self.stg[:, :n], self.R[:, :n], V)
+        return _Workspace(self.X[:, :n], self.stg[:, :n], self.R[:, :n], V, self.ok_tmp[:n])
 
 
-def _eig3_chunk(ws: _Workspace, scale: bool, check: Tensor) -> None:
+def _eig3_chunk(ws: _Workspace, scale: bool, check: Tensor, ok: Tensor | None = None) -> None:
     """Eigen-decomposition of a chunk of symmetric 3x3 matrices (see the module docstring).
 
     About 130 elementwise operations, each on at most 3 rows of ``n`` (with ``n = _CPU_CHUNK``
@@ -211,7 +233,10 @@ def _eig3_chunk(ws: _Workspace, scale: bool, check: Tensor) -> None:
             ``ws.L = ws.stg [3, n]``, component ``i`` of eigenvector ``k`` in row ``3 i + k`` of
             ``ws.E = ws.X``.
         scale: divide by the largest entry first (needed when the compute dtype is the input dtype).
-        check: 0-dim output, finite iff the chunk is finite.
+        check: 0-dim output, finite iff the chunk is finite (not written when ``ok`` is given).
+        ok: optional ``[n]`` bool output for an unscaled float32 pass: ``False`` where
+            ``||A - m I||_F^2`` is outside ``[1e-30, 1e37]`` (over- or underflow in float32, a
+            multiple of the identity, NaN / inf input): the caller re-solves those in float64.
 
     Shapes:
         ws.X: ``[9, n]`` -> ws.L: ``[3, n]``, ws.E: ``[9, n]``
@@ -236,7 +261,9 @@ def _eig3_chunk(ws: _Workspace, scale: bool, check: Tensor) -> None:
     D.sub_(m)
     torch.mul(D, D, out=F).addcmul_(O, O, value=2.0)
     p6 = torch.add(f0, f1, out=ip).add_(f2)  # ||A - m I||_F^2 = 6 p^2
-    if not scale:
+    if ok is not None:
+        torch.ge(p6, 1e-30, out=ok).logical_and_(torch.le(p6, 1e37, out=ws.ok_tmp[: ok.shape[0]]))
+    elif not scale:
         torch.amax(p6, 0, out=check)
     # 1 / p (no torch.sqrt: its CPU kernel may open a parallel region even for small tensors,
     # which stalls badly on an oversubscribed machine; rsqrt does not)
@@ -252,7 +279,8 @@ def _eig3_chunk(ws: _Workspace, scale: bool, check: Tensor) -> None:
     torch.addcmul(c[-2], x2, c[-1], out=beta)
     for ck in reversed(c[:-2]):
         torch.addcmul(ck, beta, x2, out=beta)
-    for _ in range(2):  # Newton: beta <- beta - f / f' = (2 beta^3 + x2) / (3 beta^2 - 3)
+    # Newton: beta <- beta - f / f' = (2 beta^3 + x2) / (3 beta^2 - 3); one step is float32-exact
+    for _ in range(2 if ws.X.dtype == torch.float64 else 1):
         b2 = torch.mul(beta, beta, out=t2)
         num = torch.addcmul(x2, b2, beta, value=2.0, out=f)
         torch.div(num, torch.addcmul(minus3, b2, one, value=3.0, out=t2), out=beta)
@@ -394,37 +422,83 @@ def _eig2_chunk(ws: _Workspace, scale: bool, check: Tensor) -> None:
         stg[:2].mul_(s)
 
 
-def _closed_form(C: Tensor) -> tuple[Tensor, Tensor]:
+def _flag_ill_conditioned(ws: _Workspace, d: int, out: Tensor) -> None:
+    """``out[i] = True`` where the smallest relative eigenvalue gap is ``<= _REFINE_GAP``.
+
+    Reads the eigenvalues of a solved chunk (ascending rows) and uses free rows of ``ws.R``.
+
+    Shapes:
+        ws.L / ws.stg: ``[>= d, n]`` -> out: ``[n]`` (bool)
+    """
+    gap, big, tmp = ws.r[6], ws.r[7], ws.r[8]
+    rows = ws.stg[:d].unbind(0)
+    torch.sub(rows[1], rows[0], out=gap)
+    if d == 3:
+        torch.minimum(gap, torch.sub(rows[2], rows[1], out=tmp), out=gap)
+    torch.abs(rows[0], out=big)
+    torch.maximum(big, torch.abs(rows[-1], out=tmp), out=big).mul_(_REFINE_GAP)
+    torch.le(gap, big, out=out)
+
+
+def _closed_form(C: Tensor, compute: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
     """Closed-form eigen-decomposition of ``C [N, d, d]``, ``d in {2, 3}``.
 
-    On CPU the batch is processed in chunks of ``_CPU_CHUNK`` matrices, so that the ~130
+    On CPU the batch is processed in chunks of ``_CPU_CHUNK`` matrices, so that the ~140
     elementwise operations of the 3x3 kernel work on cache-resident rows, each below torch's
     intra-op parallelisation grain size (no thread synchronisation per operation, which is very
-    costly on a busy machine). On other devices the batch is processed in one piece.
+    costly on a busy machine), in inference mode (cheaper dispatch). On other devices the batch is
+    processed in one piece.
+
+    Precision: float64 input is solved in float64. Other input is solved in float32 (about twice
+    as fast), then every matrix whose smallest relative eigenvalue gap is ``<= _REFINE_GAP`` (where
+    float32 rounding would rotate the eigenvectors of the (nearly) repeated pair by up to
+    ``~2e-7 / gap``) is solved again in float64 from the original entries, so every output matches
+    float64 :func:`torch.linalg.eigh` of the same matrix to a few 1e-6 or better (exactly repeated
+    eigenvalues included). On MPS (no float64) the float32 pass is final.
+
+    Args:
+        C: ``[N, d, d]`` matrices.
+        compute: force the compute dtype (no re-solve pass); default: see above.
     """
     N, d = C.shape[0], C.shape[-1]
     dev = C.device
-    cdt = _compute_dtype(C.dtype, dev)
-    # float32 / float16 / bfloat16 input in float64: squares and cubes cannot overflow or underflow
-    scale = cdt != torch.float64 or C.dtype == torch.float64
+    cdt = compute if compute is not None else _compute_dtype(C.dtype, dev)
+    refine = compute is None and cdt != torch.float64 and _can_refine(dev)
+    # No range scaling where squares and cubes cannot overflow or underflow: float32 / float16 /
+    # bfloat16 input in float64, and the d = 3 float32 pass with re-solve (which flags the matrices
+    # whose entries are out of the safe float32 range, ``ok`` below, and re-solves them in float64).
+    unscaled_pass = refine and d == 3
+    scale = not unscaled_pass and (cdt != torch.float64 or C.dtype == torch.float64)
     flat = C.reshape(N, d * d)
     evals = torch.empty(N, d, dtype=C.dtype, device=dev)
     evecs = torch.empty(N, d * d, dtype=C.dtype, device=dev)
     chunk = min(_CPU_CHUNK, N) if dev.type == "cpu" else N
     starts = range(0, N, chunk)
-    checks = torch.empty(len(starts), dtype=cdt, device=dev)
-    full = _Workspace.allocate(d, chunk, cdt, dev)
-    for j, start in enumerate(starts):
-        stop = min(start + chunk, N)
-        ws = full if stop - start == chunk else full.sliced(stop - start)
-        _to_soa(flat[start:stop], ws.X)
-        if d == 3:
-            _eig3_chunk(ws, scale, checks[j])
-        else:
-            _eig2_chunk(ws, scale, checks[j])
-        _from_soa(ws.L, ws.E, evals[start:stop], evecs[start:stop])
-    if not bool(torch.isfinite(checks).all()):
-        raise _not_finite_error()
+    with torch.inference_mode():
+        checks = torch.empty(len(starts), dtype=cdt, device=dev)
+        flags = torch.empty(N if refine else 0, dtype=torch.bool, device=dev)
+        ok = torch.empty(chunk if unscaled_pass else 0, dtype=torch.bool, device=dev)
+        full = _Workspace.allocate(d, chunk, cdt, dev)
+        for j, start in enumerate(starts):
+            stop = min(start + chunk, N)
+            ws = full if stop - start == chunk else full.sliced(stop - start)
+            _to_soa(flat[start:stop], ws.X)
+            if d == 3:
+                _eig3_chunk(ws, scale, checks[j], ok[: stop - start] if unscaled_pass else None)
+            else:
+                _eig2_chunk(ws, scale, checks[j])
+            if refine:
+                _flag_ill_conditioned(ws, d, flags[start:stop])
+            if unscaled_pass:
+                flags[start:stop].logical_or_(ok[: stop - start].logical_not_())
+            _from_soa(ws.L, ws.E, evals[start:stop], evecs[start:stop])
+        if not unscaled_pass and not bool(torch.isfinite(checks).all()):
+            raise _not_finite_error()  # (unscaled pass: NaN / inf input is flagged and raises below)
+        idx = flags.nonzero().squeeze(1) if refine else None
+    if idx is not None and idx.numel():
+        L64, V64 = _closed_form(flat.index_select(0, idx).view(-1, d, d), compute=torch.float64)
+        evals.index_copy_(0, idx, L64)
+        evecs.index_copy_(0, idx, V64.view(-1, d * d))
     return evals, evecs.view(N, d, d)
 
 
@@ -508,8 +582,9 @@ def symeig(
     only ``(C + C^T) / 2`` is used. For repeated eigenvalues any orthonormal basis of the
     eigenspace is returned; the signs of the eigenvectors are arbitrary (as for ``eigh``).
 
-    The closed form (``d`` in {2, 3}) computes in float64 whatever the input dtype (float32 on
-    MPS), processes the batch in chunks of 8192 matrices on CPU and never produces NaN for finite
+    The closed form (``d`` in {2, 3}) computes float64 input in float64 and other input in
+    float32 with a float64 re-solve of the ill-conditioned matrices (module docstring; float32
+    only on MPS), processes the batch in chunks of 10922 matrices on CPU and never produces NaN for finite
     input, nor inf unless an eigenvalue itself exceeds the range of the dtype (zero matrix,
     multiples of the identity, rank-deficient matrices, exactly repeated eigenvalues, subnormal
     to near-overflow entries are all fine). It is single-threaded on CPU (like batched
