@@ -65,7 +65,8 @@ def _check(C: Tensor, L: Tensor, V: Tensor, tol: float) -> None:
 
 @pytest.mark.parametrize("d", [2, 3])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_matches_eigh_on_generic_matrices(d: int, dtype: torch.dtype) -> None:
+def test_matches_eigh_on_generic_matrices(monkeypatch: pytest.MonkeyPatch, d: int, dtype: torch.dtype) -> None:
+    monkeypatch.setattr(linalg, "_CPU_CHUNK", 512)  # float32: the two-pass path (float32 pass + re-solve)
     g = _gen(1)
     C = torch.cat([_covariances(1500, d, g), _with_spectrum(torch.randn(1500, d, generator=g, dtype=torch.float64), g)])
     C = C.to(dtype)
@@ -182,6 +183,7 @@ def test_nearly_repeated_eigenvalues(d: int, dtype: torch.dtype) -> None:
 @pytest.mark.parametrize("d", [2, 3])
 def test_float32_resolve_of_ill_conditioned_matrices(monkeypatch: pytest.MonkeyPatch, d: int) -> None:
     """float32 input: nearly repeated pairs are re-solved in float64 (negative control: without it they are not)."""
+    monkeypatch.setattr(linalg, "_CPU_CHUNK", 64)  # several chunks (one chunk is solved in float64 directly)
     g = _gen(16)
     delta = 10.0 ** -torch.linspace(2.5, 5, 40, dtype=torch.float64)
     one = torch.ones_like(delta)
@@ -206,7 +208,8 @@ def test_float32_resolve_of_ill_conditioned_matrices(monkeypatch: pytest.MonkeyP
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("d", [2, 3])
-def test_extreme_scales(d: int, dtype: torch.dtype) -> None:
+def test_extreme_scales(monkeypatch: pytest.MonkeyPatch, d: int, dtype: torch.dtype) -> None:
+    monkeypatch.setattr(linalg, "_CPU_CHUNK", 64)  # float32: out-of-range matrices flagged by the float32 pass
     g = _gen(7)
     spectra = torch.randn(100, d, generator=g, dtype=torch.float64)
     base = torch.cat([_covariances(100, d, g), _with_spectrum(spectra, g)])
@@ -317,9 +320,12 @@ def test_invalid_input(bad: Tensor) -> None:
 @pytest.mark.parametrize("d", [2, 3, 4])
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 @pytest.mark.parametrize("method", ["auto", "torch"])
-def test_non_finite_input(d: int, value: float, method: str) -> None:
+def test_non_finite_input(monkeypatch: pytest.MonkeyPatch, d: int, value: float, method: str) -> None:
     C = torch.eye(d).repeat(5, 1, 1)
     C[3, 0, d - 1] = value
+    with pytest.raises(ValueError, match="C: contains NaN or inf"):
+        symeig(C, method=method)
+    monkeypatch.setattr(linalg, "_CPU_CHUNK", 2)  # the float32 pass flags it, the float64 re-solve raises
     with pytest.raises(ValueError, match="C: contains NaN or inf"):
         symeig(C, method=method)
 
