@@ -280,27 +280,40 @@ class TensorReps:
         if need_det and det is None:
             det = torch.linalg.det(R)
         pieces = []
+        lead = tail_rows = Rt = None
+        kron: dict[int, Tensor] = {}
         for order, index, n_tensors, pseudo, _pos, all_pseudo in groups:
             xs = x[..., index] if isinstance(index, slice) else x.index_select(-1, index.to(x.device))
             if order == 0:
                 y = xs.expand(*batch, xs.shape[-1]) if xs.shape[:-1] != batch else xs
             else:
-                # Batch dims where R is broadcast (size 1) are folded into the rows, so that the whole
-                # order-k block is k batched matmuls [*lead, rows, d] @ [*lead, d, d]: the last tensor axis
-                # is contracted with R, then cycled to the front, which restores the axis order after k steps.
+                # One rotation per row ([B, C] with R [B, d, d], the tensor-frame hot path): component-major
+                # multiply-adds, see _rotate_rows_cm. Otherwise batch dims where R is broadcast (size 1) are
+                # folded into the rows, so that the whole order-k block is one batched matmul
+                # [*lead, rows, d^k] @ [*lead, d^k, d^k] with the Kronecker power R^{(x)k} (built once per
+                # call and order), or, for large d^k, k matmuls with R that contract the last tensor axis
+                # and cycle it to the front.
                 if xs.shape[:-1] != batch:
                     xs = xs.expand(*batch, xs.shape[-1])
-                lead, tail_rows = self._split_batch(batch, R.shape[:-2])
-                rows = tail_rows * n_tensors * d ** (order - 1)
-                y = xs.reshape(*lead, rows, d)
-                rb = (1,) * (len(batch) - (R.dim() - 2)) + tuple(R.shape[:-2])
-                Rt = R.reshape(*rb[: len(lead)], d, d).transpose(-1, -2)
-                for _ in range(order):
-                    y = torch.matmul(y, Rt)
-                    if order > 1:
+                if lead is None:
+                    lead, tail_rows = self._split_batch(batch, R.shape[:-2])
+                    rb = (1,) * (len(batch) - (R.dim() - 2)) + tuple(R.shape[:-2])
+                    Rt = R.reshape(*rb[: len(lead)], d, d).transpose(-1, -2)
+                q = d**order
+                if x.dim() == 2 and R.dim() == 3 and len(lead) == 1 and tail_rows == 1:
+                    y = _rotate_rows_cm(xs, R, order, n_tensors)
+                elif order == 1 or q <= _KRON_MAX:
+                    if order not in kron:
+                        kron[order] = Rt if order == 1 else kron_power(Rt, order)  # (R^T)^{(x)k} = (R^{(x)k})^T
+                    y = torch.matmul(xs.reshape(*lead, tail_rows * n_tensors, q), kron[order])
+                else:
+                    rows = tail_rows * n_tensors * d ** (order - 1)
+                    y = xs.reshape(*lead, rows, d)
+                    for _ in range(order):
+                        y = torch.matmul(y, Rt)
                         y = y.reshape(*lead, tail_rows * n_tensors, d ** (order - 1), d).transpose(-1, -2)
                         y = y.reshape(*lead, rows, d)
-                y = y.reshape(*batch, n_tensors * d**order)
+                y = y.reshape(*batch, n_tensors * q)
             if pseudo is not None:
                 if all_pseudo:
                     y = y * det[..., None]
@@ -380,6 +393,74 @@ class TensorReps:
     def scalar_reps(self) -> "TensorReps":
         """Reps of the same size made of scalars only (what an invariant network sees)."""
         return TensorReps(f"{self.size}x0n", dim=self._dim) if self.size else TensorReps("", dim=self._dim)
+
+
+_KRON_MAX = 27  # use one matmul with the Kronecker power R^{(x)k} when d^k <= this
+
+
+_CM_CHUNK = 1 << 17  # entries per chunk of rows in _rotate_rows_cm (~512 KB of float32: stays in cache)
+
+
+def _rotate_rows_cm(x: Tensor, R: Tensor, order: int, n_tensors: int) -> Tensor:
+    r"""``rho(R_b)`` on ``n_tensors`` order-``k`` tensors per row, one rotation per row (``k >= 1``).
+
+    Works in the component-major layout ``[n_tensors, d, ..., d, B]`` (the row index ``b`` innermost, so
+    every step is a long vectorised multiply-add): each tensor axis is contracted with ``R`` in turn,
+    :math:`Y_{.., a, ..} = \sum_c R_{ac} X_{.., c, ..}` (``k d`` multiply-adds per entry instead of
+    ``d^k`` with the Kronecker power, and no tiny per-row matmuls). Rows are processed in chunks that fit
+    in cache.
+
+    Shapes:
+        x: ``[B, n_tensors * d**k]``, R: ``[B, d, d]`` -> ``[B, n_tensors * d**k]``
+    """
+    b, d = x.shape[0], R.shape[-1]
+    c = x.shape[1]
+    cs = max(256, _CM_CHUNK // max(1, c))
+    if b <= cs:
+        return _rotate_chunk_cm(x, R, order, n_tensors).contiguous()
+    grad = torch.is_grad_enabled() and (x.requires_grad or R.requires_grad)
+    if grad:
+        return torch.cat([_rotate_chunk_cm(x[s : s + cs], R[s : s + cs], order, n_tensors)
+                          for s in range(0, b, cs)], 0)
+    out = torch.empty(b, c, dtype=x.dtype, device=x.device)
+    for s in range(0, b, cs):
+        out[s : s + cs] = _rotate_chunk_cm(x[s : s + cs], R[s : s + cs], order, n_tensors)
+    return out
+
+
+def _rotate_chunk_cm(x: Tensor, R: Tensor, order: int, n_tensors: int) -> Tensor:
+    """One chunk of :func:`_rotate_rows_cm`; returns a transposed view ``[B, C]``."""
+    b, d = x.shape[0], R.shape[-1]
+    Rcm = R.reshape(b, d * d).t().contiguous().view(d, d, b)  # [a, c, b]
+    X = x.t().contiguous().view(n_tensors, *([d] * order), b)
+    for t in range(order):
+        ax = 1 + t
+        shape = [1] * (order + 2)
+        shape[ax], shape[-1] = d, b
+        Y = None
+        for c in range(d):
+            r = Rcm[:, c].reshape(shape)
+            xc = X.select(ax, c).unsqueeze(ax)
+            Y = xc * r if Y is None else Y.addcmul_(xc, r)
+        X = Y
+    return X.reshape(n_tensors * d**order, b).t()
+
+
+def kron_power(R: Tensor, k: int) -> Tensor:
+    r"""Kronecker power :math:`R^{\otimes k}` of every matrix, row-major, so that for a flattened order-``k``
+    tensor ``T`` (``d**k`` channels), ``R^{(x)k} @ T`` is :math:`R^{\otimes k} T` (``k = 0``: ones ``[..., 1, 1]``).
+
+    Shapes:
+        R: ``[..., d, d]`` -> ``[..., d**k, d**k]``
+    """
+    d = R.shape[-1]
+    if k == 0:
+        return R.new_ones(*R.shape[:-2], 1, 1)
+    K = R
+    for _ in range(k - 1):
+        q = K.shape[-1]
+        K = (K[..., :, None, :, None] * R[..., None, :, None, :]).reshape(*R.shape[:-2], q * d, q * d)
+    return K
 
 
 def as_reps(spec: "str | TensorReps", dim: int, name: str = "reps") -> TensorReps:

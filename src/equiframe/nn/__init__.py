@@ -1,18 +1,21 @@
 """Tensor Frames: equivariant message passing with one local frame per node.
 
 * :class:`TFConv` wraps an *unmodified* PyTorch Geometric ``MessagePassing`` layer (one line);
+* :class:`TFGraph` holds one graph's edges, frames and positions and caches what every layer would
+  recompute (receiver layout, local edge geometry, per-receiver representation matrices);
 * :class:`ToLocal` / :class:`ToGlobal` move typed features into / out of the node frames;
 * :class:`TensorFrameConv` is a native tensor-frame layer, :class:`TensorFrameAttention` the
   global-frame attention (queries/keys/values moved to the global frame, O(N) frame work).
 """
 
-from .tensor_frames import TFConv, ToGlobal, ToLocal, local_edge_geometry, transport
+from .tensor_frames import TFConv, TFGraph, ToGlobal, ToLocal, local_edge_geometry, transport
 from .tf_attention import TensorFrameAttention
 from .tf_conv import TensorFrameConv
 from .tf_transport import receiver_layout, transport_edges
 
 __all__ = [
     "TFConv",
+    "TFGraph",
     "ToGlobal",
     "ToLocal",
     "TensorFrameAttention",

@@ -23,7 +23,10 @@ neighbour vectors) gives the same global result for any choice of frames (see th
 This module provides
 
 * :class:`ToLocal` / :class:`ToGlobal`: move typed features into / out of the node frames;
-* :class:`TFConv`: wraps an unmodified :class:`~torch_geometric.nn.conv.MessagePassing` instance;
+* :class:`TFConv`: wraps an unmodified :class:`~torch_geometric.nn.conv.MessagePassing` instance (modes
+  with the paper's semantics, plus the cheaper LLoCa-style ``mode="message"`` for attention layers);
+* :class:`TFGraph`: one graph's edges, frames and positions, validated once, with the receiver layout,
+  local edge geometry and per-receiver representation matrices cached for all layers of a forward pass;
 * the building blocks :func:`edge_frames`, :func:`transport` (per-edge reference),
   :func:`local_edge_geometry`; the fast per-receiver transport is in :mod:`equiframe.nn.tf_transport`.
 
@@ -38,15 +41,17 @@ coordinates are ``R_i (x - t_i)`` with origin ``t_i = pos[i]`` for position-type
 from __future__ import annotations
 
 import inspect
-from typing import Any, Literal, Optional
+from dataclasses import dataclass
+from typing import Any, Literal, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..reps import TensorReps, as_reps
-from .tf_transport import ReceiverLayout, receiver_layout, rotate_by_receiver, transport_edges
+from .tf_transport import ReceiverLayout, receiver_layout, rotate_by_receiver, rotate_edges, transport_edges
 
 __all__ = [
+    "TFGraph",
     "ToLocal",
     "ToGlobal",
     "TFConv",
@@ -58,7 +63,8 @@ __all__ = [
     "check_frames",
 ]
 
-Mode = Literal["auto", "plain", "global", "hook", "expand", "gcn"]
+Mode = Literal["auto", "plain", "global", "hook", "expand", "gcn", "message"]
+_MODES = ("auto", "plain", "global", "hook", "expand", "gcn", "message")
 EdgeGeometry = Literal["auto", "rel_dist", "rel", "dist", "none"]
 
 PairTensor = tuple[Tensor, Tensor]
@@ -71,6 +77,17 @@ def _check_tensor(x: Any, name: str) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
     return x
+
+
+def _all_finite(x: Tensor) -> bool:
+    """``True`` iff every entry is finite. One reduction (a NaN/inf makes the sum non-finite); the exact
+    elementwise check runs only when the sum is not finite (NaN/inf present, or an overflowing sum)."""
+    if x.numel() == 0:
+        return True
+    with torch.no_grad():
+        if bool(torch.isfinite(x.sum())):
+            return True
+        return bool(torch.isfinite(x).all())
 
 
 def check_frames(frames: Any, n: int | None, dim: int, name: str = "frames", *, finite: bool = True) -> Tensor:
@@ -88,7 +105,7 @@ def check_frames(frames: Any, n: int | None, dim: int, name: str = "frames", *, 
         raise ValueError(f"{name}: expected shape {want}, got {tuple(frames.shape)}")
     if not frames.is_floating_point():
         raise TypeError(f"{name}: expected a floating point tensor, got {frames.dtype}")
-    if finite and frames.numel() and not bool(torch.isfinite(frames).all()):
+    if finite and not _all_finite(frames):
         raise ValueError(f"{name}: contains NaN or inf")
     return frames
 
@@ -99,7 +116,7 @@ def _check_pos(pos: Any, n: int, dim: int, name: str = "pos") -> Tensor:
         raise ValueError(f"{name}: expected shape [{n}, {dim}], got {tuple(pos.shape)}")
     if not pos.is_floating_point():
         raise TypeError(f"{name}: expected a floating point tensor, got {pos.dtype}")
-    if pos.numel() and not bool(torch.isfinite(pos).all()):
+    if not _all_finite(pos):
         raise ValueError(f"{name}: contains NaN or inf")
     return pos
 
@@ -112,7 +129,7 @@ def _check_features(x: Any, n: int | None, size: int, name: str = "x") -> Tensor
         )
     if not x.is_floating_point():
         raise TypeError(f"{name}: expected a floating point tensor, got {x.dtype}")
-    if x.numel() and not bool(torch.isfinite(x).all()):
+    if not _all_finite(x):
         raise ValueError(f"{name}: contains NaN or inf")
     return x
 
@@ -283,6 +300,138 @@ def transport(
 
 
 # ---------------------------------------------------------------------------------------------------------
+# TFGraph: per-forward-pass graph data shared by the layers
+# ---------------------------------------------------------------------------------------------------------
+class TFGraph:
+    r"""One graph in tensor-frame form, shared by every tensor-frame layer of a forward pass.
+
+    Validates the edges, frames and positions once and caches, lazily and per dtype, what each layer
+    would otherwise recompute: the receiver layout of the edges (:func:`~equiframe.nn.tf_transport.
+    receiver_layout`), the local edge geometry :math:`[R_i (x_j - x_i), |x_j - x_i|]`, and the per-receiver
+    representation matrices :math:`R_i^{\otimes p}` (with :math:`\det R_i`, :math:`R_i x_i`) used by the
+    transport. The per-edge relative rotations :math:`R_i R_j^\top` are never formed: the transport goes
+    through the global frame (:math:`\rho(R_i R_j^\top) f_j = \rho(R_i)\,\rho(R_j^\top) f_j`).
+
+    Pass it instead of ``edge_index`` to :class:`TFConv` and :class:`~equiframe.nn.tf_conv.TensorFrameConv`
+    (``frames``/``pos`` then come from the graph). The cache lives on this object, never on a module.
+    Build one per forward pass: the cached tensors carry the autograd history of ``frames``/``pos``, so
+    a graph must not be reused across optimiser steps when those require gradients.
+
+    Example:
+        >>> g = TFGraph(edge_index, frames, pos)
+        >>> h = conv1(x, g)        # computes the layout, geometry and matrices
+        >>> h = conv2(h, g)        # reuses them
+
+    Args:
+        edge_index: ``[2, E]`` (row 0 = source ``j``, row 1 = receiver ``i``).
+        frames: node frames ``[N, d, d]`` (rows = axes), or a ``(source, target)`` pair for bipartite graphs.
+        pos: node positions ``[N, d]`` (or a pair); needed for edge geometry and ``pos``-typed features.
+
+    Shapes:
+        edge_index: ``[2, E]``; frames: ``[N, d, d]`` or ``([N_src, d, d], [N_dst, d, d])``;
+        pos: ``[N, d]`` or a pair.
+    """
+
+    def __init__(self, edge_index: Tensor, frames: "Tensor | PairTensor", pos: "Tensor | PairTensor | None" = None):
+        f_src, f_dst, homogeneous = _pair(frames, "frames")
+        name = "frames" if homogeneous else "frames[0]"
+        f_src = _check_tensor(f_src, name)
+        if f_src.dim() != 3 or f_src.shape[-1] != f_src.shape[-2] or f_src.shape[-1] < 1:
+            raise ValueError(f"{name}: expected shape [N, d, d], got {tuple(f_src.shape)}")
+        d = int(f_src.shape[-1])
+        f_src = check_frames(f_src, None, d, name)
+        f_dst = f_src if homogeneous else check_frames(f_dst, None, d, "frames[1]")
+        n_src, n_dst = int(f_src.shape[0]), int(f_dst.shape[0])
+        p_src = p_dst = None
+        if pos is not None:
+            p_src, p_dst, homo_p = _pair(pos, "pos")
+            if homo_p != homogeneous:
+                raise ValueError("pos: pass a (source, target) pair exactly when frames is a pair")
+            p_src = _check_pos(p_src, n_src, d, "pos" if homogeneous else "pos[0]")
+            p_dst = p_src if homogeneous else _check_pos(p_dst, n_dst, d, "pos[1]")
+        edge_index = _check_edge_index(edge_index, n_src, n_dst)
+        self.edge_index = edge_index
+        self.src, self.dst = edge_index[0], edge_index[1]
+        self.homogeneous = homogeneous
+        self.dim, self.n_src, self.n_dst = d, n_src, n_dst
+        self._frames = (f_src, f_dst)
+        self._pos = (p_src, p_dst)
+        self._layout: ReceiverLayout | None = None
+        self.cache: dict = {}  # lazily computed tensors, keyed by (what, ..., dtype)
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.src.shape[0])
+
+    @property
+    def has_pos(self) -> bool:
+        return self._pos[0] is not None
+
+    @property
+    def layout(self) -> ReceiverLayout:
+        """The receiver layout of the edges (computed once)."""
+        if self._layout is None:
+            self._layout = receiver_layout(self.src, self.dst, self.n_dst)
+        return self._layout
+
+    def frames(self, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+        """``(frames_src, frames_dst)`` in ``dtype`` (the same tensor twice for a homogeneous graph)."""
+        f_src, f_dst = self._frames
+        if dtype is None or f_src.dtype == dtype:
+            return f_src, f_dst
+        key = ("frames", dtype)
+        if key not in self.cache:
+            a = f_src.to(dtype)
+            self.cache[key] = (a, a if self.homogeneous else f_dst.to(dtype))
+        return self.cache[key]
+
+    def pos(self, dtype: torch.dtype | None = None) -> tuple[Tensor | None, Tensor | None]:
+        """``(pos_src, pos_dst)`` in ``dtype`` (``(None, None)`` without positions)."""
+        p_src, p_dst = self._pos
+        if p_src is None or dtype is None or p_src.dtype == dtype:
+            return p_src, p_dst
+        key = ("pos", dtype)
+        if key not in self.cache:
+            a = p_src.to(dtype)
+            self.cache[key] = (a, a if self.homogeneous else p_dst.to(dtype))
+        return self.cache[key]
+
+    def geometry(
+        self, kind: Literal["rel_dist", "rel", "dist"] = "rel_dist", eps: float = 1e-6, dtype: torch.dtype | None = None
+    ) -> Tensor:
+        """:func:`local_edge_geometry` of the graph's edges in the receivers' frames (cached).
+
+        Shapes:
+            -> ``[E, geometry_dim(d, kind)]``
+        """
+        if not self.has_pos:
+            raise ValueError("pos: edge geometry needs node positions; build the TFGraph with pos=...")
+        key = ("geometry", kind, float(eps), dtype)
+        if key not in self.cache:
+            f_src, f_dst = self.frames(dtype)
+            p_src, p_dst = self.pos(dtype)
+            self.cache[key] = local_edge_geometry(p_src, p_dst, f_dst, self.src, self.dst, kind, eps,
+                                                  layout=self.layout)
+        return self.cache[key]
+
+    def __repr__(self) -> str:
+        kind = "homogeneous" if self.homogeneous else "bipartite"
+        return (f"TFGraph({kind}, n_src={self.n_src}, n_dst={self.n_dst}, num_edges={self.num_edges}, "
+                f"dim={self.dim}, pos={self.has_pos})")
+
+
+def _as_graph(edge_index: "Tensor | TFGraph", frames: Any, pos: Any) -> TFGraph:
+    """A :class:`TFGraph` from a layer's ``(edge_index, frames, pos)`` arguments (or the graph itself)."""
+    if isinstance(edge_index, TFGraph):
+        if frames is not None or pos is not None:
+            raise ValueError("frames: pass frames and pos either through the TFGraph or as arguments, not both")
+        return edge_index
+    if frames is None:
+        raise ValueError("frames: node frames are required (or pass a TFGraph as edge_index)")
+    return TFGraph(edge_index, frames, pos)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # ToLocal / ToGlobal
 # ---------------------------------------------------------------------------------------------------------
 def _resolve_reps(reps: "str | TensorReps", dim: int | None, name: str) -> TensorReps:
@@ -391,10 +540,98 @@ _GCN_LIKE = {"GCNConv"}
 # (sum/mean) the transport commutes with the aggregation and can go through the global frame.
 _LINEAR_MESSAGE = {"GINConv", "SAGEConv", "GraphConv", "GCNConv", "SimpleConv"}
 _LINEAR_AGGR = {"add", "sum", "mean"}
+# mode="message": the propagate arguments that carry the layer's per-node projections of the senders (read
+# per edge as `<name>_j`), typed as reps_out per head and transported sender frame -> receiver frame.
+@dataclass(frozen=True)
+class _MessageSpec:
+    """How :class:`TFConv` runs a layer in message mode.
+
+    Attributes:
+        args: propagate arguments whose sender parts are per-node projections read as ``<name>_j``.
+        global_frame: the message is linear in ``args`` (or uses them only through inner products and
+            linear combinations) with a linear aggregation: move them to the global frame per node
+            (:math:`O(N)`) and rotate the aggregate back, instead of transporting them per edge.
+        receiver_args: receiver-side projections read as ``<name>_i`` (moved to the global frame too).
+        edge_lin: sub-module projecting ``edge_attr`` inside the message; its (receiver-frame) output is
+            moved to the global frame per edge by its receiver's frame (no gather).
+    """
+
+    args: tuple[str, ...]
+    global_frame: bool = False
+    receiver_args: tuple[str, ...] = ()
+    edge_lin: str | None = None
+
+
+_MESSAGE_SPECS: dict[str, _MessageSpec] = {
+    # message alpha_ij * x_j, "add": O(N); the attention logits use per-node invariants a^T W f_j only
+    "GATConv": _MessageSpec(("x",), global_frame=True),
+    # x_j enters the attention non-linearly (leaky_relu(x_i + x_j + e_ij)): per-edge transport, reused
+    "GATv2Conv": _MessageSpec(("x",)),
+    # <q_i, k_j + e_ij> and sum_j a_ij (v_j + e_ij): q, k, v to the global frame per node, e_ij per edge
+    "TransformerConv": _MessageSpec(("key", "value"), global_frame=True, receiver_args=("query",),
+                                    edge_lin="lin_edge"),
+    # channel-wise attention weights times x_j: per-edge transport
+    "PointTransformerConv": _MessageSpec(("x",)),
+}
+_MESSAGE_ARGS = {k: v.args for k, v in _MESSAGE_SPECS.items()}
+_OVERRIDABLE = ("forward", "message", "edge_update", "message_and_aggregate", "aggregate", "update")
+
+
+def _message_spec(layer: nn.Module) -> _MessageSpec | None:
+    """The message-mode spec of a layer of a known class whose message-passing methods are not
+    overridden by a subclass; ``None`` otherwise."""
+    for cls in type(layer).__mro__:
+        if cls.__name__ in _MESSAGE_SPECS:
+            if any(getattr(type(layer), a, None) is not getattr(cls, a, None) for a in _OVERRIDABLE):
+                return None
+            return _MESSAGE_SPECS[cls.__name__]
+    return None
+
+
+def _is_linear(module: nn.Module) -> bool:
+    """A plain affine map ``x W^T + b`` (``torch.nn.Linear`` or PyG's ``Linear``, forward not overridden)."""
+    from torch_geometric.nn.dense.linear import Linear as PygLinear
+
+    for cls in (nn.Linear, PygLinear):
+        if isinstance(module, cls) and type(module).forward is cls.forward:
+            return True
+    return False
+
+
+def _typed_reps(reps_out: TensorReps, t: Tensor, name: str) -> TensorReps:
+    """Type of a per-node projection ``t`` ``[N, S]`` or ``[N, H, C]`` in message mode: ``reps_out`` when
+    ``S = reps_out.size`` (heads concatenated, as in the layer's output), else ``S / reps_out.size``
+    concatenated copies of ``reps_out`` (one per head, averaged by the layer)."""
+    size = 1
+    for n in t.shape[1:]:
+        size *= int(n)
+    r = reps_out
+    if size == r.size:
+        if t.dim() == 3 and t.shape[1] > 1:  # heads concatenated: no tensor may straddle two heads
+            c = int(t.shape[-1])
+            for b, sl in r.slices():
+                q = r.dim**b.order
+                for o in range(sl.start, sl.stop, q):
+                    if o // c != (o + q - 1) // c:
+                        raise ValueError(
+                            f"reps_out: {str(r)!r} does not split into {t.shape[1]} heads of {c} channels "
+                            f"(a tensor of block {b} straddles two heads)"
+                        )
+        return r
+    if r.size and size % r.size == 0:
+        return TensorReps(r.blocks * (size // r.size), dim=r.dim)
+    raise ValueError(
+        f"mode: 'message' types {name!r} ({size} channels per node) as reps_out per head, but {size} is not "
+        f"a multiple of reps_out.size = {r.size}"
+    )
 
 
 class _HookSession:
-    """Per-call closure state of hook mode (lives only for one forward call; never stored on a module)."""
+    """Per-call closure state of the hooked modes (lives only for one forward call; never on a module).
+
+    ``kind``: ``"hook"`` (transport the raw ``x_j``), ``"global"`` (aggregate the raw input in the global
+    frame) or ``"message"`` (transport the layer's per-node projections named in ``message_args``).
+    """
 
     def __init__(
         self,
@@ -405,21 +642,90 @@ class _HookSession:
         pos_src: Tensor | None,
         pos_dst: Tensor | None,
         pos_token_src: Tensor | None,
-        edge_index: Tensor,
-        layout: ReceiverLayout,
-        global_mode: bool = False,
+        graph: TFGraph,
+        kind: Literal["hook", "global", "message"] = "hook",
+        spec: _MessageSpec | None = None,
     ):
         self.owner = owner
-        self.global_mode = global_mode
+        self.kind = kind
+        self.global_mode = kind == "global"
+        self.spec = spec if spec is not None else _MessageSpec(())
+        self.message_args = set(self.spec.args)
+        self.edge_global = False  # message mode through the global frame: rotate the edge projection too
+        self.current: tuple[Tensor, Tensor, Any, Tensor] | None = None  # edges being messaged (layout lazy)
+        self._edge_in: Tensor | None = None  # edge projection input stashed by edge_lin_pre_hook
         self._g: Tensor | None = None  # global-frame sender features (global mode)
         self.n_global = 0  # propagates aggregated in the global frame, awaiting their aggregate hook
+        self.agg_reps: list[TensorReps] = []  # type of each of those aggregates
         self.x_src = x_src
         self.frames_src, self.frames_dst = frames_src, frames_dst
         self.pos_src, self.pos_dst = pos_src, pos_dst
         self.pos_token_src = pos_token_src
-        self.edge_index, self.layout = edge_index, layout  # the input graph and its layout (reused if unchanged)
-        self.pending: list[tuple[dict[str, str], Tensor, Tensor, ReceiverLayout]] = []
+        self.graph = graph  # the input graph, its layout and cache (reused when the layer keeps the edges)
+        self.pending: list[tuple[dict[str, tuple[str, Any]], Tensor, Tensor, Any, Tensor]] = []
         self.need_transport = owner.transport and not owner.reps_in.is_scalar
+        self.typed_transport = owner.transport and not owner.reps_out.is_scalar
+        self._typed_done: list[tuple[Tensor, Tensor, Tensor]] = []  # (projection, edge_index, transported)
+
+    # -- helpers -----------------------------------------------------------------------------------------
+    def _edges(self, module: nn.Module, edge_index: Tensor) -> tuple[Tensor, Tensor, Tensor, Any]:
+        """``(edge_index, src, dst, layout)`` of the edges a propagate runs on; ``layout()`` is lazy."""
+        i_row, j_row = (1, 0) if module.flow == "source_to_target" else (0, 1)
+        if type(edge_index) is not Tensor:
+            edge_index = edge_index.as_subclass(Tensor)
+        src, dst = edge_index[j_row], edge_index[i_row]
+        graph, n_dst = self.graph, self.frames_dst.shape[0]
+        memo: list[ReceiverLayout] = []
+
+        def layout() -> ReceiverLayout:  # built on first use only (global modes never need it)
+            if not memo:
+                same = edge_index is graph.edge_index and i_row == 1
+                memo.append(graph.layout if same else receiver_layout(src, dst, n_dst))
+            return memo[0]
+
+        return edge_index, src, dst, layout
+
+    def _cache_for(self, edge_index: Tensor) -> dict | None:
+        """The graph's cache: the receiver matrices depend on the receivers' frames only, which every edge
+        set of the layer (e.g. with added self-loops) shares."""
+        return self.graph.cache
+
+    def typed_edges(self, t: Tensor, name: str, src: Tensor, dst: Tensor, layout: ReceiverLayout,
+                    edge_index: Tensor) -> Tensor:
+        """Per-edge ``rho(R_i R_j^T) t_j`` of a per-node projection ``t`` (computed once per edge set)."""
+        for proj, ei, done in self._typed_done:
+            if proj is t and ei is edge_index:
+                return done
+        reps = _typed_reps(self.owner.reps_out, t, name)
+        n = t.shape[0]
+        y = transport_edges(reps, t.reshape(n, reps.size), self.frames_src, self.frames_dst, src, dst,
+                            layout=layout, cache=self._cache_for(edge_index))
+        y = y.view(src.shape[0], *t.shape[1:])
+        self._typed_done.append((t, edge_index, y))
+        return y
+
+    def global_x(self) -> Tensor:
+        """Sender features in the global frame, ``rho(R_j^T) f_j`` (computed once per call)."""
+        if self._g is None:
+            self._g = self.owner.reps_in.to_global(self.x_src, self.frames_src)
+        return self._g
+
+    def _classify(self, base: str, name: str, src_part: Tensor, in_message: bool) -> str | None:
+        """What to do with a sender argument: ``"pos"``, ``"typed"``, ``"x"``, ``"global"`` or ``None``."""
+        if self.pos_token_src is not None and src_part is self.pos_token_src:
+            return "pos"
+        if self.kind == "message" and base in self.message_args:
+            return "typed" if self.typed_transport else None
+        if src_part is self.x_src or (self._g is not None and src_part is self._g):
+            if not self.need_transport:
+                return None
+            return "global" if (self.global_mode and in_message) else "x"
+        if self.kind == "message" or not self.need_transport:
+            return None  # invariant per-node quantities (attention logits, ...): any function of them is too
+        raise _NotHookable(
+            f"the layer passes {base!r} (not the raw input features) to propagate and reads {name!r}: it "
+            "transforms x per node before message passing"
+        )
 
     # -- hooks -------------------------------------------------------------------------------------------
     def pre_propagate(self, module: nn.Module, inputs: tuple):
@@ -430,7 +736,7 @@ class _HookSession:
             raise _NotHookable("decomposed_layers > 1 splits the channels of x")
         message_args = set(module.inspector.get_param_names("message"))
         user_args = set(module._user_args)
-        plan: dict[str, str] = {}
+        plan: dict[str, tuple[str, Any]] = {}
         for name in module._user_args:
             if not name.endswith("_j"):
                 continue
@@ -439,63 +745,124 @@ class _HookSession:
             src_part = value[0] if isinstance(value, (tuple, list)) else value
             if src_part is None or not isinstance(src_part, Tensor):
                 continue
-            if self.pos_token_src is not None and src_part is self.pos_token_src:
-                kind = "pos"
-            elif src_part is self.x_src or (self._g is not None and src_part is self._g):
-                if not self.need_transport:
-                    continue
-                kind = "global" if self.global_mode else "x"
-            elif not self.need_transport:
-                continue  # all inputs are invariant scalars: any per-node function of them is invariant too
-            else:
-                raise _NotHookable(
-                    f"the layer passes {base!r} (not the raw input features) to propagate and reads "
-                    f"{name!r}: it transforms x per node before message passing"
-                )
+            kind = self._classify(base, name, src_part, True)
+            if kind is None:
+                continue
             if name not in message_args:
                 raise _NotHookable(f"{name!r} is read outside `message` (aggregate/update)")
             if kind == "global" and (base + "_i" in message_args or base in user_args):
                 raise _NotHookable(f"the message reads {base!r} beyond {name!r}: not a linear message")
-            plan[base] = kind
-        i_row, j_row = (1, 0) if module.flow == "source_to_target" else (0, 1)
-        if type(edge_index) is not Tensor:
-            edge_index = edge_index.as_subclass(Tensor)
-        src, dst = edge_index[j_row], edge_index[i_row]
-        if edge_index is self.edge_index and i_row == 1:
-            layout = self.layout
-        else:
-            layout = receiver_layout(src, dst, self.frames_dst.shape[0])
-        if any(k == "global" for k in plan.values()):
+            plan[base] = (kind, src_part)
+        edge_index, src, dst, layout = self._edges(module, edge_index)
+        aggr = getattr(module, "aggr", None)
+        linear_aggr = isinstance(aggr, str) and aggr in _LINEAR_AGGR
+        if any(k == "global" for k, _ in plan.values()):
             if len(plan) != 1:
                 raise _NotHookable("global mode needs a message that is linear in one sender argument")
-            aggr = getattr(module, "aggr", None)
-            if not (isinstance(aggr, str) and aggr in _LINEAR_AGGR):
+            if not linear_aggr:
                 raise _NotHookable(f"aggregation {aggr!r} is not linear (sum/mean)")
             (base,) = plan
             value = kwargs[base]
             tgt = value[1] if isinstance(value, (tuple, list)) else value
             kwargs[base] = (self.global_x(), tgt)  # PyG gathers g_j = rho(R_j^T) f_j: no per-edge work
             self.n_global += 1
-            self.pending.append(({}, src, dst, layout))
+            self.agg_reps.append(self.owner.reps_in)
+            self.pending.append(({}, src, dst, layout, edge_index))
             return edge_index, size, kwargs
-        self.pending.append((plan, src, dst, layout))
+        if self._message_global_ok(plan, kwargs, message_args, user_args, linear_aggr):
+            reps = None
+            for base, (_kind, t) in plan.items():
+                # sum_j a_ij rho(R_i R_j^T) t_j = rho(R_i) sum_j a_ij rho(R_j^T) t_j, and inner products
+                # <u_i, rho(R_i R_j^T) t_j> = <rho(R_i^T) u_i, rho(R_j^T) t_j>: every projection per node
+                reps = _typed_reps(self.owner.reps_out, t, base)
+                glob = reps.to_global(t.reshape(t.shape[0], reps.size), self.frames_src).view(t.shape)
+                value = kwargs[base]
+                kwargs[base] = (glob, value[1] if isinstance(value, (tuple, list)) else value)
+            for name in self.spec.receiver_args:
+                value = kwargs[name]
+                u = value[1] if isinstance(value, (tuple, list)) else value
+                r_u = _typed_reps(self.owner.reps_out, u, name)
+                glob = r_u.to_global(u.reshape(u.shape[0], r_u.size), self.frames_dst).view(u.shape)
+                kwargs[name] = (value[0], glob) if isinstance(value, (tuple, list)) else glob
+            self.edge_global = True
+            self.n_global += 1
+            self.agg_reps.append(reps)
+            self.pending.append(({}, src, dst, layout, edge_index))
+            return edge_index, size, kwargs
+        self.pending.append((plan, src, dst, layout, edge_index))
         # The sender rows are gathered by the transport itself: let PyG gather a zero-width view instead
         # (saves one pass over [E, C]); only if the argument is not also read without suffix.
         changed = False
-        for base, kind in plan.items():
+        for base in plan:
             if base in user_args:
                 continue
             value = kwargs[base]
             tgt = value[1] if isinstance(value, (tuple, list)) else value
-            kwargs[base] = (value[0][:, :0] if isinstance(value, (tuple, list)) else value[:, :0], tgt)
+            kwargs[base] = (plan[base][1][:, :0], tgt)
             changed = True
         return (edge_index, size, kwargs) if changed else None
 
-    def global_x(self) -> Tensor:
-        """Sender features in the global frame, ``rho(R_j^T) f_j`` (computed once per call)."""
-        if self._g is None:
-            self._g = self.owner.reps_in.to_global(self.x_src, self.frames_src)
-        return self._g
+    def _message_global_ok(self, plan, kwargs, message_args, user_args, linear_aggr) -> bool:
+        """Message mode through the global frame: all named projections present and read only as
+        ``<name>_j`` (receiver projections only as ``<name>_i``), a linear aggregation."""
+        spec = self.spec
+        if self.kind != "message" or not spec.global_frame or not linear_aggr or not plan:
+            return False
+        if set(plan) != set(spec.args) or any(k != "typed" for k, _ in plan.values()):
+            return False
+        if any(b + "_i" in message_args or b in user_args for b in plan):
+            return False
+        for name in spec.receiver_args:
+            value = kwargs.get(name, None)
+            u = value[1] if isinstance(value, (tuple, list)) else value
+            if not isinstance(u, Tensor) or name + "_j" in message_args or name in user_args:
+                return False
+        return True
+
+    def edge_lin_pre_hook(self, module: nn.Module, inputs: tuple):
+        r"""Message mode through the global frame, edge projection :math:`e_{ij} = W a_{ij} + b` (receiver
+        frame), needed in the global frame as :math:`\rho(R_i^\top) e_{ij}`. For a linear map of few edge
+        channels on a blocked graph the rotation is folded into the weights,
+        :math:`(\rho(R_i^\top) W) a_{ij} + \rho(R_i^\top) b` (rotating ``F + 1`` weight rows per receiver
+        instead of ``k`` edge rows); the module itself then runs on one dummy row only."""
+        self._edge_in = None
+        if not self.edge_global or self.current is None or not inputs:
+            return None
+        a, layout = inputs[0], self.current[2]()
+        weight = getattr(module, "weight", None)
+        if (
+            layout.kind == "blocked" and len(layout.segments) == 1 and isinstance(a, Tensor) and a.dim() == 2
+            and a.shape[0] == layout.n_edges and isinstance(weight, Tensor) and weight.dim() == 2
+            and weight.shape[1] == a.shape[1] and (a.shape[1] + 1) * layout.n_dst <= a.shape[0]
+            and _is_linear(module)
+        ):
+            self._edge_in = a
+            return (a[:1],)
+        return None
+
+    def edge_lin_hook(self, module: nn.Module, inputs: tuple, output: Tensor):
+        """Forward hook of the edge projection (see :meth:`edge_lin_pre_hook`)."""
+        if not self.edge_global or self.current is None:
+            return None
+        _src, _dst, get_layout, edge_index = self.current
+        layout = get_layout()
+        a, self._edge_in = self._edge_in, None
+        if a is not None:  # rotated weights, one small product per receiver
+            reps = _typed_reps(self.owner.reps_out, output, "edge projection")
+            weight, bias = module.weight, module.bias
+            n, k, nf = layout.n_dst, layout.segments[0][2], a.shape[1]
+            rows = weight.t() if bias is None else torch.cat([weight.t(), bias.view(1, -1)], 0)  # [F (+1), C]
+            nr = rows.shape[0]
+            w_t = reps.to_global(  # rows rho(R_i^T) W[:, c] (and rho(R_i^T) b) of every receiver i
+                rows.unsqueeze(0).expand(n, nr, reps.size).reshape(n * nr, reps.size),
+                self.frames_dst.repeat_interleave(nr, 0),
+            ).view(n, nr, reps.size)
+            a3 = a.view(n, k, nf)
+            y = torch.bmm(a3, w_t) if bias is None else torch.baddbmm(w_t[:, nf:], a3, w_t[:, :nf])
+            return y.view(a.shape[0], *output.shape[1:])
+        reps = _typed_reps(self.owner.reps_out, output, "edge projection")
+        return rotate_edges(reps, output.reshape(output.shape[0], reps.size), self.frames_dst, layout,
+                            inverse=True, cache=self._cache_for(edge_index), in_place=True).view(output.shape)
 
     def lin_hook(self, module: nn.Module, inputs: tuple, output: Tensor):
         """GCNConv: skip its per-node ``lin`` on the input (applied after aggregation instead)."""
@@ -504,49 +871,91 @@ class _HookSession:
         return None
 
     def post_aggregate(self, module: nn.Module, inputs: tuple, out: Tensor):
-        """Global mode: ``sum_j w_ij g_j`` -> ``rho(R_i) (...)`` (+ GCNConv's skipped ``lin``)."""
+        """Global-frame aggregates ``sum_j w_ij g_j`` -> ``rho(R_i) (...)`` (+ GCNConv's skipped ``lin``)."""
         if self.n_global == 0:
             return None
         self.n_global -= 1
-        out = self.owner.reps_in.to_local(out, self.frames_dst)
-        if self.owner._skip_lin:
+        reps = self.agg_reps.pop(0)
+        shape = out.shape
+        out = reps.to_local(out.reshape(shape[0], reps.size), self.frames_dst).view(shape)
+        if self.global_mode and self.owner._skip_lin:
             out = module.lin(out)
         return out
+
+    def _per_edge(self, kind: str, payload: Any, name: str, src, dst, layout, edge_index) -> Tensor:
+        owner = self.owner
+        layout = layout()
+        if kind == "x":
+            return transport_edges(
+                owner.reps_in, self.x_src, self.frames_src, self.frames_dst, src, dst,
+                pos_src=self.pos_src, pos_dst=self.pos_dst, layout=layout, cache=self._cache_for(edge_index),
+            )
+        if kind == "typed":
+            return self.typed_edges(payload, name, src, dst, layout, edge_index)
+        # positions: receiver at the origin, sender at R_i (x_j - x_i)
+        if edge_index is self.graph.edge_index:
+            return self.graph.geometry("rel", dtype=self.frames_dst.dtype)
+        return local_edge_geometry(self.pos_src, self.pos_dst, self.frames_dst, src, dst, "rel", layout=layout)
 
     def pre_message(self, module: nn.Module, inputs: tuple) -> Optional[dict]:
         if not self.pending:
             raise RuntimeError("TFConv: message called without a preceding propagate (unsupported layer)")
-        plan, src, dst, layout = self.pending.pop()
+        plan, src, dst, layout, edge_index = self.pending.pop()
+        self.current = (src, dst, layout, edge_index)
         if not plan:
             return None
         msg_kwargs = dict(inputs[0])
-        owner = self.owner
-        for base, kind in plan.items():
-            if kind == "x":
-                msg_kwargs[base + "_j"] = transport_edges(
-                    owner.reps_in, self.x_src, self.frames_src, self.frames_dst, src, dst,
-                    pos_src=self.pos_src, pos_dst=self.pos_dst, layout=layout,
-                )
-            else:  # positions: receiver at the origin, sender at R_i (x_j - x_i)
-                msg_kwargs[base + "_j"] = local_edge_geometry(
-                    self.pos_src, self.pos_dst, self.frames_dst, src, dst, "rel", layout=layout
-                )
+        for base, (kind, payload) in plan.items():
+            msg_kwargs[base + "_j"] = self._per_edge(kind, payload, base, src, dst, layout, edge_index)
         return msg_kwargs
 
-    def pre_edge_update(self, module: nn.Module, inputs: tuple) -> None:
-        _edge_index, _size, kwargs = inputs
-        for name in module._edge_user_args:
-            if not name.endswith("_j"):
-                continue
+    def pre_edge_update(self, module: nn.Module, inputs: tuple):
+        """``edge_updater``: sender tensors read as ``<name>_j`` in ``edge_update`` (GATv2Conv's attention
+        logits read ``x_j``). Hook/global modes refuse them; message mode moves them into the receiver's
+        frame by handing PyG per-edge sources with an identity edge index ``(arange(E), dst)``."""
+        edge_index, size, kwargs = inputs
+        reads = [n for n in module._edge_user_args if n.endswith("_j")]
+        todo: dict[str, tuple[str, Any]] = {}
+        for name in reads:
             base = name[:-2]
             value = kwargs.get(base, None)
             src_part = value[0] if isinstance(value, (tuple, list)) else value
             if not isinstance(src_part, Tensor):
                 continue
-            if self.pos_token_src is not None and src_part is self.pos_token_src:
-                raise _NotHookable(f"edge_update reads {name!r} (positions) which cannot be hooked")
-            if self.need_transport:
-                raise _NotHookable(f"edge_update reads the per-node tensor {name!r} of the senders")
+            kind = self._classify(base, name, src_part, False) if self.kind == "message" else None
+            if self.kind != "message":
+                if self.pos_token_src is not None and src_part is self.pos_token_src:
+                    raise _NotHookable(f"edge_update reads {name!r} (positions) which cannot be hooked")
+                if self.need_transport:
+                    raise _NotHookable(f"edge_update reads the per-node tensor {name!r} of the senders")
+                continue
+            if kind is not None:
+                if base in module._edge_user_args:
+                    raise _NotHookable(f"edge_update reads {base!r} beyond {name!r}")
+                todo[base] = (kind, src_part)
+        if not todo:
+            return None
+        if not isinstance(edge_index, Tensor) or edge_index.is_sparse:
+            raise _NotHookable("the layer updates edges over a sparse adjacency")
+        edge_index, src, dst, layout = self._edges(module, edge_index)
+        new_kwargs = dict(kwargs)
+        for name in reads:
+            base = name[:-2]
+            value = kwargs.get(base, None)
+            src_part = value[0] if isinstance(value, (tuple, list)) else value
+            if not isinstance(src_part, Tensor):
+                continue
+            tgt = value[1] if isinstance(value, (tuple, list)) else value
+            if base in todo:
+                kind, payload = todo[base]
+                per_edge = self._per_edge(kind, payload, base, src, dst, layout, edge_index)
+            else:
+                per_edge = src_part.index_select(0, src)  # invariant: just gathered
+            new_kwargs[base] = (per_edge, tgt)
+        n_e = src.shape[0]
+        ident = torch.stack([torch.arange(n_e, device=src.device), dst])
+        new_size = None if size is None else (n_e, size[1])
+        return ident, new_size, new_kwargs
 
 
 class TFConv(nn.Module):
@@ -562,8 +971,13 @@ class TFConv(nn.Module):
 
         conv = TFConv(GATv2Conv(reps.size, reps.size, edge_dim=d + 1), reps_in=reps)
         out = conv(x_local, edge_index, frames=frames, pos=pos)   # [N, reps.size], local frames
+        g = TFGraph(edge_index, frames, pos)                     # or: share graph data between layers
+        out = conv(x_local, g)
 
-    **How the neighbour features are moved** (``mode``):
+    **How the neighbour features are moved** (``mode``). ``"plain"``, ``"global"``, ``"hook"``,
+    ``"expand"`` and ``"gcn"`` all compute the *same* function (the paper's layer: the wrapped layer applied
+    to transported neighbour features, :math:`\phi(f_i, \rho(R_i R_j^\top) f_j, \dots)`); they differ only
+    in cost and in the layers they accept. ``"message"`` is a different, cheaper layer (see below).
 
     * ``"plain"``: no transport at all; only possible when ``reps_in`` is all ``0n`` scalars and the
       layer reads no positions. The layer runs on the original graph: zero overhead besides the edge
@@ -583,7 +997,7 @@ class TFConv(nn.Module):
       valid only if the layer hands the *raw* input ``x`` to ``propagate`` (no per-node transform of
       ``x`` before message passing, because :math:`\mathrm{lin}(\rho(R_{ij}) f_j) \ne` a transported
       :math:`\mathrm{lin}(f_j)`). The hooks *verify* this on every call (by tensor identity) and refuse
-      otherwise. Cost: one batched matmul per tensor order, grouped per receiver
+      otherwise. Cost: one batched matmul per tensor type, grouped per receiver
       (:func:`~equiframe.nn.tf_transport.transport_edges`); PyG's own gather of ``x_j`` is skipped. Used
       for GINEConv, EdgeConv, PointNetConv, and GINConv/SAGEConv/GraphConv with non-linear aggregations.
     * ``"expand"``: the graph is expanded to a bipartite graph whose sources are per-edge copies of the
@@ -599,10 +1013,32 @@ class TFConv(nn.Module):
       does not apply (``lin`` with bias, ``pos`` blocks): a homogeneous graph on ``N + E`` nodes (nodes,
       then edge copies) with extra copy self-loops weighted by the sender's GCN degree, which reproduces
       the symmetric normalisation :math:`\hat d_i^{-1/2} w_{ij} \hat d_j^{-1/2}` exactly; rows ``:N``.
+    * ``"message"`` (opt-in; GATConv, GATv2Conv, TransformerConv, PointTransformerConv, or any layer with
+      ``message_args``): **a different, cheaper tensor-frame layer** in the style of LLoCa. The layer's own
+      per-node projections run once per node on the *untransported* local features, i.e. in each node's
+      own frame (:math:`O(N)`), and the projected sender tensors the message reads -- the propagate
+      arguments named in ``message_args`` (GATConv/GATv2Conv/PointTransformerConv: ``x_j``,
+      TransformerConv: ``key_j`` and ``value_j``) -- are typed as ``reps_out`` per head (``heads``
+      copies when the heads are averaged; ``reps_out`` itself when they are concatenated, each head then
+      holding whole tensors) and moved from the sender's frame to the receiver's,
+      :math:`\rho(R_i R_j^\top)\,W f_j`. Compare ``"expand"``, which computes :math:`W \rho(R_i R_j^\top) f_j`
+      (projection in the receiver's frame): both are exactly O(d)-equivariant, but they are different
+      functions, so weights trained in one mode do not carry over. Every other sender quantity the layer
+      computes per node -- GATConv's :math:`a_{src}^\top W f_j`, PointTransformerConv's
+      :math:`\mathrm{lin_{src}}(f_j)` -- is left untransported: it is an invariant of the sender's local
+      features, so the attention logits (built from such invariants, from projections moved into the
+      receiver's frame, and from the local edge geometry) are invariant and the layer stays equivariant.
+      Cost: for GATConv, whose message :math:`\alpha_{ij} x_j` is linear with ``add`` aggregation, the
+      projections go through the global frame, :math:`\sum_j \alpha_{ij}\rho(R_i R_j^\top) x_j =
+      \rho(R_i)\sum_j \alpha_{ij}\rho(R_j^\top) x_j` (:math:`O(N)` frame work); for the others one
+      per-edge transport of each named projection (GATv2Conv's ``x_j`` is transported once and reused by
+      its attention ``edge_update`` and its message).
     * ``"auto"`` (default): ``"plain"`` if possible, else ``"global"`` if it applies, ``"gcn"`` for other
       GCNConv, ``"expand"`` for layers known to transform ``x`` before propagating, otherwise ``"hook"``,
       falling back to ``"expand"`` when the hook verification fails (and under ``torch.compile``, where PyG
-      skips hooks). :meth:`resolved_mode` tells the choice.
+      skips hooks). :meth:`resolved_mode` tells the choice. ``"auto"`` never picks ``"message"``: it keeps
+      the paper's semantics (the same function in every mode), so switching to the cheaper layer is an
+      explicit modelling choice.
 
     The hooks live only for the duration of one call (removed in a ``finally``), so nothing is left on the
     layer, but two threads must not run the *same* wrapped layer instance concurrently.
@@ -622,8 +1058,8 @@ class TFConv(nn.Module):
     ``reps_edge`` first, then ``d + 1`` geometry channels): create the layer with
     ``edge_dim = reps_edge.size + d + 1`` (see :func:`geometry_dim`). Layers reading ``pos``
     (PointNetConv, PointTransformerConv) receive positions in the receiver's frame instead: the receiver
-    at ``0``, the sender at :math:`R_i (x_j - x_i)` (hook: ``pos`` is zeros and ``pos_j`` is replaced per
-    edge; expand: ``pos = (pos_src_copies, zeros)``). The layer never sees global coordinates.
+    at ``0``, the sender at :math:`R_i (x_j - x_i)` (hook/message: ``pos`` is zeros and ``pos_j`` is
+    replaced per edge; expand: ``pos = (pos_src_copies, zeros)``). The layer never sees global coordinates.
 
     Args:
         layer: an instance of a PyG ``MessagePassing`` layer (not modified; its input channels must be
@@ -636,15 +1072,17 @@ class TFConv(nn.Module):
         edge_geometry: which geometry channels to append to ``edge_attr`` (``"auto"``: ``"rel_dist"`` for
             layers that take edge features as described above, else ``"none"``).
         mode: see above.
+        message_args: for ``mode="message"``: the names of the ``propagate`` arguments whose sender parts
+            are per-node projections to transport (default: the table above for the known layers).
         transport: ``False`` disables the feature transport (ablation / negative control: the result is
             then *not* equivariant for non-scalar reps). Geometry stays local.
         length_eps: smoothing of the edge length, see :func:`safe_length`.
 
     Shapes:
         x: ``[N, reps_in.size]`` or bipartite ``([N_src, S], [N_dst, S])``;
-        edge_index: ``[2, E]``; frames: ``[N, d, d]`` or ``([N_src, d, d], [N_dst, d, d])``;
-        pos: ``[N, d]`` or a pair; edge_attr: ``[E, reps_edge.size]``
-        -> ``[N_dst, reps_out.size]`` in the receivers' local frames.
+        edge_index: ``[2, E]`` (or a :class:`TFGraph`, then no ``frames``/``pos``);
+        frames: ``[N, d, d]`` or ``([N_src, d, d], [N_dst, d, d])``; pos: ``[N, d]`` or a pair;
+        edge_attr: ``[E, reps_edge.size]`` -> ``[N_dst, reps_out.size]`` in the receivers' local frames.
     """
 
     def __init__(
@@ -657,6 +1095,7 @@ class TFConv(nn.Module):
         reps_edge: "str | TensorReps | None" = None,
         edge_geometry: EdgeGeometry = "auto",
         mode: Mode = "auto",
+        message_args: "Sequence[str] | None" = None,
         transport: bool = True,
         length_eps: float = 1e-6,
     ):
@@ -677,10 +1116,8 @@ class TFConv(nn.Module):
         d = self.reps_in.dim
         self.reps_out = self.reps_in if reps_out is None else _resolve_reps(reps_out, d, "reps_out")
         self.reps_edge = None if reps_edge is None else _resolve_reps(reps_edge, d, "reps_edge")
-        if mode not in ("auto", "plain", "global", "hook", "expand", "gcn"):
-            raise ValueError(
-                f"mode: expected 'auto', 'plain', 'global', 'hook', 'expand' or 'gcn', got {mode!r}"
-            )
+        if mode not in _MODES:
+            raise ValueError(f"mode: expected one of {', '.join(repr(m) for m in _MODES)}, got {mode!r}")
         if edge_geometry not in ("auto", "rel_dist", "rel", "dist", "none"):
             raise ValueError(
                 f"edge_geometry: expected 'auto', 'rel_dist', 'rel', 'dist' or 'none', got {edge_geometry!r}"
@@ -712,6 +1149,22 @@ class TFConv(nn.Module):
                 f"mode: 'global' needs a layer with a message linear in x_j ({sorted(_LINEAR_MESSAGE)}), "
                 f"a 'sum'/'mean' aggregation and reps_in without 'pos' blocks"
             )
+        self._message_spec: _MessageSpec | None = None
+        if message_args is not None:
+            if isinstance(message_args, str) or not all(isinstance(a, str) and a for a in message_args):
+                raise TypeError(f"message_args: expected a sequence of argument names, got {message_args!r}")
+            if not message_args:
+                raise ValueError("message_args: must name at least one propagate argument")
+            self._message_spec = _MessageSpec(tuple(message_args))  # generic: per-edge transport
+        elif mode == "message":
+            self._message_spec = _message_spec(layer)
+            if self._message_spec is None:
+                raise ValueError(
+                    f"mode: 'message' needs a layer with known per-node projections ({sorted(_MESSAGE_ARGS)}, "
+                    f"methods not overridden) or message_args=(...) naming them; got {type(layer).__name__}"
+                )
+        if message_args is not None and mode != "message":
+            raise ValueError("message_args: only used with mode='message'")
 
     # -- mode resolution ---------------------------------------------------------------------------------
     def _plain_possible(self) -> bool:
@@ -761,40 +1214,33 @@ class TFConv(nn.Module):
     def forward(
         self,
         x: "Tensor | PairTensor",
-        edge_index: Tensor,
-        frames: "Tensor | PairTensor",
+        edge_index: "Tensor | TFGraph",
+        frames: "Tensor | PairTensor | None" = None,
         pos: "Tensor | PairTensor | None" = None,
         edge_attr: Tensor | None = None,
         **kwargs: Any,
     ) -> Tensor:
+        graph = _as_graph(edge_index, frames, pos)
         reps, d = self.reps_in, self.reps_in.dim
+        if graph.dim != d:
+            raise ValueError(f"frames: got {graph.dim}x{graph.dim} frames, but reps_in has dim {d}")
         x_src, x_dst, homogeneous = _pair(x, "x")
-        x_src = _check_features(x_src, None, reps.size, "x" if homogeneous else "x[0]")
-        x_dst = x_src if homogeneous else _check_features(x_dst, None, reps.size, "x[1]")
-        n_src, n_dst = x_src.shape[0], x_dst.shape[0]
+        if homogeneous != graph.homogeneous:
+            raise ValueError("x: pass a (source, target) pair exactly when frames is a (source, target) pair")
+        x_src = _check_features(x_src, graph.n_src, reps.size, "x" if homogeneous else "x[0]")
+        x_dst = x_src if homogeneous else _check_features(x_dst, graph.n_dst, reps.size, "x[1]")
         dtype = x_src.dtype
-        f_src, f_dst, homo_f = _pair(frames, "frames")
-        if homo_f != homogeneous:
-            raise ValueError("frames: pass a (source, target) pair exactly when x is a bipartite pair")
-        f_src = check_frames(f_src, n_src, d, "frames" if homogeneous else "frames[0]").to(dtype)
-        f_dst = f_src if homogeneous else check_frames(f_dst, n_dst, d, "frames[1]").to(dtype)
-        p_src = p_dst = None
+        f_src, f_dst = graph.frames(dtype)
+        p_src, p_dst = graph.pos(dtype)
         needs_pos = self.edge_geometry != "none" or self._reads_pos or reps.has_pos
-        if pos is not None:
-            p_src, p_dst, homo_p = _pair(pos, "pos")
-            if homo_p != homogeneous:
-                raise ValueError("pos: pass a (source, target) pair exactly when x is a bipartite pair")
-            p_src = _check_pos(p_src, n_src, d, "pos" if homogeneous else "pos[0]").to(dtype)
-            p_dst = p_src if homogeneous else _check_pos(p_dst, n_dst, d, "pos[1]").to(dtype)
-        elif needs_pos:
+        if p_src is None and needs_pos:
             why = "reps_in has 'pos' blocks" if reps.has_pos else (
                 f"{type(self.layer).__name__} reads positions" if self._reads_pos else "edge geometry is on"
             )
             raise ValueError(f"pos: node positions are required ({why})")
         if "size" in kwargs:
             raise ValueError("size: not supported; the node counts are taken from x (pass a pair for bipartite)")
-        edge_index = _check_edge_index(edge_index, n_src, n_dst)
-        src, dst = edge_index[0], edge_index[1]
+        src, dst = graph.src, graph.dst
         # edge features for the layer: user features in the receiver frame + local geometry
         extra = None
         if edge_attr is not None:
@@ -817,59 +1263,55 @@ class TFConv(nn.Module):
                         raise ValueError("reps_edge: 'pos' blocks are not meaningful for edge features")
                     edge_attr = self.reps_edge.to_local(edge_attr, f_dst.index_select(0, dst))
             extra = edge_attr
-        layout = receiver_layout(src, dst, n_dst)
         if self.edge_geometry != "none":
-            geom = local_edge_geometry(
-                p_src, p_dst, f_dst, src, dst, self.edge_geometry, self.length_eps, layout=layout
-            )
+            geom = graph.geometry(self.edge_geometry, self.length_eps, dtype)
             extra = geom if extra is None else torch.cat([extra, geom], dim=-1)
         if extra is not None:
             kwargs["edge_attr"] = extra
+        args = (x_src, x_dst, homogeneous, f_src, f_dst, p_src, p_dst, graph)
 
         mode = self.resolved_mode()
-        compiling = torch.compiler.is_compiling()
-        if mode in ("hook", "global") and compiling:
-            if self.mode in ("hook", "global"):
+        if mode in ("hook", "global", "message") and torch.compiler.is_compiling():
+            if self.mode in ("hook", "global", "message"):
                 raise RuntimeError(
                     f"mode: {mode!r} does not work under torch.compile (PyG skips hooks); use 'expand'"
                 )
             mode = "gcn" if self._skip_lin else "expand"
         if mode == "global":
             try:
-                return self._check_out(
-                    self._forward_hook(x_src, x_dst, homogeneous, f_src, f_dst, p_src, p_dst, edge_index, layout,
-                                       dict(kwargs), global_mode=True)
-                )
+                return self._check_out(self._forward_hook(*args, dict(kwargs), kind="global"))
             except _NotHookable as err:
                 if self.mode == "global":
                     raise ValueError(f"mode: 'global' is invalid for {type(self.layer).__name__}: {err}") from None
                 mode = "gcn" if self._skip_lin else "hook"
         if mode == "plain":
-            if self._reads_pos:  # unreachable by construction; kept as a guard
-                raise RuntimeError("plain mode with a pos-reading layer")
             x_arg = x_src if homogeneous else (x_src, x_dst)
-            out = self.layer(x=x_arg, edge_index=edge_index, **kwargs)
+            out = self.layer(x=x_arg, edge_index=graph.edge_index, **kwargs)
+        elif mode == "message" and (self.reps_out.is_scalar or not self.transport) and not self._reads_pos and (
+            self.reps_in.is_scalar or not self.transport
+        ):  # nothing to move: scalar projections of scalar inputs are invariant as they are
+            x_arg = x_src if homogeneous else (x_src, x_dst)
+            out = self.layer(x=x_arg, edge_index=graph.edge_index, **kwargs)
+        elif mode == "message":
+            try:
+                out = self._forward_hook(*args, dict(kwargs), kind="message")
+            except _NotHookable as err:
+                raise ValueError(f"mode: 'message' is invalid for {type(self.layer).__name__}: {err}") from None
         elif mode == "hook":
             try:
-                out = self._forward_hook(
-                    x_src, x_dst, homogeneous, f_src, f_dst, p_src, p_dst, edge_index, layout, dict(kwargs)
-                )
+                out = self._forward_hook(*args, dict(kwargs))
             except _NotHookable as err:
                 if self.mode == "hook":
                     raise ValueError(
                         f"mode: 'hook' is invalid for {type(self.layer).__name__}: {err}; use mode='expand'"
                     ) from None
-                out = self._forward_expand(
-                    x_src, x_dst, homogeneous, f_src, f_dst, p_src, p_dst, edge_index, layout, kwargs
-                )
+                out = self._forward_expand(*args, kwargs)
         elif mode == "expand":
-            out = self._forward_expand(
-                x_src, x_dst, homogeneous, f_src, f_dst, p_src, p_dst, edge_index, layout, kwargs
-            )
+            out = self._forward_expand(*args, kwargs)
         else:  # gcn
             if not homogeneous:
                 raise ValueError("x: GCNConv does not support bipartite input")
-            out = self._forward_gcn(x_src, f_src, p_src, edge_index, layout, kwargs)
+            out = self._forward_gcn(x_src, f_src, p_src, graph, kwargs)
         return self._check_out(out)
 
     def _check_out(self, out):
@@ -881,10 +1323,8 @@ class TFConv(nn.Module):
             )
         return out
 
-    # -- hook mode ---------------------------------------------------------------------------------------
-    def _forward_hook(
-        self, x_src, x_dst, homogeneous, f_src, f_dst, p_src, p_dst, edge_index, layout, kwargs, global_mode=False
-    ):
+    # -- hooked modes (hook, global, message) ------------------------------------------------------------
+    def _forward_hook(self, x_src, x_dst, homogeneous, f_src, f_dst, p_src, p_dst, graph, kwargs, kind="hook"):
         layer = self.layer
         pos_token_src = None
         if self._reads_pos:
@@ -894,25 +1334,33 @@ class TFConv(nn.Module):
             pos_token_dst = pos_token_src if homogeneous else torch.zeros_like(p_dst)
             kwargs["pos"] = pos_token_src if homogeneous else (pos_token_src, pos_token_dst)
         session = _HookSession(
-            self, x_src, f_src, f_dst, p_src, p_dst, pos_token_src, edge_index, layout, global_mode=global_mode
+            self, x_src, f_src, f_dst, p_src, p_dst, pos_token_src, graph, kind=kind,
+            spec=self._message_spec if kind == "message" else None,
         )
         handles = [
             layer.register_propagate_forward_pre_hook(session.pre_propagate),
             layer.register_message_forward_pre_hook(session.pre_message),
             layer.register_edge_update_forward_pre_hook(session.pre_edge_update),
         ]
-        if global_mode:
+        if kind in ("global", "message"):
             handles.append(layer.register_aggregate_forward_hook(session.post_aggregate))
-            if self._skip_lin:
-                handles.append(layer.lin.register_forward_hook(session.lin_hook))
+        if kind == "global" and self._skip_lin:
+            handles.append(layer.lin.register_forward_hook(session.lin_hook))
+        if kind == "message" and session.spec.edge_lin is not None:
+            edge_lin = getattr(layer, session.spec.edge_lin, None)
+            if isinstance(edge_lin, nn.Module):
+                handles.append(edge_lin.register_forward_pre_hook(session.edge_lin_pre_hook))
+                handles.append(edge_lin.register_forward_hook(session.edge_lin_hook))
         try:
             x_arg = x_src if homogeneous else (x_src, x_dst)
-            out = layer(x=x_arg, edge_index=edge_index, **kwargs)
+            out = layer(x=x_arg, edge_index=graph.edge_index, **kwargs)
         finally:
             for h in handles:
                 h.remove()
-        if global_mode and (session.n_global or (self._skip_lin and session._g is None)):
+        if kind == "global" and (session.n_global or (self._skip_lin and session._g is None)):
             raise _NotHookable("the aggregation was not intercepted as expected")
+        if session.n_global:
+            raise RuntimeError(f"TFConv: {type(layer).__name__} did not aggregate as expected (message mode)")
         if session.pending:
             raise RuntimeError(
                 f"TFConv: {type(layer).__name__} ran propagate without calling `message` (fused path); "
@@ -921,47 +1369,43 @@ class TFConv(nn.Module):
         return out
 
     # -- expand mode -------------------------------------------------------------------------------------
-    def _copies(self, x_src, homogeneous, f_src, f_dst, p_src, p_dst, src, dst, m, layout):
+    def _copies(self, x_src, homogeneous, f_src, f_dst, p_src, p_dst, graph, m):
         """Transported sender copies ``[M + E, S]`` (self copies first) and remapped sources ``[E]``."""
         reps = self.reps_in
+        src, dst = graph.src, graph.dst
         n_e = src.shape[0]
-        x_copies = x_src.new_empty(m + n_e, reps.size)
         ar_m = torch.arange(m, device=src.device)
         if self.transport and not reps.is_scalar:
+            edge_part = transport_edges(reps, x_src, f_src, f_dst, src, dst, pos_src=p_src, pos_dst=p_dst,
+                                        layout=graph.layout, cache=graph.cache)
             if homogeneous:
-                x_copies[:m] = x_src[:m]
+                self_part = x_src[:m]
             else:
-                transport_edges(reps, x_src, f_src, f_dst[:m], ar_m, ar_m, pos_src=p_src, pos_dst=p_dst[:m],
-                                out=x_copies[:m])
-            transport_edges(reps, x_src, f_src, f_dst, src, dst, pos_src=p_src, pos_dst=p_dst, layout=layout,
-                            out=x_copies[m:])
+                self_part = transport_edges(reps, x_src, f_src, f_dst[:m], ar_m, ar_m, pos_src=p_src,
+                                            pos_dst=p_dst[:m])
+            x_copies = torch.cat([self_part, edge_part], 0)
         else:
-            x_copies[:m] = x_src[:m]
-            x_copies[m:] = x_src.index_select(0, src)
+            x_copies = torch.cat([x_src[:m], x_src.index_select(0, src)], 0)
         is_self = (src == dst) & (src < m)
         new_src = torch.where(is_self, src, m + torch.arange(n_e, device=src.device))
         pos_copies = None
         if self._reads_pos:
-            pos_copies = x_src.new_empty(m + n_e, reps.dim)
             if homogeneous:
-                pos_copies[:m] = 0
+                own = p_src.new_zeros(m, reps.dim)
             else:
-                pos_copies[:m] = local_edge_geometry(p_src, p_dst, f_dst, ar_m, ar_m, "rel")
-            pos_copies[m:] = local_edge_geometry(p_src, p_dst, f_dst, src, dst, "rel", layout=layout)
+                own = local_edge_geometry(p_src, p_dst, f_dst, ar_m, ar_m, "rel")
+            pos_copies = torch.cat([own, graph.geometry("rel", dtype=p_src.dtype)], 0)
         return x_copies, new_src, pos_copies
 
-    def _forward_expand(self, x_src, x_dst, homogeneous, f_src, f_dst, p_src, p_dst, edge_index, layout, kwargs):
+    def _forward_expand(self, x_src, x_dst, homogeneous, f_src, f_dst, p_src, p_dst, graph, kwargs):
         if getattr(self.layer, "flow", "source_to_target") != "source_to_target":
             raise ValueError("layer: expand mode supports only flow='source_to_target'")
-        src, dst = edge_index[0], edge_index[1]
         n_src, n_dst = x_src.shape[0], x_dst.shape[0]
         m = min(n_src, n_dst)
-        x_copies, new_src, pos_copies = self._copies(
-            x_src, homogeneous, f_src, f_dst, p_src, p_dst, src, dst, m, layout
-        )
+        x_copies, new_src, pos_copies = self._copies(x_src, homogeneous, f_src, f_dst, p_src, p_dst, graph, m)
         if self._reads_pos:
             kwargs["pos"] = (pos_copies, torch.zeros(n_dst, self.reps_in.dim, dtype=x_src.dtype, device=x_src.device))
-        ei = torch.stack([new_src, dst])
+        ei = torch.stack([new_src, graph.dst])
         try:
             return self.layer(x=(x_copies, x_dst), edge_index=ei, **kwargs)
         except ValueError as err:
@@ -973,17 +1417,17 @@ class TFConv(nn.Module):
             raise
 
     # -- GCN adapter -------------------------------------------------------------------------------------
-    def _forward_gcn(self, x, frames, pos, edge_index, layout, kwargs):
+    def _forward_gcn(self, x, frames, pos, graph, kwargs):
         from torch_geometric.utils import add_remaining_self_loops, scatter
 
         layer = self.layer
         if layer.flow != "source_to_target":
             raise ValueError("layer: the GCNConv adapter supports only flow='source_to_target'")
         n = x.shape[0]
-        src, dst = edge_index[0], edge_index[1]
+        src, dst = graph.src, graph.dst
         n_e = src.shape[0]
         # node set = [the n nodes themselves; one transported copy per edge]
-        x_copies, new_src, _ = self._copies(x, True, frames, frames, pos, pos, src, dst, n, layout)
+        x_copies, new_src, _ = self._copies(x, True, frames, frames, pos, pos, graph, n)
         w = kwargs.pop("edge_weight", None)
         if w is not None:
             w = _check_tensor(w, "edge_weight").to(x.dtype)
@@ -996,9 +1440,9 @@ class TFConv(nn.Module):
             w0 = torch.ones(n_e, dtype=x.dtype, device=x.device) if w is None else w
             if layer.add_self_loops:
                 fill = 2.0 if layer.improved else 1.0
-                ei_l, w_l = add_remaining_self_loops(edge_index, w0, fill, n)
+                ei_l, w_l = add_remaining_self_loops(graph.edge_index, w0, fill, n)
             else:
-                ei_l, w_l = edge_index, w0
+                ei_l, w_l = graph.edge_index, w0
             deg = scatter(w_l, ei_l[1], dim=0, dim_size=n, reduce="sum")
             copy_ids = n + torch.arange(n_e, device=x.device)
             ei = torch.cat([ei, torch.stack([copy_ids, copy_ids])], dim=1)

@@ -31,12 +31,13 @@ from torch import Tensor, nn
 
 from ..reps import Block, TensorReps
 from .tensor_frames import (
+    TFGraph,
+    _as_graph,
     _check_edge_index,
     _check_features,
     _check_pos,
     _pair,
     _resolve_reps,
-    check_frames,
     geometry_dim,
     local_edge_geometry,
 )
@@ -93,14 +94,16 @@ class TensorFrameConv(nn.Module):
         length_eps: smoothing of the edge length (see :func:`~equiframe.nn.tensor_frames.safe_length`).
 
     ``frames=None`` in :meth:`forward` means identity frames: the layer is then a plain (non-equivariant)
-    message passing network with the same architecture, the baseline used in the benchmarks.
+    message passing network with the same architecture, the baseline used in the benchmarks. A
+    :class:`~equiframe.nn.tensor_frames.TFGraph` may be passed instead of ``edge_index`` (then no
+    ``frames``/``pos``): its layout, geometry and receiver matrices are shared with the other layers.
 
     Example:
         >>> conv = TensorFrameConv("16x0n+8x1n", "16x0n+8x1n", dim=3, hidden_channels=64)
         >>> out = conv(f_local, edge_index, frames, pos)
 
     Shapes:
-        x: ``[N, reps_in.size]`` or ``([N_src, S], [N_dst, S])``; edge_index: ``[2, E]``;
+        x: ``[N, reps_in.size]`` or ``([N_src, S], [N_dst, S])``; edge_index: ``[2, E]`` or a ``TFGraph``;
         frames: ``[N, d, d]`` or a pair; pos: ``[N, d]`` or a pair; edge_attr: ``[E, reps_edge.size]``
         -> ``[N_dst, reps_out.size]``
     """
@@ -183,44 +186,56 @@ class TensorFrameConv(nn.Module):
     def forward(
         self,
         x: "Tensor | tuple[Tensor, Tensor]",
-        edge_index: Tensor,
+        edge_index: "Tensor | TFGraph",
         frames: "Tensor | tuple[Tensor, Tensor] | None" = None,
         pos: "Tensor | tuple[Tensor, Tensor] | None" = None,
         edge_attr: Tensor | None = None,
     ) -> Tensor:
         reps, d = self.reps_in, self.reps_in.dim
         x_src, x_dst, homogeneous = _pair(x, "x")
-        x_src = _check_features(x_src, None, reps.size, "x" if homogeneous else "x[0]")
-        x_dst = x_src if homogeneous else _check_features(x_dst, None, reps.size, "x[1]")
-        n_src, n_dst, dtype = x_src.shape[0], x_dst.shape[0], x_src.dtype
-        f_src = f_dst = None
-        if frames is not None:
-            f_src, f_dst, homo_f = _pair(frames, "frames")
-            if homo_f != homogeneous:
-                raise ValueError("frames: pass a (source, target) pair exactly when x is a bipartite pair")
-            f_src = check_frames(f_src, n_src, d, "frames" if homogeneous else "frames[0]").to(dtype)
-            f_dst = f_src if homogeneous else check_frames(f_dst, n_dst, d, "frames[1]").to(dtype)
-        p_src = p_dst = None
-        if pos is not None:
-            p_src, p_dst, homo_p = _pair(pos, "pos")
-            if homo_p != homogeneous:
-                raise ValueError("pos: pass a (source, target) pair exactly when x is a bipartite pair")
-            p_src = _check_pos(p_src, n_src, d, "pos" if homogeneous else "pos[0]").to(dtype)
-            p_dst = p_src if homogeneous else _check_pos(p_dst, n_dst, d, "pos[1]").to(dtype)
-        elif self.geometry or reps.has_pos:
-            raise ValueError("pos: node positions are required (geometry=True or reps_in has 'pos' blocks)")
-        edge_index = _check_edge_index(edge_index, n_src, n_dst)
-        src, dst = edge_index[0], edge_index[1]
+        graph = None
+        if isinstance(edge_index, TFGraph) or frames is not None:
+            graph = _as_graph(edge_index, frames, pos)
+            if graph.dim != d:
+                raise ValueError(f"frames: got {graph.dim}x{graph.dim} frames, but reps_in has dim {d}")
+            if homogeneous != graph.homogeneous:
+                raise ValueError("x: pass a (source, target) pair exactly when frames is a (source, target) pair")
+            x_src = _check_features(x_src, graph.n_src, reps.size, "x" if homogeneous else "x[0]")
+            x_dst = x_src if homogeneous else _check_features(x_dst, graph.n_dst, reps.size, "x[1]")
+            dtype = x_src.dtype
+            f_src, f_dst = graph.frames(dtype)
+            p_src, p_dst = graph.pos(dtype)
+            if p_src is None and (self.geometry or reps.has_pos):
+                raise ValueError("pos: node positions are required (geometry=True or reps_in has 'pos' blocks)")
+            src, dst, layout, cache = graph.src, graph.dst, graph.layout, graph.cache
+            n_dst = graph.n_dst
+        else:  # identity frames: the plain (non-equivariant) network with the same architecture
+            x_src = _check_features(x_src, None, reps.size, "x" if homogeneous else "x[0]")
+            x_dst = x_src if homogeneous else _check_features(x_dst, None, reps.size, "x[1]")
+            n_src, n_dst, dtype = x_src.shape[0], x_dst.shape[0], x_src.dtype
+            f_src = f_dst = None
+            p_src = p_dst = None
+            if pos is not None:
+                p_src, p_dst, homo_p = _pair(pos, "pos")
+                if homo_p != homogeneous:
+                    raise ValueError("pos: pass a (source, target) pair exactly when x is a bipartite pair")
+                p_src = _check_pos(p_src, n_src, d, "pos" if homogeneous else "pos[0]").to(dtype)
+                p_dst = p_src if homogeneous else _check_pos(p_dst, n_dst, d, "pos[1]").to(dtype)
+            elif self.geometry or reps.has_pos:
+                raise ValueError("pos: node positions are required (geometry=True or reps_in has 'pos' blocks)")
+            edge_index = _check_edge_index(edge_index, n_src, n_dst)
+            src, dst = edge_index[0], edge_index[1]
+            layout = receiver_layout(src, dst, n_dst)
+            cache = None
         n_e = src.shape[0]
 
         # ---- per-edge input of the first message layer: transported tensors, geometry, edge features
-        layout = receiver_layout(src, dst, n_dst)
         pieces = []
         if self.reps_tensor.size:
             if self.transport and f_src is not None:
                 t_j = transport_edges(
                     self.reps_tensor, self._take(x_src, self._tens_slice, self._tens_idx), f_src, f_dst, src, dst,
-                    pos_src=p_src, pos_dst=p_dst, layout=layout,
+                    pos_src=p_src, pos_dst=p_dst, layout=layout, cache=cache,
                 )
             else:
                 t_j = self._take(x_src, self._tens_slice, self._tens_idx).index_select(0, src)
@@ -231,9 +246,10 @@ class TensorFrameConv(nn.Module):
                     )
             pieces.append(t_j)
         if self.geometry:
-            pieces.append(
-                local_edge_geometry(p_src, p_dst, f_dst, src, dst, "rel_dist", self.length_eps, layout=layout)
-            )
+            if graph is not None:
+                pieces.append(graph.geometry("rel_dist", self.length_eps, dtype))
+            else:
+                pieces.append(local_edge_geometry(p_src, p_dst, None, src, dst, "rel_dist", self.length_eps))
         if self.reps_edge is not None:
             if edge_attr is None:
                 raise ValueError(f"edge_attr: required, reps_edge is {str(self.reps_edge)!r}")

@@ -6,13 +6,17 @@ The transport of a sender feature into the receiver's frame factorises through t
 
 so per edge only :math:`\rho(R_i)` remains, and it depends on the **receiver** alone. When the edges are
 grouped by receiver (k-NN graphs: ``dst = [0]*k + [1]*k + ...``; any graph after padding), the per-edge
-work becomes one batched matmul per tensor order with one reasonably sized matrix per receiver,
+work becomes one batched matmul per tensor type with one reasonably sized product per receiver,
 
-.. math::  Y_i = G_i\, (R_i^{\otimes p})^\top, \qquad G_i = [g_{j_1}; \dots; g_{j_k}] \in \mathbb{R}^{k m \times d^p},
+.. math::  Y_i^\top = R_i^{\otimes p}\, G_i^\top, \qquad G_i = [g_{j_1}; \dots; g_{j_k}] \in
+           \mathbb{R}^{k m \times d^p},
 
-instead of :math:`E` tiny :math:`d \times d` products with transposed copies for :math:`p \ge 2`
-(several times faster on CPU). Scalars (``0n``) are gathered untouched; pseudo blocks fold
-:math:`\det R_i` into the matrix, positions subtract :math:`R_i x_i` per receiver.
+computed as ``bmm(R_i^{(x)p}, G_i^T)``: the long side (``k m``) is the GEMM's contiguous output dimension,
+which is several times faster on CPU than ``G_i @ (R_i^{(x)p})^T`` (whose contiguous output rows have only
+``d^p`` entries) and than :math:`E` tiny products. Without autograd the receivers are processed in chunks
+that stay in cache and the result is written straight into the output. Scalars (``0n``) are gathered
+untouched; pseudo blocks fold :math:`\det R_i` into the matrix, positions subtract :math:`R_i x_i` per
+receiver.
 
 Layouts (:class:`ReceiverLayout`, built by :func:`receiver_layout` from ``(src, dst)`` in ``O(E)``):
 
@@ -32,9 +36,20 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..reps import TensorReps
+from ..reps import TensorReps, kron_power
 
-__all__ = ["ReceiverLayout", "receiver_layout", "transport_edges", "rotate_by_receiver", "kron_power"]
+__all__ = [
+    "ReceiverLayout",
+    "kron_power",
+    "receiver_layout",
+    "receiver_matrices",
+    "rotate_by_receiver",
+    "rotate_edges",
+    "transport_edges",
+]
+
+# Output elements per chunk of receivers on the no-grad path (about 1 MB of float32: stays in cache).
+_CHUNK = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -107,60 +122,90 @@ def receiver_layout(src: Tensor, dst: Tensor, n_dst: int, *, max_pad: float = 2.
     return ReceiverLayout("padded", n_dst, e, pad_k=kmax, pad_src=pad_src, slot=slot, dst=dst)
 
 
-def kron_power(R: Tensor, p: int) -> Tensor:
-    r"""Kronecker power :math:`R^{\otimes p}` per matrix, row-major (``(R^{\otimes p} \mathrm{vec}\,T) =
-    \mathrm{vec}(R^{\otimes p} T)`` for the library's flattened order-``p`` tensors).
+# ---------------------------------------------------------------------------------------------------------
+# per-receiver kernels
+# ---------------------------------------------------------------------------------------------------------
+def _block_product(G: Tensor, M: Tensor, offset: Tensor | None) -> Tensor:
+    r"""``Y^T = M G^T - offset`` per receiver, returned as ``[n, q, rows]``.
 
     Shapes:
-        R: ``[N, d, d]`` -> ``[N, d^p, d^p]``
+        G: ``[n, rows, q]``, M: ``[n, q, q]``, offset: ``[n, q]`` -> ``[n, q, rows]``
     """
-    n, d = R.shape[0], R.shape[-1]
-    if p == 0:
-        return torch.ones(n, 1, 1, dtype=R.dtype, device=R.device)
-    K = R
-    for _ in range(p - 1):
-        q = K.shape[-1]
-        K = (K[:, :, None, :, None] * R[:, None, :, None, :]).reshape(n, q * d, q * d)
-    return K
+    Y = torch.bmm(M, G.transpose(1, 2))
+    if offset is not None:
+        Y = Y - offset.unsqueeze(-1)
+    return Y
+
+
+def _blocked_group(
+    table: Tensor, src: Tensor | None, M: Tensor, k: int, offset: Tensor | None, dest: Tensor | None
+) -> Tensor | None:
+    """One tensor type on one blocked segment: ``dest[e] = M[dst_e] table[src_e]`` per tensor, or
+    ``M[dst_e] table[e]`` when ``src`` is ``None`` (``table`` holds one row per edge of the segment).
+
+    ``dest`` (``[n * k, m * q]``, may be a strided view, no autograd) is filled chunk by chunk of receivers;
+    with ``dest=None`` the result is returned (differentiable, one piece).
+    """
+    n, q = M.shape[0], M.shape[-1]
+    m = table.shape[1] // q
+    if dest is None:
+        G = table.index_select(0, src) if src is not None else table
+        Y = _block_product(G.reshape(n, k * m, q), M, offset)
+        return Y.view(n, q, k, m).permute(0, 2, 3, 1).reshape(n * k, m * q)
+    d4 = dest.unflatten(0, (n, k)).unflatten(2, (m, q))
+    cs = max(1, _CHUNK // max(1, k * m * q))
+    for s in range(0, n, cs):
+        e = min(n, s + cs)
+        G = table.index_select(0, src[s * k : e * k]) if src is not None else table[s * k : e * k]
+        Y = torch.bmm(M[s:e], G.reshape(e - s, k * m, q).transpose(1, 2))
+        if offset is not None:
+            Y.sub_(offset[s:e].unsqueeze(-1))
+        d4[s:e].copy_(Y.view(e - s, q, k, m).permute(0, 2, 3, 1))
+    return None
 
 
 def _apply(
     table: Tensor,
-    src: Tensor,
+    src: Tensor | None,
     M: Tensor,
     layout: ReceiverLayout,
     offset: Tensor | None = None,
-) -> Tensor:
-    """``y_e = table[src_e].view(mul, q) @ M[dst_e]^T - offset[dst_e]`` for every edge (flattened).
+    dest: Tensor | None = None,
+) -> Tensor | None:
+    """``y_e = table[src_e].view(m, q) @ M[dst_e]^T - offset[dst_e]`` for every edge (flattened); with
+    ``src=None``, ``table`` has one row per edge (``table[e]``, no gather).
+
+    Writes into ``dest`` (no autograd) or returns the result.
 
     Shapes:
-        table: ``[N_src, mul * q]``, M: ``[N_dst, q, q]``, offset: ``[N_dst, q]`` -> ``[E, mul * q]``
+        table: ``[N_src or E, m * q]``, M: ``[N_dst, q, q]``, offset: ``[N_dst, q]`` -> ``[E, m * q]``
     """
     c = table.shape[1]
     q = M.shape[-1]
-    Mt = M.transpose(1, 2)
-    n = layout.n_dst
     if layout.kind == "blocked":
-        outs = []
-        for start, stop, k in layout.segments:
-            G = table.index_select(0, src[start:stop]).view(n, k * (c // q), q)
-            Y = torch.bmm(G, Mt)
-            if offset is not None:
-                Y = Y - offset.unsqueeze(1)
-            outs.append(Y.view(stop - start, c))
+        def seg(start, stop):
+            return (table, src[start:stop]) if src is not None else (table[start:stop], None)
+
+        if dest is not None:
+            for start, stop, k in layout.segments:
+                _blocked_group(*seg(start, stop), M, k, offset, dest[start:stop])
+            return None
+        outs = [_blocked_group(*seg(start, stop), M, k, offset, None) for start, stop, k in layout.segments]
         return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
-    if layout.kind == "padded":
+    if layout.kind == "padded" and src is not None:
+        n = layout.n_dst
         G = table.index_select(0, layout.pad_src).view(n, layout.pad_k * (c // q), q)
-        Y = torch.bmm(G, Mt)
-        if offset is not None:
-            Y = Y - offset.unsqueeze(1)
-        return Y.view(n * layout.pad_k, c).index_select(0, layout.slot)
-    dst = layout.dst
-    G = table.index_select(0, src).view(-1, c // q, q)
-    Y = torch.bmm(G, Mt.index_select(0, dst))
-    if offset is not None:
-        Y = Y - offset.index_select(0, dst).unsqueeze(1)
-    return Y.view(-1, c)
+        Y = _block_product(G, M, offset).view(n, q, layout.pad_k, c // q).permute(0, 2, 3, 1)
+        Y = Y.reshape(n * layout.pad_k, c).index_select(0, layout.slot)
+    else:
+        dst = layout.dst
+        G = (table.index_select(0, src) if src is not None else table).reshape(-1, c // q, q)
+        Y = _block_product(G, M.index_select(0, dst), None if offset is None else offset.index_select(0, dst))
+        Y = Y.transpose(1, 2).reshape(-1, c)
+    if dest is None:
+        return Y
+    dest.copy_(Y)
+    return None
 
 
 def rotate_by_receiver(v: Tensor, frames_dst: Tensor, layout: ReceiverLayout) -> Tensor:
@@ -171,24 +216,177 @@ def rotate_by_receiver(v: Tensor, frames_dst: Tensor, layout: ReceiverLayout) ->
     """
     d = v.shape[-1]
     if layout.kind == "blocked":
+        # component-major: (R_i v)_a = sum_c R_i[a, c] v_c as d^2 long multiply-adds over [n, k]
+        Rc = frames_dst.permute(1, 2, 0).unsqueeze(-1)  # [a, c, n, 1]
         outs = []
         for start, stop, k in layout.segments:
-            outs.append(torch.bmm(v[start:stop].view(layout.n_dst, k, d), frames_dst.transpose(1, 2)).view(-1, d))
+            vT = v[start:stop].t().reshape(d, layout.n_dst, k)
+            rows = []
+            for a in range(d):
+                acc = vT[0] * Rc[a, 0]
+                for c in range(1, d):
+                    acc = acc.addcmul_(vT[c], Rc[a, c])
+                rows.append(acc)
+            outs.append(torch.stack(rows, 0).view(d, stop - start).t())
         return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
-    dst = layout.dst if layout.dst is not None else None
-    return torch.bmm(frames_dst.index_select(0, dst), v.unsqueeze(-1)).squeeze(-1)
+    return torch.bmm(frames_dst.index_select(0, layout.dst), v.unsqueeze(-1)).squeeze(-1)
 
 
-def _pieces(reps: TensorReps) -> list[tuple[slice, int, str, int]]:
-    """Merge adjacent blocks of the same (order, parity): ``(slice, order, parity, mul)``."""
-    out: list[tuple[slice, int, str, int]] = []
+# ---------------------------------------------------------------------------------------------------------
+# transport
+# ---------------------------------------------------------------------------------------------------------
+def _groups(reps: TensorReps) -> list[tuple[object, int, str, int]]:
+    """Channels of each tensor type ``(order, parity)``: ``(slice | index, order, parity, n_tensors)``.
+
+    Blocks of one type are merged (a slice when they are adjacent); groups come in storage order of
+    their first block.
+    """
+    spans: dict[tuple[int, str], list[tuple[int, int, int]]] = {}
     for b, sl in reps.slices():
-        if out and out[-1][1] == b.order and out[-1][2] == b.parity and out[-1][0].stop == sl.start:
-            prev = out[-1]
-            out[-1] = (slice(prev[0].start, sl.stop), b.order, b.parity, prev[3] + b.mul)
+        spans.setdefault((b.order, b.parity), []).append((sl.start, sl.stop, b.mul))
+    out = []
+    for (order, parity), sp in spans.items():
+        adjacent = all(sp[i][1] == sp[i + 1][0] for i in range(len(sp) - 1))
+        if adjacent:
+            cols: object = slice(sp[0][0], sp[-1][1])
         else:
-            out.append((sl, b.order, b.parity, b.mul))
+            cols = torch.cat([torch.arange(a, z) for a, z, _ in sp])
+        out.append((cols, order, parity, sum(m for _, _, m in sp)))
     return out
+
+
+def receiver_matrices(
+    reps: TensorReps, frames_dst: Tensor, pos_dst: Tensor | None = None, cache: dict | None = None
+) -> dict[tuple[int, str], tuple[Tensor, Tensor | None]]:
+    r"""Per-receiver matrices of every tensor type of ``reps``: :math:`R_i^{\otimes p}` (times
+    :math:`\det R_i` for pseudo types) and, for positions, the offset :math:`R_i x_i`.
+
+    ``cache`` (any dict, e.g. a :class:`~equiframe.nn.tensor_frames.TFGraph`'s) is filled and reused.
+
+    Shapes:
+        frames_dst: ``[N_dst, d, d]`` -> ``{(order, parity): ([N_dst, d^p, d^p], [N_dst, d] | None)}``
+    """
+    cache = {} if cache is None else cache
+    out = {}
+    for _cols, order, parity, _m in _groups(reps):
+        if order == 0 and parity == "n":
+            continue
+        key = ("M", order, parity, frames_dst.dtype)
+        if key not in cache:
+            kkey = ("K", order, frames_dst.dtype)
+            if kkey not in cache:
+                cache[kkey] = kron_power(frames_dst, order).contiguous()
+            M = cache[kkey]
+            if parity == "p":
+                dkey = ("det", frames_dst.dtype)
+                if dkey not in cache:
+                    cache[dkey] = torch.linalg.det(frames_dst)
+                M = M * cache[dkey].view(-1, 1, 1)
+            off = None
+            if parity == "pos":
+                okey = ("offset", frames_dst.dtype)
+                if okey not in cache:
+                    if pos_dst is None:
+                        raise ValueError("pos: features with 'pos' blocks need node positions to be moved between frames")
+                    cache[okey] = torch.bmm(frames_dst, pos_dst.to(frames_dst.dtype).unsqueeze(-1)).squeeze(-1)
+                off = cache[okey]
+            cache[key] = (M, off)
+        out[(order, parity)] = cache[key]
+    return out
+
+
+def rotate_edges(
+    reps: TensorReps,
+    y: Tensor,
+    frames_dst: Tensor,
+    layout: ReceiverLayout,
+    *,
+    inverse: bool = False,
+    cache: dict | None = None,
+    in_place: bool = False,
+) -> Tensor:
+    r"""Per-edge typed features moved by their receiver's frame: :math:`\rho(R_i)\,y_e`, or
+    :math:`\rho(R_i^\top)\,y_e` with ``inverse=True`` (receiver frame -> global frame), ``i = dst[e]``.
+
+    No gather: the rows are grouped by receiver as in :func:`transport_edges`. ``pos`` blocks are not
+    allowed (a per-edge feature has no node origin). ``in_place=True`` overwrites ``y`` (only without
+    autograd; otherwise ignored), which saves allocating another ``[E, C]`` tensor.
+
+    Shapes:
+        y: ``[E, reps.size]``, frames_dst: ``[N_dst, d, d]`` -> ``[E, reps.size]``
+    """
+    if reps.has_pos:
+        raise ValueError("reps: 'pos' blocks cannot be rotated per edge (no node origin)")
+    if reps.is_scalar:
+        return y
+    mats = receiver_matrices(reps, frames_dst, None, cache)
+    groups = _groups(reps)
+    grad = torch.is_grad_enabled() and (y.requires_grad or frames_dst.requires_grad)
+    out = None
+    if not grad:
+        out = y if (in_place and y.is_contiguous()) else torch.empty_like(y, memory_format=torch.contiguous_format)
+    pieces = []
+    for cols, order, parity, _m in groups:
+        part = y[:, cols] if isinstance(cols, slice) else y.index_select(1, cols.to(y.device))
+        M = None
+        if not (order == 0 and parity == "n"):
+            M = mats[(order, parity)][0]
+            M = M.transpose(1, 2) if inverse else M
+        if out is not None and isinstance(cols, slice):
+            if M is None:
+                if out is not y:
+                    out[:, cols] = part
+            else:
+                _apply(part, None, M, layout, None, dest=out[:, cols])
+            continue
+        p = part if M is None else _apply(part, None, M, layout, None)
+        if out is not None:
+            out[:, cols.to(y.device)] = p
+        else:
+            pieces.append((cols, p))
+    if out is not None:
+        return out
+    return _assemble(pieces, y.shape[0], reps.size, y)
+
+
+def _assemble(pieces: list, e: int, size: int, like: Tensor) -> Tensor:
+    """Columns of the groups -> one ``[E, size]`` tensor, out of place (autograd friendly)."""
+    if all(isinstance(c, slice) for c, _ in pieces) and [c.start for c, _ in pieces] == sorted(
+        c.start for c, _ in pieces
+    ):
+        return pieces[0][1] if len(pieces) == 1 else torch.cat([p for _, p in pieces], 1)
+    res = like.new_zeros(e, size)
+    for cols, p in pieces:
+        idx = torch.arange(cols.start, cols.stop) if isinstance(cols, slice) else cols
+        res = res.index_copy(1, idx.to(like.device), p)
+    return res
+
+
+def _transport_blocked_autograd(
+    g: Tensor, src: Tensor, groups: list, mats: dict, layout: ReceiverLayout
+) -> Tensor:
+    """Differentiable transport on a blocked layout, chunk by chunk of receivers (cache-sized pieces,
+    assembled by one ``cat``: no large temporaries per tensor type, and ``cat``'s backward only slices)."""
+    c = g.shape[1]
+    tables = [(cols, order, parity, m, g[:, cols].contiguous()) for cols, order, parity, m in groups]
+    pieces = []
+    for start, stop, k in layout.segments:
+        n = layout.n_dst
+        cs = max(1, _CHUNK // max(1, k * c))
+        for s in range(0, n, cs):
+            e = min(n, s + cs)
+            idx = src[start + s * k : start + e * k]
+            cols_out = []
+            for _cols, order, parity, m, table in tables:
+                G = table.index_select(0, idx)
+                if not (order == 0 and parity == "n"):
+                    M, off = mats[(order, parity)]
+                    q = M.shape[-1]
+                    Y = _block_product(G.view(e - s, k * m, q), M[s:e], None if off is None else off[s:e])
+                    G = Y.view(e - s, q, k, m).permute(0, 2, 3, 1).reshape((e - s) * k, m * q)
+                cols_out.append(G)
+            pieces.append(cols_out[0] if len(cols_out) == 1 else torch.cat(cols_out, 1))
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 0)
 
 
 def transport_edges(
@@ -203,6 +401,7 @@ def transport_edges(
     pos_dst: Tensor | None = None,
     layout: ReceiverLayout | None = None,
     out: Tensor | None = None,
+    cache: dict | None = None,
 ) -> Tensor:
     r"""Gather and transport sender features: row ``e`` is :math:`\rho(R_i R_j^\top) f_j` (``j = src[e]``,
     ``i = dst[e]``), positions :math:`R_i (p - x_i)` for a local position :math:`R_j (p - x_j)`.
@@ -215,6 +414,7 @@ def transport_edges(
         pos_src, pos_dst: node positions (only for reps with ``pos`` blocks).
         layout: a :func:`receiver_layout` for ``(src, dst)`` (built if ``None``).
         out: optional ``[E, reps.size]`` tensor (may be a view) to write into.
+        cache: optional dict for the receiver matrices (see :func:`receiver_matrices`), shared by layers.
 
     Shapes:
         x_src: ``[N_src, reps.size]`` -> ``[E, reps.size]``
@@ -226,29 +426,45 @@ def transport_edges(
     if reps.is_scalar:
         y = x_src.index_select(0, src)
         return y if out is None else out.copy_(y)
-    if out is None:
-        out = x_src.new_empty(e, reps.size)
     if reps.has_pos and (pos_src is None or pos_dst is None):
         raise ValueError("pos: features with 'pos' blocks need node positions to be moved between frames")
+    mats = receiver_matrices(reps, frames_dst, pos_dst, cache)
     # global-frame features g_j = rho(R_j^T) f_j (+ x_j for positions), once per node
     g = reps.to_global(x_src, frames_src, pos_src if reps.has_pos else None)
-    need_det = any(p == "p" for _, _, p, _ in _pieces(reps))
-    det_dst = torch.linalg.det(frames_dst) if need_det else None
-    kron: dict[int, Tensor] = {}
-    offset = None
-    for sl, order, parity, _mul in _pieces(reps):
-        if order == 0 and parity == "n":
-            out[:, sl] = x_src[:, sl].index_select(0, src)
+    groups = _groups(reps)
+    grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x_src, frames_src, frames_dst, pos_src, pos_dst)
+    )
+    if grad and layout.kind == "blocked" and all(isinstance(c, slice) for c, *_ in groups):
+        res = _transport_blocked_autograd(g, src, groups, mats, layout)
+        return res if out is None else out.copy_(res)
+    if grad:  # out of place (in-place slice writes would each copy the whole gradient in backward)
+        pieces = []
+        for cols, order, parity, _m in groups:
+            table = g[:, cols] if isinstance(cols, slice) else g.index_select(1, cols.to(g.device))
+            if order == 0 and parity == "n":
+                pieces.append((cols, table.index_select(0, src)))
+                continue
+            M, off = mats[(order, parity)]
+            pieces.append((cols, _apply(table.contiguous(), src, M, layout, off)))
+        res = _assemble(pieces, e, reps.size, g)
+        return res if out is None else out.copy_(res)
+    if out is None:
+        out = g.new_empty(e, reps.size)
+    for cols, order, parity, _m in groups:
+        table = g[:, cols] if isinstance(cols, slice) else g.index_select(1, cols.to(g.device))
+        if not isinstance(cols, slice):  # scattered blocks: compute contiguously, then place
+            if order == 0 and parity == "n":
+                y = table.index_select(0, src)
+            else:
+                M, off = mats[(order, parity)]
+                y = _apply(table.contiguous(), src, M, layout, off)
+            out[:, cols.to(g.device)] = y
             continue
-        if order not in kron:
-            kron[order] = kron_power(frames_dst, order)
-        M = kron[order]
-        if parity == "p":
-            M = M * det_dst.view(-1, 1, 1)
-        off = None
-        if parity == "pos":
-            if offset is None:  # R_i x_i per receiver
-                offset = torch.bmm(frames_dst, pos_dst.unsqueeze(-1)).squeeze(-1)
-            off = offset
-        out[:, sl] = _apply(g[:, sl], src, M, layout, off)
+        dest = out[:, cols]
+        if order == 0 and parity == "n":
+            dest.copy_(table.index_select(0, src))
+            continue
+        M, off = mats[(order, parity)]
+        _apply(table.contiguous(), src, M, layout, off, dest=dest)
     return out
