@@ -128,7 +128,7 @@ def main() -> None:
     for n in args.sizes:
         C = point_cloud_covariances(n, args.points, g)
         rounds = max(args.rounds, min(31, int(args.rounds * (1_000_000 / n) ** 0.5)))
-        times = alternate({"ours": lambda: symeig(C), "eigh": lambda: torch.linalg.eigh(C)}, rounds)
+        times = alternate({"ours": lambda: symeig(C), "eigh": lambda: torch.linalg.eigh(C)}, rounds, pause=0.2)
         r = sorted(b / a for a, b in zip(times["ours"], times["eigh"]))
         speed_rows.append(
             f"| {n:,} | {rounds} | {median(times['ours']) * 1e3:.2f} | {median(times['eigh']) * 1e3:.2f} "
@@ -159,7 +159,8 @@ def main() -> None:
 ### Speed: float32, CPU, covariances of random point clouds ({args.points} points)
 
 `symeig` (closed form: float32 pass, float64 re-solve of the matrices with a relative eigenvalue
-gap <= {linalg._REFINE_GAP}) and `torch.linalg.eigh` called alternately in one process; speed-up =
+gap <= {linalg._REFINE_GAP}) and `torch.linalg.eigh` called alternately in one process, 0.2 s apart
+(idle OpenMP threads of the previous call stop spinning); speed-up =
 median over rounds of time(eigh) / time(symeig); re-solved: share of matrices solved again in float64.
 
 | batch | rounds | symeig (ms, median) | torch.linalg.eigh (ms, median) | speed-up | per-round range | re-solved % |

@@ -33,10 +33,15 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def alternate(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+def alternate(
+    fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1, pause: float = 0.0
+) -> dict[str, list[float]]:
     """Time each function once per round, in turn, for ``rounds`` rounds (after ``warmup`` rounds).
 
     Absolute times on shared machines drift 2-3x; compare per-round ratios (see :func:`ratio`).
+    ``pause``: seconds to sleep before each timed call, so that the OpenMP worker threads of the
+    previous call have stopped spin-waiting (they otherwise steal a core from a single-threaded
+    function timed right after a multi-threaded one).
     """
     for _ in range(warmup):
         for fn in fns.values():
@@ -44,6 +49,8 @@ def alternate(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1
     out: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
+            if pause:
+                time.sleep(pause)
             out[k].append(timed(fn))
     return out
 
