@@ -4,6 +4,7 @@
     python benchmarks/bench_graphs.py --part separation    # only the separation protocol
     python benchmarks/bench_graphs.py --part classify      # only EXP-classify and CSL
     python benchmarks/bench_graphs.py --collect            # only rebuild results/graphs.md from the cache
+    python benchmarks/bench_graphs.py --part classify --only cls-exp-fa-mlp-canonical-trainspectral  # one job
     python benchmarks/bench_graphs.py --quick              # tiny budgets (smoke test, a minute)
 
 Every job (one model on one data set) stores its result as JSON in ``--cache`` (default
@@ -36,6 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SEPARATION_JOBS = [
     ("graph8c", "gcn", None, 100, {}),
     ("graph8c", "gin", None, 100, {}),
+    # the input of the GNN-ML code behind the published GCN / GIN counts: x = [1, degree]
+    ("graph8c", "gcn", None, 100, {"node_features": "degree", "tag": "degree"}),
+    ("graph8c", "gin", None, 100, {"node_features": "degree", "tag": "degree"}),
     ("graph8c", "fa-mlp", "spectral", 20, {"max_size": 40320}),
     ("graph8c", "fa-gin-id", "spectral", 3, {"max_size": 40320}),
     ("graph8c", "fa-mlp", "canonical", 100, {"max_size": 40320}),
@@ -57,18 +61,31 @@ SEPARATION_JOBS = [
     ("sr25", "fa-mlp", "canonical", 10, {}),
     ("sr25", "fa-gin-id", "canonical", 10, {}),
 ]
+# (dataset, model, frame, options); options: train_frame (FA frames while training, default: frame),
+# select (model-selection metric, default "error"), seeds (default (0,); CSL: one seed per fold),
+# tag (part of the job id)
+SEEDS3 = (0, 1, 2)
 CLASSIFY_JOBS = [
-    ("exp", "gin", None),
-    ("exp", "gcn", None),
-    ("exp", "fa-mlp", "spectral"),
-    ("exp", "fa-gin-id", "spectral"),
-    ("exp", "fa-mlp", "canonical"),
-    ("exp", "fa-gin-id", "canonical"),
-    ("csl", "gin", None),
-    ("csl", "fa-mlp", "spectral"),
-    ("csl", "fa-gin-id", "spectral"),
-    ("csl", "fa-mlp", "canonical"),
-    ("csl", "fa-gin-id", "canonical"),
+    ("exp", "gin", None, {}),
+    ("exp", "gcn", None, {}),
+    ("exp", "fa-mlp", "spectral", {}),
+    ("exp", "fa-gin-id", "spectral", {}),
+    ("exp", "fa-mlp", "canonical", {}),
+    ("exp", "fa-gin-id", "canonical", {}),
+    # canonical frames at evaluation (exact, 1 copy), sampled spectral orders in training (augmentation);
+    # model selection on the validation error (as the rows above) or loss (as the FA paper's code)
+    ("exp", "fa-mlp", "canonical", {"train_frame": "spectral", "seeds": SEEDS3}),
+    ("exp", "fa-gin-id", "canonical", {"train_frame": "spectral", "seeds": SEEDS3}),
+    ("exp", "fa-mlp", "canonical", {"train_frame": "spectral", "select": "loss", "seeds": SEEDS3}),
+    ("exp", "fa-gin-id", "canonical", {"train_frame": "spectral", "select": "loss", "seeds": SEEDS3}),
+    ("csl", "gin", None, {}),
+    ("csl", "fa-mlp", "spectral", {}),
+    ("csl", "fa-gin-id", "spectral", {}),
+    ("csl", "fa-mlp", "canonical", {}),
+    ("csl", "fa-gin-id", "canonical", {}),
+    # CSL graphs are vertex transitive: their spectral frame is all of S_41 (training = random relabelling)
+    ("csl", "fa-mlp", "canonical", {"train_frame": "spectral"}),
+    ("csl", "fa-gin-id", "canonical", {"train_frame": "spectral"}),
 ]
 LABEL = {"gcn": "GCN", "gin": "GIN", "fa-mlp": "FA-MLP", "fa-gin-id": "FA-GIN+ID"}
 
@@ -77,13 +94,24 @@ def _job_id(kind: str, *parts) -> str:
     return "-".join([kind] + [str(p) for p in parts if p not in (None, "")])
 
 
-def run_separation(cache: Path, data_dir: str, quick: bool) -> None:
+def _cls_id(dataset: str, model: str, frame: str | None, opts: dict) -> str:
+    tf = opts.get("train_frame")
+    sel = opts.get("select", "error")
+    return _job_id("cls", dataset, model, frame, f"train{tf}" if tf and tf != frame else "",
+                   "" if sel == "error" else f"sel{sel}", opts.get("tag", ""))
+
+
+def _selected(jid: str, only: list[str] | None) -> bool:
+    return only is None or jid in only
+
+
+def run_separation(cache: Path, data_dir: str, quick: bool, only: list[str] | None = None) -> None:
     for dataset, model, frame, seeds, opts in SEPARATION_JOBS:
         opts = dict(opts)
         tag = opts.pop("tag", "")
         jid = _job_id("sep", dataset, model, frame, tag)
         path = cache / f"{jid}.json"
-        if path.exists():
+        if path.exists() or not _selected(jid, only):
             continue
         if quick:
             seeds = min(seeds, 2)
@@ -168,18 +196,67 @@ def run_eps_followup(cache: Path, data_dir: str, quick: bool) -> None:
     path.write_text(json.dumps(res, indent=1))
 
 
-def run_classify(cache: Path, data_dir: str, quick: bool, epochs: int, out: Path) -> None:
-    for dataset, model, frame in CLASSIFY_JOBS:
-        jid = _job_id("cls", dataset, model, frame)
+def run_classify(cache: Path, data_dir: str, quick: bool, epochs: int, out: Path, only: list[str] | None = None) -> None:
+    for dataset, model, frame, opts in CLASSIFY_JOBS:
+        jid = _cls_id(dataset, model, frame, opts)
         path = cache / f"{jid}.json"
-        if path.exists():
+        if path.exists() or not _selected(jid, only):
             continue
         ep = 2 if quick else epochs
-        print(f"=== {jid} ({ep} epochs)", flush=True)
-        res = classify(dataset, model, ep, frame=frame or "spectral", data_dir=data_dir, out=out, overwrite=True,
-                       quiet=True, folds=[0] if quick and dataset == "csl" else None)
+        seeds = tuple(opts.get("seeds", (0,)))[: 1 if quick else None]
+        print(f"=== {jid} ({ep} epochs, seeds {list(seeds)})", flush=True)
+        res = classify(dataset, model, ep, frame=frame or "spectral", train_frame=opts.get("train_frame"),
+                       select=opts.get("select", "error"), seeds=seeds, data_dir=data_dir, out=Path(out) / jid, overwrite=True, quiet=True,
+                       folds=[0] if quick and dataset == "csl" else None)
+        res["tag"] = opts.get("tag", "")
+        res["command"] = _cli_command(dataset, model, frame, opts, ep)
         path.write_text(json.dumps(res, indent=1))
         print(f"    test accuracy {100 * res['test_accuracy_mean']:.1f} %, {res['wall_time_s']:.0f} s", flush=True)
+
+
+def run_invariance(cache: Path, only: list[str] | None = None) -> None:
+    """Add the invariance check (best model on relabelled copies of the test graphs) to cached classification
+    results that lack it (runs from before ``classify`` recorded it), from their checkpoints."""
+    from equiframe.train import evaluate_run
+
+    for path in sorted(cache.glob("cls-*.json")):
+        if not _selected(path.stem, only):
+            continue
+        r = json.loads(path.read_text())
+        todo = [x for x in r["runs"] if not x.get("invariance") and Path(x["run_dir"]).is_dir()]
+        if not todo:
+            continue
+        print(f"=== invariance check {path.stem} ({len(todo)} runs)", flush=True)
+        for x in todo:
+            x["invariance"] = evaluate_run(x["run_dir"], split="test", device="cpu", diagnostics=True)["diagnostics"]
+            x["invariance"]["post_hoc"] = True
+        path.write_text(json.dumps(r, indent=1))
+
+
+def _fmt_inv(r: dict) -> str:
+    inv = [x.get("invariance") for x in r["runs"]]
+    if not all(inv):
+        return "–"
+    d = max(v["relabel_max_abs_logit_diff"] for v in inv)
+    a = min(v["relabel_prediction_agreement"] for v in inv)
+    return f"{d:.1e} / {100 * a:.1f} %"
+
+
+def _cli_command(dataset: str, model: str, frame: str | None, opts: dict, epochs: int) -> str:
+    """The equivalent single CLI run of a classification job."""
+    cmd = f"equiframe graphs classify --dataset {dataset} --model {model}"
+    if frame:
+        cmd += f" --frame {frame}"
+    if opts.get("train_frame") and opts["train_frame"] != frame:
+        cmd += f" --train-frame {opts['train_frame']}"
+    if opts.get("select", "error") != "error":
+        cmd += f" --select {opts['select']}"
+    cmd += f" --epochs {epochs}"
+    if tuple(opts.get("seeds", (0,))) != (0,):
+        cmd += " --seeds " + " ".join(str(s) for s in opts["seeds"])
+    if dataset == "exp":
+        cmd += " --data-dir ../shared/data"
+    return cmd + " --threads 1"
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -194,13 +271,24 @@ def _fmt_sep(r: dict | None) -> str:
     return f"{r['undistinguished']} (fp {fp:.2f})" if fp is not None else str(r["undistinguished"])
 
 
-def _fmt_acc(r: dict | None) -> str:
+def _fmt_acc(r: dict | None, seeds_note: bool = False) -> str:
+    """``mean`` or ``mean ± std`` over runs; several seeds: also the minimum (and ``n seeds`` if asked)."""
     if r is None:
         return "–"
     s = f"{100 * r['test_accuracy_mean']:.1f}"
     if len(r["runs"]) > 1:
         s += f" ± {100 * r['test_accuracy_std']:.1f}"
+    n_seeds = len({x["seed"] for x in r["runs"]})
+    if n_seeds > 1:
+        s += f" (min {100 * min(x['test_accuracy'] for x in r['runs']):.1f}" + (f"; {n_seeds} seeds)" if seeds_note else ")")
     return s
+
+
+def _frames_cell(r: dict) -> str:
+    fr = r["frame"] or "none"
+    tf = r.get("train_frame")
+    out = f"{fr} (training: {tf})" if tf and tf != fr else fr
+    return out + ("; selection: val loss" if r.get("select", "error") != "error" else "")
 
 
 def _averaging(r: dict) -> str:
@@ -227,8 +315,8 @@ def write_table(cache: Path, epochs: int, cmd: str) -> Path:
     def sep(ds, model, frame=None, tag=""):
         return res.get(_job_id("sep", ds, model, frame, tag))
 
-    def cls(ds, model, frame=None):
-        return res.get(_job_id("cls", ds, model, frame))
+    def cls(ds, model, frame=None, **opts):
+        return res.get(_cls_id(ds, model, frame, opts))
 
     lines = ["### Summary: our numbers beside the published ones",
              "",
@@ -251,16 +339,29 @@ def write_table(cache: Path, epochs: int, cmd: str) -> Path:
         lines.append(f"| {LABEL[model]} | none | {_fmt_sep(sep('graph8c', model))} [{g}] | {_fmt_sep(sep('exp', model))} [{e}] "
                      f"| {_fmt_sep(sep('sr25', model))} | {_fmt_acc(cls('exp', model))} [{a:.0f}] "
                      f"| {_fmt_acc(cls('csl', model))}{csl_pub} |")
+        deg = sep("graph8c", model, None, "degree")
+        if deg is not None:
+            lines.append(f"| {LABEL[model]}, input [1, degree] (as the GNN-ML code behind the published count) | none "
+                         f"| {_fmt_sep(deg)} [{g}] | – | – | – | – |")
     for model in ("fa-mlp", "fa-gin-id"):
         g, e, a = PUBLISHED_SEPARATION[LABEL[model]]
         lines.append(f"| {LABEL[model]} | spectral (paper): graph8c exact, EXP/SR25 sampled | "
                      f"{_fmt_sep(sep('graph8c', model, 'spectral'))} [{g}] | {_fmt_sep(sep('exp', model, 'spectral'))} [{e}] "
                      f"| {_fmt_sep(sep('sr25', model, 'spectral'))} | {_fmt_acc(cls('exp', model, 'spectral'))} [{a:.0f}] "
                      f"| {_fmt_acc(cls('csl', model, 'spectral'))} [100] |")
+        exp_can = cls("exp", model, "canonical")
         lines.append(f"| {LABEL[model]} | canonical (ours): exact, 1 copy/graph | "
                      f"{_fmt_sep(sep('graph8c', model, 'canonical'))} [{g}] | {_fmt_sep(sep('exp', model, 'canonical'))} [{e}] "
-                     f"| {_fmt_sep(sep('sr25', model, 'canonical'))} | {_fmt_acc(cls('exp', model, 'canonical'))} [{a:.0f}] "
+                     f"| {_fmt_sep(sep('sr25', model, 'canonical'))} | {_fmt_acc(exp_can, True)} [{a:.0f}] "
                      f"| {_fmt_acc(cls('csl', model, 'canonical'))} [100] |")
+        for sel in ("error", "loss"):
+            aug = cls("exp", model, "canonical", train_frame="spectral", select=sel)
+            if aug is None:
+                continue
+            lines.append(f"| {LABEL[model]} | canonical (ours), trained on sampled spectral orders, selection on "
+                         f"validation {sel} | as canonical (untrained) | as canonical | as canonical "
+                         f"| **{_fmt_acc(aug, True)}** [{a:.0f}] "
+                         f"| {_fmt_acc(cls('csl', model, 'canonical', train_frame='spectral', select=sel))} |")
     lines += ["", "### Separation runs", "",
               "| data set | model | frames / averaging | seeds | undistinguished | calibrated | fp mean / max / any seed | max copy distance | wall time |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -281,14 +382,18 @@ def write_table(cache: Path, epochs: int, cmd: str) -> Path:
             lines.append(f"| {LABEL[m]} | {sens[m]['mean_abs_embedding']:.3f} | "
                          + " | ".join(str(v) for v in sens[m]["undistinguished"]) + " |")
     lines += ["", "### Classification runs", "",
-              "| data set | model | frames | epochs | runs (fold x seed) | test acc % | best val epochs | wall time |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| data set | model | frames (eval; training if different) | epochs | runs (fold x seed) | test acc % "
+              "(mean ± std, min) | per run | best val epochs | relabelled test copies: max abs logit change / "
+              "prediction agreement | wall time (per run) | job |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, r in res.items():
         if not key.startswith("cls-"):
             continue
         best = ", ".join(str(x["best_epoch"]) for x in r["runs"])
-        lines.append(f"| {r['dataset']} | {LABEL[r['model']]} | {r['frame'] or 'none'} | {r['epochs']} | {len(r['runs'])} "
-                     f"| {_fmt_acc(r)} | {best} | {r['wall_time_s']:.0f} s |")
+        per = ", ".join(f"{100 * x['test_accuracy']:.1f}" for x in r["runs"])
+        per_run = ", ".join(f"{x['wall_time_s']:.0f}" for x in r["runs"])
+        lines.append(f"| {r['dataset']} | {LABEL[r['model']]} | {_frames_cell(r)} | {r['epochs']} | {len(r['runs'])} "
+                     f"| {_fmt_acc(r)} | {per} | {best} | {_fmt_inv(r)} | {r['wall_time_s']:.0f} s ({per_run}) | `{key}` |")
     lines += ["", NOTES.format(epochs=epochs)]
     return write_result("graphs", "Expressive power: graph8c, EXP, SR25 separation; EXP-classify, CSL", "\n".join(lines), cmd)
 
@@ -375,7 +480,15 @@ def main() -> int:
     ap.add_argument("--cache", default=None, help="directory of per-job JSON results")
     ap.add_argument("--runs", default=None, help="training run directories (default: CACHE/runs)")
     ap.add_argument("--data-dir", default=None, help="directory of exp_graphsat.npz and sr251256.g6")
+    ap.add_argument("--only", nargs="+", default=None, metavar="JOB",
+                    help="run only these jobs (ids as in the cache, e.g. cls-exp-fa-mlp-canonical-trainspectral)")
     args = ap.parse_args()
+    if args.only:
+        known = {_cls_id(d, m, f, o) for d, m, f, o in CLASSIFY_JOBS}
+        known |= {_job_id("sep", d, m, f, o.get("tag", "")) for d, m, f, _, o in SEPARATION_JOBS}
+        unknown = sorted(set(args.only) - known)
+        if unknown:
+            ap.error(f"--only: unknown job(s) {unknown}; known: {sorted(known)}")
     torch.set_num_threads(args.threads)
     cache = Path(args.cache or Path(tempfile.gettempdir()) / ("equiframe-bench-graphs" + ("-quick" if args.quick else "")))
     cache.mkdir(parents=True, exist_ok=True)
@@ -384,11 +497,12 @@ def main() -> int:
     if not args.collect:
         if args.part in ("all", "separation"):
             run_references(cache, data_dir)
-            run_separation(cache, data_dir, args.quick)
+            run_separation(cache, data_dir, args.quick, args.only)
             run_eps_followup(cache, data_dir, args.quick)
             run_threshold_sensitivity(cache, args.quick)
         if args.part in ("all", "classify"):
-            run_classify(cache, data_dir, args.quick, args.epochs, Path(args.runs or cache / "runs"))
+            run_classify(cache, data_dir, args.quick, args.epochs, Path(args.runs or cache / "runs"), args.only)
+            run_invariance(cache, args.only)
     print(f"total {time.perf_counter() - t0:.0f} s; {machine()}", flush=True)
     if not args.quick:
         write_table(cache, args.epochs, command_line())

@@ -16,6 +16,7 @@ from equiframe.experiments.graphs import (
     csl_folds,
     separate,
     undistinguished_pairs,
+    with_degree,
 )
 
 
@@ -183,3 +184,16 @@ def test_classify_runs_through_the_shared_loop(tmp_path):
     res = classify("csl", "fa-gin-id", 2, folds=[0], out=tmp_path, hidden=16, layers=2, batch_size=30)
     assert len(res["runs"]) == 1 and 0.0 <= res["test_accuracy_mean"] <= 1.0
     assert (tmp_path / "graphs" / "csl-fa-gin-id-spectral-fold0" / "seed0" / "metrics.json").is_file()
+
+
+def test_degree_node_features():
+    graphs = known_set()
+    g2 = with_degree(graphs)
+    assert g2[0].x.shape == (6, 2) and g2[0].x[:, 1].tolist() == [3.0] * 6  # K_{3,3}
+    assert g2[4].x[:, 1].tolist() == [1.0, 2.0, 2.0, 2.0, 2.0, 1.0]  # P_6
+    assert graphs[0].x.shape == (6, 1)  # the input is not modified
+    res = separate("graph8c", "gcn", 2, graphs=graphs, pairs=None, node_features="degree")
+    assert res["model_config"]["node_features"] == "degree" and res["fp_rate_any_seed"] == 0.0
+    assert res["undistinguished"] == 2  # degree is 1-WL information: the two regular pairs stay together
+    with pytest.raises(ValueError, match="node_features"):
+        separate("graph8c", "gcn", 1, graphs=graphs, node_features="deg")

@@ -57,6 +57,7 @@ __all__ = [
     "csl_folds",
     "default_data_dir",
     "embed_graphs",
+    "with_degree",
     "load_separation_graphs",
     "relabelled_copies",
     "separate",
@@ -68,6 +69,8 @@ ClassifyDataset = Literal["exp", "csl"]
 SEPARATION_DATASETS: tuple[str, ...] = get_args(SeparationDataset)
 CLASSIFY_DATASETS: tuple[str, ...] = get_args(ClassifyDataset)
 Dtype = Literal["float32", "float64"]
+NodeFeatures = Literal["default", "degree"]
+SelectMetric = Literal["error", "loss"]
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: Published results (recalled; FA paper Table 3 and the works it cites): undistinguished graph8c pairs,
@@ -135,6 +138,27 @@ def relabelled_copies(graphs: Sequence[Any], generator: torch.Generator) -> list
         perm = torch.randperm(g.num_nodes, generator=generator)
         ei, x = permute_graph(g.edge_index, perm, g.x)
         d = Data(edge_index=ei, x=x, num_nodes=g.num_nodes)
+        if getattr(g, "y", None) is not None:
+            d.y = g.y
+        out.append(d)
+    return out
+
+
+def with_degree(graphs: Sequence[Any]) -> list[Any]:
+    """Copies of the graphs with the node degree appended to the node features: ``x' = [x, deg]``.
+
+    The input of the GNN-ML code (Balcilar et al., 2021) behind the published GCN / GIN / ChebNet
+    separation counts (there ``x = [1, deg]``); relabelling-equivariant, so invariance is unaffected.
+
+    Shapes:
+        per graph: x ``[n, F]``, edge_index ``[2, E]`` -> x' ``[n, F + 1]``
+    """
+    from torch_geometric.data import Data  # noqa: PLC0415
+
+    out = []
+    for g in graphs:
+        deg = torch.bincount(g.edge_index[0], minlength=g.num_nodes).to(g.x.dtype)[:, None]
+        d = Data(x=torch.cat([g.x, deg], 1), edge_index=g.edge_index, num_nodes=g.num_nodes)
         if getattr(g, "y", None) is not None:
             d.y = g.y
         out.append(d)
@@ -285,6 +309,7 @@ def separate(
     relabel_seed: int = 12345,
     max_states: int = 20_000,
     gin_eps: float = 0.0,
+    node_features: NodeFeatures = "default",
     graphs: Sequence[Any] | None = None,
     pairs: Tensor | None | Literal["default"] = "default",
     progress: bool = False,
@@ -311,6 +336,9 @@ def separate(
         relabel_seed: seed of the relabelling permutations.
         max_states: canonical-frame search budget per graph.
         gin_eps: initial GIN ``epsilon`` (FA-GIN+ID, GIN); PyG's default 0.
+        node_features: ``"default"`` (the data set's features: EXP node types, else ones) or ``"degree"``
+            (the node degree appended, :func:`with_degree`: the input of the code behind the published
+            GCN / GIN counts).
         graphs: use these graphs (PyG ``Data`` with ``x``) instead of a named data set (e.g. in tests).
         pairs: ``[P, 2]`` pairs to test, ``None`` for all pairs, ``"default"``: the data set's pairs
             (EXP consecutive pairs, else all pairs).
@@ -336,9 +364,11 @@ def separate(
         raise ValueError(f"seeds: expected a positive integer, got {seeds!r}")
     t0 = time.perf_counter()
     tdt = _DTYPES[dtype]
+    if node_features not in get_args(NodeFeatures):
+        raise ValueError(f"node_features: expected one of {get_args(NodeFeatures)}, got {node_features!r}")
     if graphs is None:
         graphs = load_separation_graphs(dataset, data_dir)
-    graphs = list(graphs)
+    graphs = list(graphs) if node_features == "default" else with_degree(graphs)
     if len(graphs) < 2:
         raise ValueError(f"graphs: need at least 2 graphs, got {len(graphs)}")
     G = len(graphs)
@@ -407,7 +437,7 @@ def separate(
                        "max_states_visited": max(kinfo["canonical_max_states"], cinfo.get("canonical_max_states", 0)),
                        "max_states": max_states} if with_keys else None),
         "model_config": {"hidden": hidden, "layers": layers, "out_dim": out_dim, "dtype": dtype, "n_max": n_max,
-                         "gin_eps": gin_eps},
+                         "gin_eps": gin_eps, "node_features": node_features},
         "time_prepare_s": t_prep, "time_embed_s": t_embed, "wall_time_s": time.perf_counter() - t0,
         "machine": _machine(),
     }
@@ -443,7 +473,11 @@ class GraphClassificationConfig:
     Attributes:
         dataset: ``"exp"`` (fixed split) or ``"csl"`` (5-fold CV, see :func:`csl_folds`).
         model: ``"fa-mlp"``, ``"fa-gin-id"``, ``"gin"``, ``"gcn"``.
-        frame: FA frames (``"spectral"`` or ``"canonical"``).
+        frame: FA frames (``"spectral"`` or ``"canonical"``) of evaluation (and of training by default).
+        train_frame: FA frames while training; ``None`` = ``frame``. ``frame="canonical",
+            train_frame="spectral"`` trains on sampled spectral-frame orders (augmentation over the frame)
+            and evaluates with the exact, single-element canonical frame (see
+            :class:`~equiframe.models.graphs.FAGraphModel`).
         fold: CSL test fold ``0..4`` (EXP: 0).
         hidden, layers: model size.
         max_size: evaluation: frames up to this size are averaged exactly, larger ones sampled.
@@ -451,11 +485,17 @@ class GraphClassificationConfig:
         dtype: ``"float32"`` / ``"float64"``.
         data_dir: directory of ``exp_graphsat.npz`` (default ``$EQUIFRAME_DATA``).
         max_states: canonical-frame search budget.
+        select: validation metric of model selection (lower is better; the test accuracy is reported at
+            the selected epoch): ``"error"`` (the first epoch with the lowest validation error) or
+            ``"loss"`` (the lowest validation cross-entropy, as in the FA paper's code). With sampled
+            training frames the validation error fluctuates between epochs and often first reaches its
+            minimum at an early, not yet converged epoch; the loss ranks the converged epochs.
     """
 
     dataset: ClassifyDataset = "exp"
     model: GraphModelName = "fa-gin-id"
     frame: FrameKind = "spectral"
+    train_frame: FrameKind | None = None
     fold: int = 0
     hidden: int = 64
     layers: int = 3
@@ -464,6 +504,7 @@ class GraphClassificationConfig:
     dtype: Dtype = "float32"
     data_dir: str | None = None
     max_states: int = 20_000
+    select: SelectMetric = "error"
 
     def __post_init__(self) -> None:
         if self.dataset not in CLASSIFY_DATASETS:
@@ -472,8 +513,12 @@ class GraphClassificationConfig:
             raise ValueError(f"model: expected one of {GRAPH_MODEL_NAMES}, got {self.model!r}")
         if self.frame not in get_args(FrameKind):
             raise ValueError(f"frame: expected one of {get_args(FrameKind)}, got {self.frame!r}")
+        if self.train_frame is not None and self.train_frame not in get_args(FrameKind):
+            raise ValueError(f"train_frame: expected None or one of {get_args(FrameKind)}, got {self.train_frame!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
+        if self.select not in get_args(SelectMetric):
+            raise ValueError(f"select: expected one of {get_args(SelectMetric)}, got {self.select!r}")
         nfolds = 5 if self.dataset == "csl" else 1
         if isinstance(self.fold, bool) or not isinstance(self.fold, int) or not 0 <= self.fold < nfolds:
             raise ValueError(f"fold: expected an integer in [0, {nfolds}) for {self.dataset}, got {self.fold!r}")
@@ -508,6 +553,9 @@ class _GraphList(torch.utils.data.Dataset):
 class GraphClassificationExperiment(Experiment):
     """EXP-classify / CSL for :mod:`equiframe.train` (metric: classification error, lower is better).
 
+    The model-selection metric of an instance is ``config.select`` (``metric`` of the instance; the class
+    attribute ``"error"`` is the metric reports show).
+
     Batches are dicts: ``x`` ``[N, F]``, ``edge_index``, ``batch``, ``y`` ``[B]``, ``key`` (canonical
     frames: precomputed canonical node keys), ``num_graphs``.
     """
@@ -526,14 +574,20 @@ class GraphClassificationExperiment(Experiment):
         if not isinstance(config, GraphClassificationConfig):
             raise TypeError(f"config: expected a GraphClassificationConfig, got {type(config).__name__}")
         self.config = config
+        self.metric = config.select  # selection metric of the training loop (instance level)
         self._graphs: list[Any] | None = None
         self._splits: dict[str, _GraphList] = {}
 
     @property
     def run_name(self) -> str:
         c = self.config
-        fr = f"-{c.frame}" if c.model.startswith("fa-") else ""
-        return f"{c.dataset}-{c.model}{fr}-fold{c.fold}"
+        fr = ""
+        if c.model.startswith("fa-"):
+            fr = f"-{c.frame}"
+            if c.train_frame not in (None, c.frame):
+                fr += f"-train{c.train_frame}"
+        sel = "-selloss" if c.select == "loss" else ""
+        return f"{c.dataset}-{c.model}{fr}{sel}-fold{c.fold}"
 
     def to_dict(self) -> dict[str, Any]:
         return self.config.to_dict()
@@ -544,6 +598,7 @@ class GraphClassificationExperiment(Experiment):
 
     def describe(self) -> dict[str, Any]:
         return {"dataset": self.config.dataset, "model": self.config.model, "frame": self.config.frame,
+                "train_frame": self.config.train_frame or self.config.frame,
                 "fold": self.config.fold, **{f"n_{k}": len(self.dataset(k)) for k in ("train", "valid", "test")}}
 
     # ------------------------------------------------------------------ data
@@ -551,7 +606,7 @@ class GraphClassificationExperiment(Experiment):
         if self._graphs is None:
             c = self.config
             graphs = list(load_separation_graphs(c.dataset, c.data_dir))
-            if c.model.startswith("fa-") and c.frame == "canonical":
+            if c.model.startswith("fa-") and "canonical" in (c.frame, c.train_frame):
                 from torch_geometric.data import Batch  # noqa: PLC0415
 
                 for i in range(0, len(graphs), 1024):
@@ -608,7 +663,7 @@ class GraphClassificationExperiment(Experiment):
         gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))  # from the loop's seeded RNG
         in_dim = self._all_graphs()[0].x.shape[1]
         model = build_graph_model(c.model, in_dim=in_dim, n_max=self.n_max, hidden=c.hidden, layers=c.layers,
-                                  out_dim=self.num_classes, frame=c.frame, mode="stochastic", max_size=c.max_size,
+                                  out_dim=self.num_classes, frame=c.frame, train_frame=c.train_frame, mode="stochastic", max_size=c.max_size,
                                   n_samples=c.n_samples, generator=gen, max_states=c.max_states)
         return model.to(_DTYPES[c.dtype])
 
@@ -626,6 +681,39 @@ class GraphClassificationExperiment(Experiment):
         ce = float(nn.functional.cross_entropy(logits, batch["y"], reduction="sum"))
         return {"error": (n - correct, n), "accuracy": (correct, n), "loss": (ce, n)}
 
+    @torch.no_grad()
+    def diagnostics(self, model: nn.Module, device: torch.device, *, relabel_seed: int = 12345,
+                    batch_size: int = 32) -> dict[str, Any]:
+        """Invariance of the trained model on the test split: every test graph against a randomly relabelled
+        copy (:func:`relabelled_copies`, generator seeded ``relabel_seed``), in evaluation mode.
+
+        .. math::  \\Delta = \\max_{G \\in \\mathrm{test}} \\lVert f(G) - f(PG) \\rVert_\\infty
+
+        Exactly invariant models (GIN, GCN, canonical frames, exactly averaged frames) give ``Delta`` at
+        float rounding level and identical predictions; sampled frames do not. Canonical keys of the copies
+        are computed on the fly (their own search, independent of the originals').
+
+        Returns:
+            ``{"relabel_max_abs_logit_diff", "relabel_prediction_agreement", "relabel_test_accuracy",
+            "relabel_graphs"}``.
+        """
+        was_training = model.training
+        model.eval()
+        graphs = list(self.dataset("test"))
+        copies = relabelled_copies(graphs, torch.Generator().manual_seed(relabel_seed))
+        diff, agree, correct = 0.0, 0, 0
+        for i in range(0, len(graphs), batch_size):
+            a = self.to_device(self.collate(graphs[i : i + batch_size]), device)
+            b = self.to_device(self.collate(copies[i : i + batch_size]), device)
+            la, lb = self.logits(model, a), self.logits(model, b)
+            diff = max(diff, float((la - lb).abs().max()))
+            agree += int((la.argmax(-1) == lb.argmax(-1)).sum())
+            correct += int((lb.argmax(-1) == b["y"]).sum())
+        model.train(was_training)
+        n = len(graphs)
+        return {"relabel_max_abs_logit_diff": diff, "relabel_prediction_agreement": agree / n,
+                "relabel_test_accuracy": correct / n, "relabel_graphs": n}
+
 
 def classify(
     dataset: ClassifyDataset,
@@ -633,9 +721,12 @@ def classify(
     epochs: int = 199,
     *,
     frame: FrameKind = "spectral",
+    train_frame: FrameKind | None = None,
+    select: SelectMetric = "error",
     seeds: Sequence[int] = (0,),
     folds: Sequence[int] | None = None,
     lr: float = 1e-3,
+    weight_decay: float = 0.0,
     batch_size: int = 32,
     hidden: int = 64,
     layers: int = 3,
@@ -654,37 +745,48 @@ def classify(
     """Train and test a graph classifier with the shared loop (:func:`equiframe.train.fit`).
 
     EXP: one split (train 400-1199, valid 0-199, test 200-399). CSL: folds ``0..4`` by default (test fold
-    ``k``, validation fold ``k+1 mod 5``). Adam (lr ``lr``, weight decay 0), cross-entropy, model selection
-    on the validation error; runs are written to ``out/graphs/<dataset>-<model>[-frame]-fold<k>/seed<s>/``.
+    ``k``, validation fold ``k+1 mod 5``). Adam (lr ``lr``, weight decay ``weight_decay``, default 0),
+    cross-entropy, model selection on the validation ``select`` metric (``"error"`` or ``"loss"``, see
+    :class:`GraphClassificationConfig`); runs are written to
+    ``out/graphs/<dataset>-<model>[-frame[-train<train_frame>]][-selloss]-fold<k>/seed<s>/``.
+
+    FA models train with ``n_samples`` sampled elements per graph of the ``train_frame`` (default: ``frame``)
+    and evaluate with ``frame``: exact averages up to ``max_size`` elements, ``n_samples`` samples above
+    (canonical frames: always exact, one element). ``frame="canonical", train_frame="spectral"`` =
+    augmentation over the spectral frame in training, exactly invariant evaluation.
 
     Returns:
         ``{"test_accuracy_mean", "test_accuracy_std", "runs": [{fold, seed, test_accuracy, best_epoch,
-        wall_time_s, ...}], ...}`` (accuracies in [0, 1]).
+        wall_time_s, invariance, ...}], ...}`` (accuracies in [0, 1]; ``invariance``: the best model on
+        relabelled copies of the test graphs, see :meth:`GraphClassificationExperiment.diagnostics`).
     """
     if dataset not in CLASSIFY_DATASETS:
         raise ValueError(f"dataset: expected one of {CLASSIFY_DATASETS}, got {dataset!r}")
     if folds is None:
         folds = range(5) if dataset == "csl" else (0,)
     t0 = time.perf_counter()
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, optim=OptimConfig(lr=lr, weight_decay=0.0),
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, optim=OptimConfig(lr=lr, weight_decay=weight_decay),
                       seeds=tuple(seeds), eval_every=eval_every, checkpoint_every=max(10, epochs), out=str(out),
                       overwrite=overwrite, resume=resume, quiet=quiet, threads=threads, device=device,
-                      diagnostics=False)
+                      diagnostics=True)
     runs = []
     for fold in folds:
         exp = GraphClassificationExperiment(GraphClassificationConfig(
-            dataset=dataset, model=model, frame=frame, fold=int(fold), hidden=hidden, layers=layers,
+            dataset=dataset, model=model, frame=frame, train_frame=train_frame, select=select, fold=int(fold), hidden=hidden, layers=layers,
             max_size=max_size, n_samples=n_samples, dtype=dtype, data_dir=None if data_dir is None else str(data_dir)))
         for seed in cfg.seeds:
             r = fit(exp, cfg, seed)
             m = r.metrics
             runs.append({"fold": int(fold), "seed": seed, "test_accuracy": m["test"]["accuracy"],
                          "best_val_accuracy": m["best_val"].get("accuracy"), "best_epoch": m["best_epoch"],
-                         "epochs_run": m["epochs_run"], "wall_time_s": m["wall_time_s"], "run_dir": str(r.run_dir)})
+                         "epochs_run": m["epochs_run"], "wall_time_s": m["wall_time_s"], "run_dir": str(r.run_dir),
+                         "invariance": m.get("diagnostics") or None})
     accs = [r["test_accuracy"] for r in runs]
     return {
-        "dataset": dataset, "model": model, "frame": frame if model.startswith("fa-") else None, "epochs": epochs,
-        "lr": lr, "batch_size": batch_size, "n_samples": n_samples, "max_size": max_size,
+        "dataset": dataset, "model": model, "frame": frame if model.startswith("fa-") else None,
+        "train_frame": (train_frame or frame) if model.startswith("fa-") else None, "select": select,
+        "epochs": epochs,
+        "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "n_samples": n_samples, "max_size": max_size,
         "test_accuracy_mean": statistics.fmean(accs), "test_accuracy_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
         "runs": runs, "wall_time_s": time.perf_counter() - t0, "machine": _machine(),
     }
@@ -704,7 +806,8 @@ def _cmd_separate(args: argparse.Namespace) -> int:
     res = separate(args.dataset, args.model, args.seeds, threshold=args.threshold, frame=args.frame,
                    max_size=args.max_size, n_samples=args.n_samples, hidden=args.hidden, layers=args.layers,
                    out_dim=args.out_dim, dtype=args.dtype, batch_size=args.batch_size, data_dir=args.data_dir,
-                   false_positives=not args.no_false_positives, progress=not args.quiet, gin_eps=args.gin_eps)
+                   false_positives=not args.no_false_positives, progress=not args.quiet, gin_eps=args.gin_eps,
+                   node_features=args.node_features)
     if args.json:
         print(json.dumps(res, indent=2))
     else:
@@ -721,15 +824,18 @@ def _cmd_separate(args: argparse.Namespace) -> int:
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    res = classify(args.dataset, args.model, args.epochs, frame=args.frame, seeds=args.seeds, folds=args.folds,
-                   lr=args.lr, batch_size=args.batch_size, hidden=args.hidden, layers=args.layers,
-                   max_size=args.max_size, n_samples=args.n_samples, dtype=args.dtype, data_dir=args.data_dir,
+    res = classify(args.dataset, args.model, args.epochs, frame=args.frame, train_frame=args.train_frame,
+                   select=args.select, seeds=args.seeds, folds=args.folds, lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size, hidden=args.hidden,
+                   layers=args.layers, max_size=args.max_size, n_samples=args.n_samples, dtype=args.dtype, data_dir=args.data_dir,
                    out=args.out, eval_every=args.eval_every, overwrite=args.overwrite, resume=args.resume,
                    quiet=args.quiet, threads=args.threads, device=args.device)
     if args.json:
         print(json.dumps(res, indent=2))
     else:
-        print(f"{res['dataset']} {res['model']}{'/' + res['frame'] if res['frame'] else ''}: test accuracy "
+        fr = ""
+        if res["frame"]:
+            fr = "/" + res["frame"] + (f" (trained on {res['train_frame']})" if res["train_frame"] != res["frame"] else "")
+        print(f"{res['dataset']} {res['model']}{fr}: test accuracy "
               f"{100 * res['test_accuracy_mean']:.1f} ± {100 * res['test_accuracy_std']:.1f} % "
               f"({len(res['runs'])} runs, {res['epochs']} epochs, {res['wall_time_s']:.0f} s)")
     return 0
@@ -771,6 +877,8 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     sp.add_argument("--out-dim", type=_pos_int, default=10, help="embedding size")
     sp.add_argument("--batch-size", type=_pos_int, default=None, help="graphs per forward pass (None: 2048 for FA on graph8c, 4096 else)")
     sp.add_argument("--gin-eps", type=float, default=0.0, help="initial GIN epsilon (FA-GIN+ID, GIN)")
+    sp.add_argument("--node-features", choices=get_args(NodeFeatures), default="default",
+                    help="node features: the data set's (EXP node types, else ones) or with the degree appended")
     sp.add_argument("--no-false-positives", action="store_true", help="skip the relabelled-copy check")
     sp.set_defaults(func=_cmd_separate)
 
@@ -778,10 +886,17 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
                          help="train and test on EXP-classify or CSL (5-fold CV) with the shared training loop")
     cp.add_argument("--dataset", choices=CLASSIFY_DATASETS, required=True, help="data set")
     common(cp)
+    cp.add_argument("--train-frame", choices=get_args(FrameKind), default=None,
+                    help="FA frames while training (None: --frame); '--frame canonical --train-frame spectral' "
+                         "trains on sampled spectral orders and evaluates with the exact canonical frame")
+    cp.add_argument("--select", choices=get_args(SelectMetric), default="error",
+                    help="validation metric of model selection: error (first epoch of the lowest error) or loss "
+                         "(lowest cross-entropy, as the FA paper's code)")
     cp.add_argument("--epochs", type=_pos_int, default=199, help="epochs")
     cp.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds")
     cp.add_argument("--folds", type=int, nargs="+", default=None, help="CSL folds (None: all 5)")
     cp.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    cp.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay")
     cp.add_argument("--batch-size", type=_pos_int, default=32, help="batch size")
     cp.add_argument("--max-size", type=_pos_int, default=1024, help="evaluation: largest frame averaged exactly")
     cp.add_argument("--eval-every", type=_pos_int, default=1, help="validate every N epochs")

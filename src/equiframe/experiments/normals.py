@@ -19,10 +19,13 @@ in its diagnostics, so the three columns need two trainings.
 Protocol: Adam 1e-3, batch 32. The default size (8000 / 2000 shapes) is the paper's; CPU
 benchmarks use a reduced :class:`NormalsExperimentConfig` (stated in their reports).
 
-Limitation of the shared loop: :mod:`equiframe.train` has no per-epoch hook to call
-:meth:`NormalsDataset.set_epoch`, so :class:`FreshPoints` keeps a per-shape draw counter instead
-(draw ``e`` of shape ``i`` = epoch ``e`` with the loop's one-pass-per-epoch sampler). A resumed run
-therefore restarts the counters and draws other points than an uninterrupted run would.
+Fresh points: the loop calls :meth:`NormalsExperiment.set_epoch` before every epoch, which selects
+the points of that epoch (:meth:`NormalsDataset.set_epoch`): a resumed run draws exactly the points
+an uninterrupted run would.
+
+Model options (see :mod:`equiframe.models.normals`): ``features`` (typed local-geometry input of the
+global models; default ``"pca"``), ``head`` (the local-frame models' normal head; default
+``"wlsq"``, a learned reweighted plane fit started at the k-NN PCA normal).
 """
 
 from __future__ import annotations
@@ -39,7 +42,16 @@ import torch
 from torch import Tensor, nn
 
 from ..datasets.shapes import NormalsDataset, ShapesConfig, angular_error_deg, build_shapes, normal_loss
-from ..models.normals import NORMALS_MODELS, FAMode, FrameKind, NormalsModelName, build_normals_model
+from ..models.normals import (
+    NORMALS_MODELS,
+    FAMode,
+    FrameKind,
+    GlobalOutput,
+    Head,
+    LocalFeatures,
+    NormalsModelName,
+    build_normals_model,
+)
 from ..testing import equivariance_error
 from ..train import Experiment
 
@@ -89,9 +101,17 @@ class NormalsExperimentConfig:
         noise: position noise (fraction of the bounding-box diagonal).
         data_seed: seed of the shape generation and point sampling.
         hidden: MLP width of the models.
-        k: neighbourhood of DGCNN / FA-Local-PointNet.
+        k: neighbourhood of the (FA-)DGCNN graphs.
         fa_mode: frame mode of the FA models.
-        hidden_reps, tf_frames, tf_layers, tf_k: TF-PointNet++ options.
+        features: typed local-geometry input of the global models (PointNet, DGCNN, FA-*):
+            ``"none"``, ``"cov"`` or ``"pca"`` (default; see :mod:`equiframe.models.normals`).
+        feature_k: neighbourhood of those features.
+        output: output head of the global models: ``"vector"``, ``"line"`` (default: an order-2 tensor
+            whose dominant eigenvector is the normal) or ``"line-residual"``.
+        head: normal head of the local-frame models (``None``: the model's default, ``"wlsq"`` with
+            PCA frames).
+        local_k: neighbourhood of FA-Local-PointNet.
+        hidden_reps, tf_frames, tf_local_layers, tf_ratios, tf_k: TF-PointNet++ options.
         dgcnn_layers: EdgeConv layers.
         baseline_k: neighbourhood of the k-NN PCA baseline.
         dtype: data and model dtype.
@@ -110,9 +130,15 @@ class NormalsExperimentConfig:
     hidden: int = 64
     k: int = 20
     fa_mode: FAMode = "all"
+    features: LocalFeatures = "pca"
+    feature_k: int = 16
+    output: GlobalOutput = "line"
+    head: Head | None = None
+    local_k: int = 16
     hidden_reps: str = "32x0n+8x1n"
     tf_frames: FrameKind = "pca"
-    tf_layers: int = 3
+    tf_local_layers: int = 2
+    tf_ratios: tuple[float, ...] = (0.25, 0.25)
     tf_k: int = 16
     dgcnn_layers: int = 3
     baseline_k: int = 16
@@ -124,8 +150,8 @@ class NormalsExperimentConfig:
         if self.model not in NORMALS_MODELS:
             raise ValueError(f"model: expected one of {NORMALS_MODELS}, got {self.model!r}")
         setting_rotations(self.setting)
-        for name in ("n_train", "n_valid", "n_test", "n_points", "hidden", "k", "tf_layers", "tf_k", "dgcnn_layers",
-                     "baseline_k"):
+        for name in ("n_train", "n_valid", "n_test", "n_points", "hidden", "k", "feature_k", "local_k",
+                     "tf_local_layers", "tf_k", "dgcnn_layers", "baseline_k"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {v!r}")
@@ -135,14 +161,25 @@ class NormalsExperimentConfig:
                 raise ValueError(f"{name}: expected an integer >= 0, got {v!r}")
         if self.fa_mode not in get_args(FAMode):
             raise ValueError(f"fa_mode: expected one of {get_args(FAMode)}, got {self.fa_mode!r}")
+        if self.features not in get_args(LocalFeatures):
+            raise ValueError(f"features: expected one of {get_args(LocalFeatures)}, got {self.features!r}")
+        if self.output not in get_args(GlobalOutput):
+            raise ValueError(f"output: expected one of {get_args(GlobalOutput)}, got {self.output!r}")
+        if self.head is not None and self.head not in get_args(Head):
+            raise ValueError(f"head: expected None or one of {get_args(Head)}, got {self.head!r}")
+        ratios = tuple(self.tf_ratios)
+        if any(isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < 1 for r in ratios):
+            raise ValueError(f"tf_ratios: expected fractions in (0, 1), got {self.tf_ratios!r}")
+        object.__setattr__(self, "tf_ratios", tuple(float(r) for r in ratios))
         if self.tf_frames not in get_args(FrameKind):
             raise ValueError(f"tf_frames: expected one of {get_args(FrameKind)}, got {self.tf_frames!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
         if not (isinstance(self.noise, (int, float)) and math.isfinite(self.noise) and self.noise >= 0):
             raise ValueError(f"noise: expected a finite number >= 0, got {self.noise!r}")
-        if max(self.k, self.tf_k, self.baseline_k) >= self.n_points:
-            raise ValueError(f"n_points: {self.n_points} points cannot have k = {max(self.k, self.tf_k, self.baseline_k)} neighbours")
+        kmax = max(self.k, self.tf_k, self.baseline_k, self.feature_k, self.local_k)
+        if kmax >= self.n_points:
+            raise ValueError(f"n_points: {self.n_points} points cannot have k = {kmax} neighbours")
 
     def shapes_config(self) -> ShapesConfig:
         """The :class:`ShapesConfig` of the meshes (train + valid shapes, test shapes)."""
@@ -150,35 +187,43 @@ class NormalsExperimentConfig:
                             seed=self.data_seed, noise=float(self.noise))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["tf_ratios"] = list(self.tf_ratios)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "NormalsExperimentConfig":
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"config: unknown normals options {sorted(unknown)}")
-        return cls(**dict(d))
+        d = dict(d)
+        if "tf_ratios" in d:
+            d["tf_ratios"] = tuple(d["tf_ratios"])
+        return cls(**d)
 
 
 class FreshPoints(torch.utils.data.Dataset):
-    """Shapes ``indices`` of a resampled :class:`NormalsDataset`, with new points at every draw.
+    """Shapes ``indices`` of a resampled :class:`NormalsDataset` with the points of the current epoch.
 
-    The ``e``-th access to shape ``i`` returns the points of epoch ``e``
-    (``dataset.set_epoch(e)``): with a sampler that visits every item once per epoch this is the
-    epoch's sample (see the module docstring for the resume caveat).
+    :meth:`set_epoch` (called by :meth:`NormalsExperiment.set_epoch` before every epoch of the
+    training loop) selects the draw: item ``i`` of epoch ``e`` is the same on a resumed run.
     """
 
     def __init__(self, dataset: NormalsDataset, indices: Sequence[int]):
         self.dataset = dataset
         self.indices = list(indices)
-        self.draws = [0] * len(self.indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self.dataset.epoch
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
-        self.dataset.set_epoch(self.draws[i])
-        self.draws[i] += 1
         return self.dataset[self.indices[i]]
 
 
@@ -206,8 +251,12 @@ class NormalsExperiment(Experiment):
     @property
     def run_name(self) -> str:
         c = self.config
-        extra = f"-{c.fa_mode}" if c.model.startswith("fa-") and c.model != "fa-local-pointnet" and c.fa_mode != "all" else ""
+        global_model = c.model in ("pointnet", "dgcnn", "fa-pointnet", "fa-dgcnn")
+        extra = f"-{c.fa_mode}" if c.model in ("fa-pointnet", "fa-dgcnn") and c.fa_mode != "all" else ""
+        extra += f"-feat{c.features}" if global_model and c.features != "pca" else ""
+        extra += f"-{c.output}" if global_model and c.output != "line" else ""
         extra += f"-{c.tf_frames}" if c.model == "tf-pointnet" and c.tf_frames != "pca" else ""
+        extra += f"-{c.head}" if c.head is not None and c.model in ("fa-local-pointnet", "tf-pointnet") else ""
         return f"{c.model}{extra}_{c.setting.replace('/', '-')}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -252,6 +301,12 @@ class NormalsExperiment(Experiment):
             self._datasets[split] = ds
         return self._datasets[split]
 
+    def set_epoch(self, epoch: int) -> None:
+        """Select the training points of ``epoch`` (fresh area-uniform samples every epoch)."""
+        ds = self.dataset("train")
+        if isinstance(ds, FreshPoints):
+            ds.set_epoch(epoch)
+
     def collate(self, items: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
         dt = self.torch_dtype
         return {"pos": torch.stack([it["pos"] for it in items]).to(dt),
@@ -264,9 +319,11 @@ class NormalsExperiment(Experiment):
     # ------------------------------------------------------------------ model, loss, metrics
     def build_model(self) -> nn.Module:
         c = self.config
-        model = build_normals_model(c.model, hidden=c.hidden, k=c.k, fa_mode=c.fa_mode, hidden_reps=c.hidden_reps,
-                                    tf_frames=c.tf_frames, tf_layers=c.tf_layers, tf_k=c.tf_k,
-                                    dgcnn_layers=c.dgcnn_layers, baseline_k=c.baseline_k)
+        model = build_normals_model(c.model, hidden=c.hidden, k=c.k, fa_mode=c.fa_mode, features=c.features,
+                                    feature_k=c.feature_k, output=c.output, head=c.head, local_k=c.local_k,
+                                    hidden_reps=c.hidden_reps,
+                                    tf_frames=c.tf_frames, tf_local_layers=c.tf_local_layers, tf_ratios=c.tf_ratios,
+                                    tf_k=c.tf_k, dgcnn_layers=c.dgcnn_layers, baseline_k=c.baseline_k)
         return model.to(self.torch_dtype)
 
     def loss(self, model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
@@ -278,7 +335,10 @@ class NormalsExperiment(Experiment):
 
     def diagnostics(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
         """Test metrics of the best model under both test rotations (an ``i/i`` run thereby also gives
-        ``i/so3``) and the float64 O(3) equivariance error (order-2 output ``n n^T``, sign-free)."""
+        ``i/so3``) and the float64 O(3) equivariance error of the line ``n n^T`` (sign-free) on two test
+        shapes (``equivariance_error_f64``; local PCA frames of planar CAD patches can be degenerate, so
+        local-frame models need not be at rounding level there) and on a generic random cloud
+        (``equivariance_error_f64_generic``)."""
         c = self.config
         if c.diagnostic_samples == 0:
             return {}
@@ -293,10 +353,15 @@ class NormalsExperiment(Experiment):
             m64 = self.build_model().to(device=device, dtype=torch.float64)
             m64.load_state_dict(model.state_dict())
             m64.eval()
-            pos = torch.stack([self.test_dataset("none")[i]["pos"] for i in range(min(2, c.n_test))]).double().to(device)
-            rep = equivariance_error(lambda pos: _outer(m64(pos)), {"pos": pos}, types={"pos": "pos"}, output="1x2n",
-                                     group="O(3)", generator=torch.Generator().manual_seed(0), n_trials=2)
-            out["equivariance_error_f64"] = rep.max_error
+            gen = torch.Generator().manual_seed(0)
+            shapes = torch.stack([self.test_dataset("none")[i]["pos"] for i in range(min(2, c.n_test))]).double()
+            # a generic cloud (anisotropic Gaussian): every global and local PCA spectrum is separated
+            generic = torch.randn(2, c.n_points, 3, generator=gen, dtype=torch.float64) * torch.tensor([1.0, 0.7, 0.4],
+                                                                                                  dtype=torch.float64)
+            for key, pos in (("equivariance_error_f64", shapes), ("equivariance_error_f64_generic", generic)):
+                rep = equivariance_error(lambda pos: _outer(m64(pos)), {"pos": pos.to(device)}, types={"pos": "pos"},
+                                         output="1x2n", group="O(3)", generator=gen, n_trials=2)
+                out[key] = rep.max_error
         model.train(was)
         return out
 
@@ -492,8 +557,16 @@ def add_cli(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser
     t.add_argument("--hidden", type=int, default=64)
     t.add_argument("--k", type=int, default=20)
     t.add_argument("--fa-mode", choices=get_args(FAMode), default="all")
+    t.add_argument("--features", choices=get_args(LocalFeatures), default="pca",
+                   help="typed local-geometry input of the global models (pointnet, dgcnn, fa-*)")
+    t.add_argument("--output", choices=get_args(GlobalOutput), default="line",
+                   help="output head of the global models")
+    t.add_argument("--head", choices=get_args(Head), default=None, help="normal head of the local-frame models")
+    t.add_argument("--local-k", type=int, default=16)
     t.add_argument("--hidden-reps", default="32x0n+8x1n")
     t.add_argument("--tf-frames", choices=get_args(FrameKind), default="pca")
+    t.add_argument("--tf-local-layers", type=int, default=2)
+    t.add_argument("--tf-ratios", type=float, nargs="*", default=[0.25, 0.25])
     t.add_argument("--dgcnn-layers", type=int, default=3)
     t.add_argument("--dtype", choices=tuple(_DTYPES), default="float32")
     t.add_argument("--out", default="runs")
@@ -522,8 +595,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = NormalsExperimentConfig(
         model=args.model, setting=args.setting, n_train=args.n_train, n_valid=args.n_valid, n_test=args.n_test,
         n_points=args.n_points, noise=args.noise, data_seed=args.data_seed, hidden=args.hidden, k=args.k,
-        fa_mode=args.fa_mode, hidden_reps=args.hidden_reps, tf_frames=args.tf_frames, dgcnn_layers=args.dgcnn_layers,
-        dtype=args.dtype, data_root=args.root, diagnostic_samples=args.n_test)
+        fa_mode=args.fa_mode, features=args.features, output=args.output, head=args.head, local_k=args.local_k,
+        hidden_reps=args.hidden_reps, tf_frames=args.tf_frames, tf_local_layers=args.tf_local_layers,
+        tf_ratios=tuple(args.tf_ratios), dgcnn_layers=args.dgcnn_layers, dtype=args.dtype, data_root=args.root,
+        diagnostic_samples=args.n_test)
     exp = NormalsExperiment(cfg)
     if args.model == "knn-pca":  # no parameters: evaluate only
         res = {rot: evaluate_model(exp.build_model(), exp.test_dataset(rot)) for rot in ("none", "so3")}

@@ -39,6 +39,14 @@ above; see the class docstring there). Two frame choices (``frame=``):
   exactly invariant single forward pass. Graphs whose search exceeds ``max_states`` keep the spectral
   frame (reported in :attr:`CanonicalLabels.ok`).
 
+``train_frame=`` (default: the same as ``frame``) picks the frame used while the module is in training
+mode. ``frame="canonical", train_frame="spectral"`` trains on sampled elements of the spectral frame
+(``n_samples`` uniform orders per graph and step: augmentation over the frame) and evaluates with the
+canonical frame. The canonical order is itself an element of the spectral frame (its keys refine the
+spectral blocks and the feature order), so training and evaluation draw from the same frame, and the
+evaluated model is still exactly invariant (one pass). Training on the canonical order alone sees one
+fixed order per graph and overfits within a few epochs (EXP-classify, see ``benchmarks/results/graphs.md``).
+
 Shapes (all models):
     x ``[N, F]``, edge_index ``[2, E]`` (both directions), batch ``[N]`` (sorted, ``B`` graphs),
     key ``[N]`` int64 (canonical frames only; computed when omitted) -> ``[B, out_dim]``.
@@ -261,7 +269,14 @@ class FAGraphModel(nn.Module):
         backbone: a module called as ``backbone(x=, edge_index=, batch=, key=?)`` on the folded batch (every
             copy's nodes in frame order) returning ``[C, out]``.
         frame: ``"spectral"`` (Laplacian keys, node features as tie-breakers) or ``"canonical"``
-            (spectral keys refined by a canonical labelling, :func:`canonical_keys`).
+            (spectral keys refined by a canonical labelling, :func:`canonical_keys`): the frame of
+            evaluation mode (and of training mode unless ``train_frame`` says otherwise).
+        train_frame: the frame used in training mode (``self.training``); ``None`` = ``frame``. With
+            ``frame="canonical", train_frame="spectral"`` training samples orders from the spectral frame
+            (augmentation over the frame; given keys are then ignored) and evaluation uses the canonical
+            order, which is an element of the same spectral frame: the evaluated model stays exactly
+            invariant. ``frame="spectral", train_frame="canonical"`` (train on the canonical element only)
+            is allowed for completeness.
         mode: FrameAveraging mode: ``"all"`` (exact up to ``max_size`` elements, ``n_samples`` samples above),
             ``"stochastic"`` (``n_samples`` samples per graph in training, ``"all"`` in eval) or ``"canonical"``.
         max_size: largest frame averaged exactly.
@@ -273,23 +288,34 @@ class FAGraphModel(nn.Module):
         x ``[N, F]``, edge_index ``[2, E]``, batch ``[N]`` (sorted), key ``[N]`` int64 -> ``[B, out]``
     """
 
-    def __init__(self, backbone: nn.Module, *, frame: FrameKind = "spectral", mode: FAMode = "all",
-                 max_size: int = 1024, n_samples: int = 1, generator: torch.Generator | None = None,
-                 max_states: int = 20_000):
+    def __init__(self, backbone: nn.Module, *, frame: FrameKind = "spectral", train_frame: FrameKind | None = None,
+                 mode: FAMode = "all", max_size: int = 1024, n_samples: int = 1,
+                 generator: torch.Generator | None = None, max_states: int = 20_000):
         super().__init__()
         if frame not in get_args(FrameKind):
             raise ValueError(f"frame: expected one of {get_args(FrameKind)}, got {frame!r}")
+        if train_frame is not None and train_frame not in get_args(FrameKind):
+            raise ValueError(f"train_frame: expected None or one of {get_args(FrameKind)}, got {train_frame!r}")
         _pos_int("max_size", max_size)
         _pos_int("n_samples", n_samples)
         _pos_int("max_states", max_states)
         self.frame_kind = frame
+        self.train_frame_kind: FrameKind = frame if train_frame is None else train_frame
         self.max_states = max_states
+        # the frame keys come from one declared input: "x" (spectral only) or "key", which carries the
+        # canonical positions (canonical frame) or the node features (spectral frame) in the active mode
+        self._keyed = "canonical" in (self.frame_kind, self.train_frame_kind)
         inputs = {"x": "scalar"}
-        if frame == "canonical":
+        if self._keyed:
             inputs["key"] = "scalar"
         self.fa = FrameAveraging(backbone, group="S_n", inputs=inputs, output="scalar", mode=mode,
-                                 n_samples=n_samples, frame_from="key" if frame == "canonical" else "x",
+                                 n_samples=n_samples, frame_from="key" if self._keyed else "x",
                                  generator=generator, max_size=max_size, eval_mode="all")
+
+    @property
+    def active_frame(self) -> FrameKind:
+        """The frame of the current mode: ``train_frame`` in training mode, ``frame`` in evaluation mode."""
+        return self.train_frame_kind if self.training else self.frame_kind
 
     @property
     def backbone(self) -> nn.Module:
@@ -303,7 +329,9 @@ class FAGraphModel(nn.Module):
                 *, return_frame: bool = False):
         batch = _check_graph_inputs(x, edge_index, batch)
         kw: dict[str, Tensor] = {"x": x, "edge_index": edge_index, "batch": batch}
-        if self.frame_kind == "canonical":
+        if self._keyed and self.active_frame == "spectral":
+            kw["key"] = x  # spectral frame: node features as the tie-breaking keys (as with frame_from="x")
+        elif self._keyed:
             if key is None:
                 key = canonical_keys(edge_index, batch=batch, x=x, max_states=self.max_states).keys
             if not isinstance(key, Tensor) or key.shape != (x.shape[0],) or key.is_floating_point():
@@ -322,6 +350,7 @@ def build_graph_model(
     layers: int = 3,
     out_dim: int = 10,
     frame: FrameKind = "spectral",
+    train_frame: FrameKind | None = None,
     mode: FAMode = "all",
     max_size: int = 1024,
     n_samples: int = 1,
@@ -337,15 +366,18 @@ def build_graph_model(
         n_max: largest graph (FA-MLP input size, FA-GIN+ID identifier size; unused by GIN/GCN).
         hidden: width; layers: hidden layers (FA-MLP: ``layers - 1``, at least 1) / message passing layers.
         out_dim: embedding size (number of classes for classification).
-        frame, mode, max_size, n_samples, generator, max_states: see :class:`FAGraphModel` (FA models only).
+        frame, train_frame, mode, max_size, n_samples, generator, max_states: see :class:`FAGraphModel`
+            (FA models only; ignored by GIN / GCN).
         gin_eps: initial ``epsilon`` of the GIN layers of FA-GIN+ID and GIN (see :class:`GINWithIDs`).
     """
     if name == "fa-mlp":
-        return FAGraphModel(AdjacencyMLP(in_dim, n_max, hidden, max(1, layers - 1), out_dim), frame=frame, mode=mode,
-                            max_size=max_size, n_samples=n_samples, generator=generator, max_states=max_states)
+        return FAGraphModel(AdjacencyMLP(in_dim, n_max, hidden, max(1, layers - 1), out_dim), frame=frame,
+                            train_frame=train_frame, mode=mode, max_size=max_size, n_samples=n_samples,
+                            generator=generator, max_states=max_states)
     if name == "fa-gin-id":
-        return FAGraphModel(GINWithIDs(in_dim, n_max, hidden, layers, out_dim, eps=gin_eps), frame=frame, mode=mode,
-                            max_size=max_size, n_samples=n_samples, generator=generator, max_states=max_states)
+        return FAGraphModel(GINWithIDs(in_dim, n_max, hidden, layers, out_dim, eps=gin_eps), frame=frame,
+                            train_frame=train_frame, mode=mode, max_size=max_size, n_samples=n_samples,
+                            generator=generator, max_states=max_states)
     if name in ("gin", "gcn"):
         return MessagePassingBaseline(name, in_dim, hidden, layers, out_dim, eps=gin_eps)
     raise ValueError(f"name: expected one of {GRAPH_MODEL_NAMES}, got {name!r}")
