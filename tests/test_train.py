@@ -260,3 +260,26 @@ def test_config_validation():
 def test_nonfinite_loss_is_an_error(tmp_path, data_root):
     with pytest.raises(FloatingPointError, match="loss"):
         fit(nbody(data_root, model="linear"), cfg(tmp_path, epochs=2, optim=OptimConfig(lr=1e30)), seed=0)
+
+
+def test_layerwise_fa_gnn_trains_and_is_equivariant(tmp_path, data_root):
+    res = fit(nbody(data_root, model="fa-gnn", fa_variant="layerwise", hidden=6, layers=2), cfg(tmp_path, epochs=1),
+              seed=0)
+    assert res.run_dir.parent.name == "fa-gnn-layerwise"
+    assert math.isfinite(res.metrics["test"]["mse"])
+    assert res.metrics["diagnostics"]["equivariance_error_f64"] < 1e-9
+
+
+def test_resume_fills_options_added_after_the_checkpoint(tmp_path, data_root):
+    """A checkpoint written before an experiment option existed resumes when the option has its default
+    value, and is refused when it does not."""
+    exp = nbody(data_root, model="fa-gnn")
+    fit(exp, cfg(tmp_path, epochs=1), seed=0)
+    path = tmp_path / "runs" / "nbody" / "fa-gnn" / "seed0" / CHECKPOINT
+    ckpt = torch.load(path, weights_only=False)
+    del ckpt["experiment"]["config"]["fa_variant"]  # as written by an older version
+    atomic_save(ckpt, path)
+    assert fit(nbody(data_root, model="fa-gnn"), cfg(tmp_path, epochs=2, resume=True), seed=0).metrics["epochs_run"] == 2
+    with pytest.raises(ValueError, match="fa_variant"):
+        fit(nbody(data_root, model="fa-gnn", fa_variant="layerwise"),
+            cfg(tmp_path, epochs=3, resume=True, name="fa-gnn"), seed=0)

@@ -74,7 +74,7 @@ def _experiment_from_args(args: argparse.Namespace):
         data=NBodyConfig(n_train=sims[0], n_valid=sims[1], n_test=sims[2], seed=args.data_seed),
         model=args.model, n_train=args.n_train or sims[0], n_valid=args.n_valid or sims[1],
         n_test=args.n_test or sims[2], hidden=args.hidden,
-        layers=args.layers, fa_mode=args.fa_mode, hidden_reps=args.hidden_reps, edge_distances=args.edge_distances,
+        layers=args.layers, fa_mode=args.fa_mode, fa_variant=args.fa_variant, hidden_reps=args.hidden_reps, edge_distances=args.edge_distances,
         dtype=args.dtype, data_root=args.data_root, egnn_npy=args.egnn_npy,
     )
     return NBodyExperiment(cfg)
@@ -282,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--layers", type=_positive_int, default=4, help="message passing layers")
     tn.add_argument("--fa-mode", choices=("all", "canonical", "stochastic"), default="all",
                     help="FA-GNN frame mode (all = the full 8-element E(3) frame)")
+    tn.add_argument("--fa-variant", choices=("input", "layerwise"), default="input",
+                    help="FA-GNN: input = the input's frame around the whole GNN; layerwise = frame averaging "
+                         "at every layer with latent frames (the FA paper's n-body code)")
     tn.add_argument("--hidden-reps", default="32x0n+8x1n", help="TF-GNN hidden feature type")
     tn.add_argument("--edge-distances", action="store_true", help="GNN/FA-GNN: add squared distances to edge features")
     tn.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="data and model precision")

@@ -602,8 +602,15 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _check_resumable(ckpt: Mapping[str, Any], experiment: Experiment, config: TrainConfig, seed: int) -> None:
-    if ckpt["experiment"] != {"name": experiment.name, "config": experiment.to_dict()}:
-        old, new = _flatten(ckpt["experiment"]["config"]), _flatten(experiment.to_dict())
+    stored = ckpt["experiment"]
+    if stored.get("name") == experiment.name:
+        # options added to the experiment after the checkpoint was written take their defaults
+        try:
+            stored = {"name": stored["name"], "config": type(experiment).from_dict(stored["config"]).to_dict()}
+        except (TypeError, ValueError):
+            pass
+    if stored != {"name": experiment.name, "config": experiment.to_dict()}:
+        old, new = _flatten(stored["config"]), _flatten(experiment.to_dict())
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise ValueError(f"resume: the checkpoint's experiment config differs in {diff or ['name']}; "
                          "use another --out/--name or --overwrite")

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..datasets.nbody import NBodyConfig, NBodyDataset, generate_nbody, load_egnn_npy
-from ..models.nbody import MODEL_NAMES, NBODY_TYPES, FAMode, ModelName, build_nbody_model
+from ..models.nbody import MODEL_NAMES, NBODY_TYPES, FAMode, FAVariant, ModelName, build_nbody_model
 from ..reps import TensorReps
 from ..testing import equivariance_error
 from ..train import Experiment
@@ -67,6 +67,8 @@ class NBodyExperimentConfig:
         hidden: model width (default: 60 for GNN / FA-GNN, 64 for EGNN / TF-GNN).
         layers: message passing layers.
         fa_mode: FA-GNN frame mode (``"all"``: the full 8-element E(3) frame, as in the paper).
+        fa_variant: FA-GNN architecture: ``"input"`` (the input's frame around the whole GNN) or
+            ``"layerwise"`` (frame averaging at every layer, latent frames; the FA paper's n-body code).
         hidden_reps: TF-GNN feature type.
         edge_distances: GNN / FA-GNN: add squared distances to the edge features.
         tf_cutoff: TF-GNN learned-frame cutoff radius.
@@ -85,6 +87,7 @@ class NBodyExperimentConfig:
     hidden: int | None = None
     layers: int = 4
     fa_mode: FAMode = "all"
+    fa_variant: FAVariant = "input"
     hidden_reps: str = "32x0n+8x1n"
     edge_distances: bool = False
     tf_cutoff: float = 20.0
@@ -106,6 +109,8 @@ class NBodyExperimentConfig:
             raise ValueError(f"hidden: expected a positive integer, got {self.hidden!r}")
         if self.fa_mode not in get_args(FAMode):
             raise ValueError(f"fa_mode: expected one of {get_args(FAMode)}, got {self.fa_mode!r}")
+        if self.fa_variant not in get_args(FAVariant):
+            raise ValueError(f"fa_variant: expected one of {get_args(FAVariant)}, got {self.fa_variant!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
         if not isinstance(self.data, NBodyConfig):
@@ -196,7 +201,10 @@ class NBodyExperiment(Experiment):
     @property
     def run_name(self) -> str:
         c = self.config
-        return c.model + (f"-{c.fa_mode}" if c.model == "fa-gnn" and c.fa_mode != "all" else "")
+        if c.model != "fa-gnn":
+            return c.model
+        return (c.model + ("-layerwise" if c.fa_variant == "layerwise" else "")
+                + (f"-{c.fa_mode}" if c.fa_mode != "all" else ""))
 
     def to_dict(self) -> dict[str, Any]:
         return self.config.to_dict()
@@ -253,7 +261,8 @@ class NBodyExperiment(Experiment):
     def build_model(self) -> nn.Module:
         c = self.config
         model = build_nbody_model(c.model, dim=c.data.dim, hidden=c.hidden, layers=c.layers, fa_mode=c.fa_mode,
-                                  hidden_reps=c.hidden_reps, edge_distances=c.edge_distances, tf_cutoff=c.tf_cutoff)
+                                  hidden_reps=c.hidden_reps, edge_distances=c.edge_distances, tf_cutoff=c.tf_cutoff,
+                                  fa_variant=c.fa_variant)
         return model.to(self.torch_dtype)
 
     @staticmethod

@@ -43,6 +43,7 @@ __all__ = [
     "MODEL_NAMES",
     "ModelName",
     "NBODY_TYPES",
+    "LayerwiseFAGNN",
     "LinearDynamics",
     "NBodyGNN",
     "TFGNN",
@@ -52,6 +53,7 @@ __all__ = [
 ModelName = Literal["fa-gnn", "tf-gnn", "egnn", "gnn", "linear"]
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 FAMode = Literal["all", "canonical", "stochastic"]
+FAVariant = Literal["input", "layerwise"]
 
 #: How the inputs and the output of an n-body model transform (for the equivariance tests).
 NBODY_TYPES = {"pos": "pos", "vel": "1x1n", "charge": "scalar", "edge_attr": "scalar"}
@@ -198,6 +200,115 @@ class FAGNN(nn.Module):
             batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
         return self.fa(pos=pos, vel=vel, charge=charge, edge_attr=_edge_attr(charge, edge_index, edge_attr),
                        edge_index=edge_index, batch=batch)
+
+
+class LayerwiseFAGNN(nn.Module):
+    r"""FA-GNN with frame averaging at every layer (the architecture of the FA paper's n-body code).
+
+    The hidden state of every node is read as ``K = hidden / d`` vectors. Layer 1 runs the GCL in the
+    E(d) PCA frames of the positions; every later layer runs it in the frames of the *latent cloud*
+    (the ``N K`` hidden vectors of a system seen as points), and the decoder's output is mapped back
+    from the last latent frames:
+
+    .. math::
+        H^{1} &= \frac{1}{|F_0|}\sum_{(R, t) \in F_0} \mathrm{GCL}_1\big(W_{in}[R(x - t), R v]\big) R \\
+        H^{l+1} &= \frac{1}{|F_l|}\sum_{(R, c) \in F_l} \mathrm{GCL}_{l+1}\big((H^{l} - c) R^\top\big) R,
+            \qquad F_l = F_{PCA}(\{H^l_{i,k}\}_{i,k}) \\
+        \hat x &= t_0 + \frac{1}{|F_{L-1}|}\sum_{(R, c) \in F_{L-1}} \phi_{out}\big(\mathrm{GCL}_L(\cdot)\big) R
+
+    (rows of ``H`` are vectors; local = ``R`` times global; averages carry the frame weights). Every
+    layer is an exactly E(d)-equivariant map of the latent vectors (translation invariant: latent
+    clouds are centred), so the model is exactly E(d)-equivariant, reflections included, with the
+    library's exact handling of degenerate spectra (latent clouds included). Edge features are
+    ``[q_i q_j, |x_i - x_j|^2]``, as in that code.
+
+    Gradients do not flow through the latent frames (``R, c`` of ``F_l`` are computed from the detached
+    latent cloud, as in the official code): the forward pass is exactly equivariant either way, and the
+    eigenvector derivatives of a nearly degenerate latent spectrum would be unbounded.
+
+    Args:
+        dim: space dimension ``d``.
+        hidden: width, a multiple of ``d`` (60 = 20 vectors in 3-D).
+        layers: number of GCL layers (4).
+        mode: frame mode of every layer (``"all"``, ``"canonical"``, ``"stochastic"``: ``n_samples``
+            elements while training, all in eval).
+        n_samples: frame elements per system and layer in stochastic mode.
+        generator: random source of the stochastic mode.
+        node_charge: append the charge to the input node features.
+        tol, max_size: see :func:`~equiframe.frames.pca_frame`.
+
+    Shapes:
+        as :class:`NBodyGNN`.
+    """
+
+    def __init__(self, dim: int = 3, hidden: int = 60, layers: int = 4, *, mode: FAMode = "all",
+                 n_samples: int | None = None, generator: torch.Generator | None = None, node_charge: bool = False,
+                 tol=None, max_size: int = 1024):
+        super().__init__()
+        _check_sizes(dim=dim, hidden=hidden, layers=layers)
+        if hidden % dim:
+            raise ValueError(f"hidden: expected a multiple of dim={dim} (hidden vectors), got {hidden}")
+        if mode not in get_args(FAMode):
+            raise ValueError(f"mode: expected one of {get_args(FAMode)}, got {mode!r}")
+        if mode == "stochastic" and (n_samples is None or isinstance(n_samples, bool) or not isinstance(n_samples, int)
+                                     or n_samples < 1):
+            raise ValueError(f"n_samples: expected a positive integer for stochastic mode, got {n_samples!r}")
+        self.inputs = dict(NBODY_TYPES)
+        self.output = "pos"
+        self.dim, self.hidden, self.mode, self.n_samples = dim, hidden, mode, n_samples or 1
+        self.generator, self.tol, self.max_size, self.node_charge = generator, tol, max_size, bool(node_charge)
+        self.embedding = nn.Linear(2 * dim + int(node_charge), hidden)
+        self.layers = nn.ModuleList(GCL(hidden, 2) for _ in range(layers))
+        self.decoder = _mlp([hidden, hidden, dim])
+
+    def _fold(self, pts: Tensor, pbatch: Tensor, batch: Tensor, edge_index: Tensor):
+        """PCA frames of the clouds ``pts`` (example ``pbatch``) and the node/edge copies of each element."""
+        from ..averaging import _Fold  # noqa: PLC0415
+        from ..frames.pca import pca_frame  # noqa: PLC0415
+
+        mode = self.mode if (self.training or self.mode != "stochastic") else "all"
+        frame = pca_frame(pts, group=f"E({self.dim})", batch=pbatch, mode=mode, n_samples=self.n_samples,
+                          generator=self.generator, tol=self.tol, max_size=self.max_size)
+        fold = _Fold.euclidean(frame, dense=False, batch=batch, edge_index=edge_index)
+        R = frame.R.to(pts.dtype)[fold.new_batch]  # [N_rep, d, d] frame of each node copy
+        return frame, fold, R
+
+    def _average(self, y: Tensor, fold, R: Tensor, n: int) -> Tensor:
+        """``sum_m w_m y_m R_m`` over the copies of every node: local rows ``[N_rep, K, d]`` -> ``[n, K, d]``."""
+        w = fold.weight.to(y.dtype)[fold.new_batch]
+        yw = torch.matmul(y, R) * w[:, None, None]
+        return yw.new_zeros(n, *yw.shape[1:]).index_add_(0, fold.node_src, yw)
+
+    def forward(self, pos: Tensor, vel: Tensor, charge: Tensor, edge_index: Tensor, batch: Tensor | None = None,
+                edge_attr: Tensor | None = None) -> Tensor:
+        _check_inputs(pos, vel, charge, edge_index)
+        if pos.shape[1] != self.dim:
+            raise ValueError(f"pos: expected dimension {self.dim}, got {pos.shape[1]}")
+        for name, v in (("pos", pos), ("vel", vel), ("charge", charge)):
+            if not bool(torch.isfinite(v).all()):
+                raise ValueError(f"{name}: contains NaN or inf")
+        n, d, K = pos.shape[0], self.dim, self.hidden // self.dim
+        if batch is None:
+            batch = torch.zeros(n, dtype=torch.long, device=pos.device)
+        a = torch.cat([_edge_attr(charge, edge_index, edge_attr),
+                       (pos[edge_index[0]] - pos[edge_index[1]]).square().sum(1, keepdim=True)], 1)
+        frame, fold, R = self._fold(pos, batch, batch, edge_index)
+        t0 = frame.t[fold.new_batch]  # float64 centroids: far-away systems keep their precision
+        x_loc = torch.matmul(R, (pos[fold.node_src].double() - t0).to(pos.dtype)[:, :, None])[:, :, 0]
+        v_loc = torch.matmul(R, vel[fold.node_src][:, :, None])[:, :, 0]
+        feats = [x_loc, v_loc] + ([charge[fold.node_src]] if self.node_charge else [])
+        h = self.embedding(torch.cat(feats, 1))
+        for i, layer in enumerate(self.layers):
+            h = layer(h, fold.edge_index, a[fold.edge_src])
+            if i == len(self.layers) - 1:
+                break
+            H = self._average(h.view(-1, K, d), fold, R, n)  # [n, K, d] equivariant latent vectors
+            _, fold, R = self._fold(H.detach().reshape(n * K, d), batch.repeat_interleave(K), batch, edge_index)
+            c = fold.frame.t.to(H.dtype)[fold.new_batch]  # latent centroid of each copy (detached)
+            h = torch.matmul(H[fold.node_src] - c[:, None, :], R.transpose(-1, -2)).reshape(-1, K * d)
+        out = self._average(self.decoder(h)[:, None, :], fold, R, n)[:, 0]
+        t_ex = frame.example_translation()  # [B, d] centroids of the systems (float64)
+        return (out.double() + t_ex[batch]).to(pos.dtype)
 
 
 # ------------------------------------------------------------------------------------------ EGNN
@@ -409,7 +520,7 @@ def _check_sizes(**sizes: int) -> None:
 
 def build_nbody_model(name: ModelName, *, dim: int = 3, hidden: int | None = None, layers: int = 4,
                       fa_mode: FAMode = "all", hidden_reps: str = "32x0n+8x1n", edge_distances: bool = False,
-                      tf_cutoff: float = 20.0) -> nn.Module:
+                      tf_cutoff: float = 20.0, fa_variant: FAVariant = "input") -> nn.Module:
     """Build one of the n-body models with the protocol's defaults.
 
     Args:
@@ -421,9 +532,16 @@ def build_nbody_model(name: ModelName, *, dim: int = 3, hidden: int | None = Non
         hidden_reps: TF-GNN feature type.
         edge_distances: GNN/FA-GNN: add squared distances to the edge features.
         tf_cutoff: TF-GNN learned-frame cutoff radius.
+        fa_variant: FA-GNN: ``"input"`` (:class:`FAGNN`, one frame of the input around the whole GNN) or
+            ``"layerwise"`` (:class:`LayerwiseFAGNN`, frame averaging at every layer as in the FA paper's
+            n-body code; its edge features always include squared distances).
     """
+    if fa_variant not in get_args(FAVariant):
+        raise ValueError(f"fa_variant: expected one of {get_args(FAVariant)}, got {fa_variant!r}")
     if name == "gnn":
         return NBodyGNN(dim, hidden or 60, layers, edge_distances=edge_distances)
+    if name == "fa-gnn" and fa_variant == "layerwise":
+        return LayerwiseFAGNN(dim, hidden or 60, layers, mode=fa_mode, n_samples=1 if fa_mode == "stochastic" else None)
     if name == "fa-gnn":
         return FAGNN(dim, hidden or 60, layers, mode=fa_mode, edge_distances=edge_distances,
                      n_samples=1 if fa_mode == "stochastic" else None)
