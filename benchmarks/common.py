@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import sys
 import time
@@ -12,19 +11,13 @@ from typing import Callable
 
 import torch
 
+from equiframe._machine import machine_description
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}; {os.cpu_count()} cores; torch {torch.__version__}; {torch.get_num_threads()} threads; Python {platform.python_version()}"
+    return machine_description()
 
 
 def timed(fn: Callable[[], object]) -> float:

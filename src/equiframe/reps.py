@@ -279,6 +279,9 @@ class TensorReps:
         need_det = any(g[3] is not None for g in groups)
         if need_det and det is None:
             det = torch.linalg.det(R)
+        if x.dim() == 2 and R.dim() == 3 and x.shape[0] == R.shape[0] and R.shape[0] > 1:
+            # one rotation per row ([B, C] with R [B, d, d], the tensor-frame hot path): component-major
+            return _rotate_rows(x, R, groups, ordered, det.reshape(-1).expand(x.shape[0]) if need_det else None)
         pieces = []
         lead = tail_rows = Rt = None
         kron: dict[int, Tensor] = {}
@@ -287,9 +290,7 @@ class TensorReps:
             if order == 0:
                 y = xs.expand(*batch, xs.shape[-1]) if xs.shape[:-1] != batch else xs
             else:
-                # One rotation per row ([B, C] with R [B, d, d], the tensor-frame hot path): component-major
-                # multiply-adds, see _rotate_rows_cm. Otherwise batch dims where R is broadcast (size 1) are
-                # folded into the rows, so that the whole order-k block is one batched matmul
+                # Batch dims where R is broadcast (size 1) are folded into the rows, so that the whole order-k block is one batched matmul
                 # [*lead, rows, d^k] @ [*lead, d^k, d^k] with the Kronecker power R^{(x)k} (built once per
                 # call and order), or, for large d^k, k matmuls with R that contract the last tensor axis
                 # and cycle it to the front.
@@ -300,9 +301,7 @@ class TensorReps:
                     rb = (1,) * (len(batch) - (R.dim() - 2)) + tuple(R.shape[:-2])
                     Rt = R.reshape(*rb[: len(lead)], d, d).transpose(-1, -2)
                 q = d**order
-                if x.dim() == 2 and R.dim() == 3 and len(lead) == 1 and tail_rows == 1:
-                    y = _rotate_rows_cm(xs, R, order, n_tensors)
-                elif order == 1 or q <= _KRON_MAX:
+                if order == 1 or q <= _KRON_MAX:
                     if order not in kron:
                         kron[order] = Rt if order == 1 else kron_power(Rt, order)  # (R^T)^{(x)k} = (R^{(x)k})^T
                     y = torch.matmul(xs.reshape(*lead, tail_rows * n_tensors, q), kron[order])
@@ -398,52 +397,145 @@ class TensorReps:
 _KRON_MAX = 27  # use one matmul with the Kronecker power R^{(x)k} when d^k <= this
 
 
-_CM_CHUNK = 1 << 17  # entries per chunk of rows in _rotate_rows_cm (~512 KB of float32: stays in cache)
+_CM_CHUNK = 1 << 17  # entries of x per chunk of rows in _rotate_rows (512 KB of float32: stays in L2)
 
 
-def _rotate_rows_cm(x: Tensor, R: Tensor, order: int, n_tensors: int) -> Tensor:
-    r"""``rho(R_b)`` on ``n_tensors`` order-``k`` tensors per row, one rotation per row (``k >= 1``).
+def _rotate_rows(x: Tensor, R: Tensor, groups: tuple, ordered: bool, det: Tensor | None) -> Tensor:
+    r"""``rho(R_b) x_b`` for every row ``b``: one rotation per row, all tensor orders (the tensor-frame hot path).
 
-    Works in the component-major layout ``[n_tensors, d, ..., d, B]`` (the row index ``b`` innermost, so
-    every step is a long vectorised multiply-add): each tensor axis is contracted with ``R`` in turn,
-    :math:`Y_{.., a, ..} = \sum_c R_{ac} X_{.., c, ..}` (``k d`` multiply-adds per entry instead of
-    ``d^k`` with the Kronecker power, and no tiny per-row matmuls). Rows are processed in chunks that fit
-    in cache.
+    Works in the component-major layout (row index ``b`` innermost): the rows are transposed once to
+    ``x^T`` ``[C, B]``, each order-``k`` group ``[m, d, ..., d, B]`` has its tensor axes contracted with
+    ``R`` in turn, :math:`Y_{.., a, ..} = \sum_c R_{ac} X_{.., c, ..}` (``k d`` long multiply-adds per
+    entry, no tiny per-row matmuls), scalars are copied, pseudo tensors scaled by :math:`\det R_b`, and the
+    result is transposed back. Without autograd the rows are processed in cache-sized chunks through a few
+    buffers allocated once per call and reused: fresh multi-megabyte temporaries per operation would cost
+    more in page faults than the arithmetic itself. With autograd the work is done out of place in one piece.
+
+    Args:
+        x: ``[B, C]`` features (``C`` = the reps size).
+        R: ``[B, d, d]`` one matrix per row (any strides, e.g. a transposed view).
+        groups, ordered: :attr:`TensorReps._plan`.
+        det: ``[B]`` determinants (only read when some tensor is pseudo).
 
     Shapes:
-        x: ``[B, n_tensors * d**k]``, R: ``[B, d, d]`` -> ``[B, n_tensors * d**k]``
+        x: ``[B, C]``, R: ``[B, d, d]``, det: ``[B]`` -> ``[B, C]``
     """
-    b, d = x.shape[0], R.shape[-1]
-    c = x.shape[1]
-    cs = max(256, _CM_CHUNK // max(1, c))
-    if b <= cs:
-        return _rotate_chunk_cm(x, R, order, n_tensors).contiguous()
-    grad = torch.is_grad_enabled() and (x.requires_grad or R.requires_grad)
-    if grad:
-        return torch.cat([_rotate_chunk_cm(x[s : s + cs], R[s : s + cs], order, n_tensors)
-                          for s in range(0, b, cs)], 0)
-    out = torch.empty(b, c, dtype=x.dtype, device=x.device)
-    for s in range(0, b, cs):
-        out[s : s + cs] = _rotate_chunk_cm(x[s : s + cs], R[s : s + cs], order, n_tensors)
+    dtype = torch.promote_types(x.dtype, R.dtype)
+    x, R = x.to(dtype), R.to(dtype)
+    if det is not None:
+        det = det.to(dtype)
+    n_rows, c = x.shape
+    d = R.shape[-1]
+    rcm = R.permute(1, 2, 0).contiguous()  # [a, c, B]: R[b, a, c] with b innermost
+    grad = torch.is_grad_enabled() and (
+        x.requires_grad or R.requires_grad or (det is not None and det.requires_grad)
+    )
+    if grad or n_rows == 0:
+        yt = _rotate_cm(x.t().contiguous(), rcm, det, groups, ordered, d)
+        return yt.t().contiguous()
+    cs = n_rows if x.device.type != "cpu" else max(64, min(n_rows, _CM_CHUNK // max(1, c)))
+    out = torch.empty(n_rows, c, dtype=dtype, device=x.device)
+    max_q = max((g[2] * d ** g[0] for g in groups if g[0] > 1), default=0)
+    n_tmp = min(2, max((g[0] for g in groups), default=0) - 1)
+    xbuf, ybuf = x.new_empty(c * cs), x.new_empty(c * cs)
+    tmp = [x.new_empty(max_q * cs) for _ in range(n_tmp)]
+    for s in range(0, n_rows, cs):
+        b = min(cs, n_rows - s)
+        xt = xbuf[: c * b].view(c, b)
+        xt.copy_(x[s : s + b].t())
+        yt = ybuf[: c * b].view(c, b)
+        _rotate_cm(xt, rcm[..., s : s + b], None if det is None else det[s : s + b], groups, ordered, d,
+                   out=yt, tmp=tmp)
+        out[s : s + b].copy_(yt.t())
     return out
 
 
-def _rotate_chunk_cm(x: Tensor, R: Tensor, order: int, n_tensors: int) -> Tensor:
-    """One chunk of :func:`_rotate_rows_cm`; returns a transposed view ``[B, C]``."""
-    b, d = x.shape[0], R.shape[-1]
-    Rcm = R.reshape(b, d * d).t().contiguous().view(d, d, b)  # [a, c, b]
-    X = x.t().contiguous().view(n_tensors, *([d] * order), b)
+def _rotate_cm(
+    xt: Tensor,
+    rcm: Tensor,
+    det: Tensor | None,
+    groups: tuple,
+    ordered: bool,
+    d: int,
+    out: Tensor | None = None,
+    tmp: list[Tensor] | None = None,
+) -> Tensor:
+    """:func:`_rotate_rows` on component-major rows ``xt`` ``[C, B]`` with ``rcm`` ``[d, d, B]``.
+
+    With ``out`` (``[C, B]``, contiguous) the result is written there, using the flat buffers ``tmp`` for
+    the intermediate contractions of orders ``>= 2`` (no autograd); otherwise it is returned (autograd).
+    """
+    b = xt.shape[1]
+    pieces = []
+    for order, index, n_tensors, pseudo, _pos, all_pseudo in groups:
+        xs = xt[index] if isinstance(index, slice) else xt.index_select(0, index.to(xt.device))
+        dest = None
+        if out is not None:  # scattered blocks: computed contiguously, then placed
+            dest = out[index] if isinstance(index, slice) else torch.empty_like(xs)
+        if order == 0:
+            y = xs if dest is None else dest.copy_(xs)
+        else:
+            y = _contract_cm(xs, rcm, order, n_tensors, d, dest, tmp if out is not None else None)
+        if pseudo is not None:
+            if all_pseudo:
+                f = det.view(1, b)
+            else:
+                f = torch.where(pseudo.to(xt.device).view(-1, 1), det.view(1, b), det.new_ones(()))
+            yv = y.view(n_tensors, d**order, b)
+            f = f.view(-1, 1, b)
+            y = yv.mul_(f).view(-1, b) if out is not None else (yv * f).view(-1, b)
+        if out is not None and not isinstance(index, slice):
+            out[index.to(xt.device)] = y
+        elif out is None:
+            pieces.append((index, y))
+    if out is not None:
+        return out
+    if len(pieces) == 1 and ordered:
+        return pieces[0][1]
+    if ordered:
+        return torch.cat([p for _, p in pieces], 0)
+    idx = torch.cat([torch.arange(i.start, i.stop) if isinstance(i, slice) else i for i, _ in pieces])
+    perm = torch.empty_like(idx)
+    perm[idx] = torch.arange(idx.numel())
+    return torch.cat([p for _, p in pieces], 0).index_select(0, perm.to(xt.device))
+
+
+def _contract_cm(
+    xs: Tensor, rcm: Tensor, order: int, n_tensors: int, d: int, dest: Tensor | None, tmp: list[Tensor] | None
+) -> Tensor:
+    r"""Component-major :math:`R^{\otimes k}`: contract every tensor axis of ``xs`` with ``R`` in turn.
+
+    ``xs``: ``[m d^k, B]`` (viewed as ``[m, d, ..., d, B]``); ``rcm``: ``[d, d, B]`` with
+    ``rcm[a, c] = R[:, a, c]``. Axis ``t``: :math:`Y_{.., a, ..} = \sum_c R_{ac} X_{.., c, ..}` as ``d``
+    broadcast multiply-adds. With ``tmp`` (no autograd) the intermediates live in the flat buffers ``tmp``
+    and the last step writes into ``dest``; otherwise every step allocates (autograd friendly).
+
+    Shapes:
+        xs: ``[m d^k, B]``, rcm: ``[d, d, B]`` -> ``[m d^k, B]``
+    """
+    b = xs.shape[1]
+    full = [n_tensors] + [d] * order + [b]
+    cur = xs.reshape(full)
+    numel = xs.shape[0] * b
     for t in range(order):
         ax = 1 + t
         shape = [1] * (order + 2)
         shape[ax], shape[-1] = d, b
-        Y = None
-        for c in range(d):
-            r = Rcm[:, c].reshape(shape)
-            xc = X.select(ax, c).unsqueeze(ax)
-            Y = xc * r if Y is None else Y.addcmul_(xc, r)
-        X = Y
-    return X.reshape(n_tensors * d**order, b).t()
+        if tmp is None:
+            y = None
+            for c in range(d):
+                xc, r = cur.narrow(ax, c, 1), rcm[:, c].reshape(shape)
+                y = xc * r if y is None else y.addcmul_(xc, r)
+        else:
+            y = (dest if t == order - 1 else tmp[t % 2][:numel]).view(full)
+            for c in range(d):
+                xc, r = cur.narrow(ax, c, 1), rcm[:, c].reshape(shape)
+                if c == 0:
+                    torch.mul(xc, r, out=y)
+                else:
+                    y.addcmul_(xc, r)
+        cur = y
+    return cur.reshape(n_tensors * d**order, b)
 
 
 def kron_power(R: Tensor, k: int) -> Tensor:

@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, fields
@@ -43,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models.graphs import GRAPH_MODEL_NAMES, FrameKind, GraphModelName, build_graph_model, canonical_keys
+from .._machine import machine_description
 from ..train import Experiment, OptimConfig, TrainConfig, fit
 from . import register_experiment
 
@@ -279,15 +279,7 @@ def undistinguished_pairs(
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}; {os.cpu_count()} cores; torch {torch.__version__}; {torch.get_num_threads()} threads"
+    return machine_description(python=False)
 
 
 def separate(
