@@ -31,6 +31,7 @@ VARIANTS = {
     "fa-gnn (all, 8 elements)": dict(model="fa-gnn"),
     "fa-gnn (canonical)": dict(model="fa-gnn", fa_mode="canonical"),
     "fa-gnn (stochastic, 1 element)": dict(model="fa-gnn", fa_mode="stochastic"),
+    "fa-gnn layerwise (all, 8 elements per layer)": dict(model="fa-gnn", fa_variant="layerwise"),
 }
 
 
