@@ -290,8 +290,9 @@ class TensorReps:
             if order == 0:
                 y = xs.expand(*batch, xs.shape[-1]) if xs.shape[:-1] != batch else xs
             else:
-                # Batch dims where R is broadcast (size 1) are folded into the rows, so that the whole order-k block is one batched matmul
-                # [*lead, rows, d^k] @ [*lead, d^k, d^k] with the Kronecker power R^{(x)k} (built once per
+                # Broadcast R (one row per matrix is handled by _rotate_rows above): batch dims where R is
+                # broadcast (size 1) are folded into the rows, so that the whole order-k block is one batched
+                # matmul [*lead, rows, d^k] @ [*lead, d^k, d^k] with the Kronecker power R^{(x)k} (built once per
                 # call and order), or, for large d^k, k matmuls with R that contract the last tensor axis
                 # and cycle it to the front.
                 if xs.shape[:-1] != batch:
@@ -397,19 +398,26 @@ class TensorReps:
 _KRON_MAX = 27  # use one matmul with the Kronecker power R^{(x)k} when d^k <= this
 
 
-_CM_CHUNK = 1 << 17  # entries of x per chunk of rows in _rotate_rows (512 KB of float32: stays in L2)
+_CM_CHUNK = 1 << 16  # entries of x per chunk of rows in _rotate_rows (256 KB of float32: buffers stay in L2)
 
 
 def _rotate_rows(x: Tensor, R: Tensor, groups: tuple, ordered: bool, det: Tensor | None) -> Tensor:
     r"""``rho(R_b) x_b`` for every row ``b``: one rotation per row, all tensor orders (the tensor-frame hot path).
 
-    Works in the component-major layout (row index ``b`` innermost): the rows are transposed once to
-    ``x^T`` ``[C, B]``, each order-``k`` group ``[m, d, ..., d, B]`` has its tensor axes contracted with
-    ``R`` in turn, :math:`Y_{.., a, ..} = \sum_c R_{ac} X_{.., c, ..}` (``k d`` long multiply-adds per
-    entry, no tiny per-row matmuls), scalars are copied, pseudo tensors scaled by :math:`\det R_b`, and the
-    result is transposed back. Without autograd the rows are processed in cache-sized chunks through a few
-    buffers allocated once per call and reused: fresh multi-megabyte temporaries per operation would cost
-    more in page faults than the arithmetic itself. With autograd the work is done out of place in one piece.
+    Works in the component-major layout (row index ``b`` innermost, so that every step is a long
+    vectorised multiply-add): the rows are transposed to ``x^T`` ``[C, B]``, each order-``k`` group
+    ``[m, d, ..., d, B]`` has its tensor axes contracted with ``R`` in turn,
+
+    .. math::  Y_{.., a, ..} = \sum_c R_{ac}\, X_{.., c, ..}
+
+    (``k d`` multiply-adds per entry instead of ``d^k`` with the Kronecker power, and no tiny per-row
+    matmuls), scalars are copied, pseudo tensors scaled by :math:`\det R_b`, and the result is transposed
+    back. Without autograd the rows are processed in cache-sized chunks through a few buffers allocated once
+    per call (fresh multi-megabyte temporaries per operation cost more in page faults than the arithmetic),
+    and the whole per-chunk program (buffer views, operations) is built once and replayed per chunk (the
+    per-operation dispatch would otherwise cost as much as the arithmetic). The last chunk is aligned to
+    the end and may overlap the previous one (those rows are recomputed, identically). With autograd the
+    work is done out of place in one piece.
 
     Args:
         x: ``[B, C]`` features (``C`` = the reps size).
@@ -425,71 +433,122 @@ def _rotate_rows(x: Tensor, R: Tensor, groups: tuple, ordered: bool, det: Tensor
     if det is not None:
         det = det.to(dtype)
     n_rows, c = x.shape
-    d = R.shape[-1]
-    rcm = R.permute(1, 2, 0).contiguous()  # [a, c, B]: R[b, a, c] with b innermost
     grad = torch.is_grad_enabled() and (
         x.requires_grad or R.requires_grad or (det is not None and det.requires_grad)
     )
-    if grad or n_rows == 0:
-        yt = _rotate_cm(x.t().contiguous(), rcm, det, groups, ordered, d)
+    if grad:
+        yt = _rotate_cm(x.t().contiguous(), R.permute(1, 2, 0).contiguous(), det, groups, ordered, R.shape[-1])
         return yt.t().contiguous()
-    cs = n_rows if x.device.type != "cpu" else max(64, min(n_rows, _CM_CHUNK // max(1, c)))
+    cs = n_rows if x.device.type != "cpu" else min(n_rows, max(64, _CM_CHUNK // max(1, c)))
     out = torch.empty(n_rows, c, dtype=dtype, device=x.device)
-    max_q = max((g[2] * d ** g[0] for g in groups if g[0] > 1), default=0)
-    n_tmp = min(2, max((g[0] for g in groups), default=0) - 1)
-    xbuf, ybuf = x.new_empty(c * cs), x.new_empty(c * cs)
-    tmp = [x.new_empty(max_q * cs) for _ in range(n_tmp)]
-    for s in range(0, n_rows, cs):
-        b = min(cs, n_rows - s)
-        xt = xbuf[: c * b].view(c, b)
-        xt.copy_(x[s : s + b].t())
-        yt = ybuf[: c * b].view(c, b)
-        _rotate_cm(xt, rcm[..., s : s + b], None if det is None else det[s : s + b], groups, ordered, d,
-                   out=yt, tmp=tmp)
-        out[s : s + b].copy_(yt.t())
+    if n_rows == 0:
+        return out
+    program, x_in, r_in, det_in, y_out = _cm_program(groups, R.shape[-1], c, cs, x, det is not None)
+    starts = list(range(0, n_rows - cs, cs)) + [n_rows - cs]
+    for s in starts:
+        x_in.copy_(x[s : s + cs].t())
+        r_in.copy_(R[s : s + cs].permute(1, 2, 0))
+        if det_in is not None:
+            det_in.copy_(det[s : s + cs])
+        for fn, args in program:
+            fn(*args)
+        out[s : s + cs].copy_(y_out.t())
     return out
 
 
-def _rotate_cm(
-    xt: Tensor,
-    rcm: Tensor,
-    det: Tensor | None,
-    groups: tuple,
-    ordered: bool,
-    d: int,
-    out: Tensor | None = None,
-    tmp: list[Tensor] | None = None,
-) -> Tensor:
-    """:func:`_rotate_rows` on component-major rows ``xt`` ``[C, B]`` with ``rcm`` ``[d, d, B]``.
+def _cm_program(
+    groups: tuple, d: int, c: int, cs: int, like: Tensor, pseudo: bool
+) -> tuple[list, Tensor, Tensor, Tensor | None, Tensor]:
+    """Buffers and the list of ``(function, args)`` that rotate one chunk of ``cs`` component-major rows.
 
-    With ``out`` (``[C, B]``, contiguous) the result is written there, using the flat buffers ``tmp`` for
-    the intermediate contractions of orders ``>= 2`` (no autograd); otherwise it is returned (autograd).
+    Returns ``(program, x_in [C, cs], r_in [d, d, cs], det_in [cs] | None, y_out [C, cs])``: fill the three
+    inputs, run ``fn(*args)`` for every entry, read ``y_out``.
     """
+    new = like.new_empty
+    x_in, y_out, r_in = new(c, cs), new(c, cs), new(d, d, cs)
+    det_in = new(cs) if pseudo else None
+    max_q = max((g[2] * d ** g[0] for g in groups if g[0] > 1), default=0)
+    n_tmp = min(2, max((g[0] for g in groups), default=0) - 1)
+    tmp = [new(max_q * cs) for _ in range(n_tmp)]
+    program: list = []
+    for order, index, n_tensors, pseudo_mask, _pos, all_pseudo in groups:
+        q = d**order
+        rows = n_tensors * q
+        if isinstance(index, slice):
+            src, dest = x_in[index], y_out[index]
+        else:  # scattered blocks: gathered into / scattered from contiguous buffers
+            idx = index.to(like.device)
+            src, dest = new(rows, cs), new(rows, cs)
+            program.append((_index_select_out, (x_in, idx, src)))
+        if order == 0:
+            program.append((Tensor.copy_, (dest, src)))
+        else:
+            full = [n_tensors] + [d] * order + [cs]
+            cur = src.view(full)
+            for t in range(order):
+                ax = 1 + t
+                shape = [1] * (order + 2)
+                shape[ax], shape[-1] = d, cs
+                y = (dest if t == order - 1 else tmp[t % 2][: rows * cs]).view(full)
+                for j in range(d):
+                    xc, r = cur.narrow(ax, j, 1), r_in[:, j].reshape(shape)
+                    if j == 0:
+                        program.append((_mul_out, (xc, r, y)))
+                    else:
+                        program.append((Tensor.addcmul_, (y, xc, r)))
+                cur = y
+        if pseudo_mask is not None:
+            yv = dest.view(n_tensors, q, cs)
+            if all_pseudo:
+                program.append((Tensor.mul_, (yv, det_in.view(1, 1, cs))))
+            else:
+                factor = new(n_tensors, 1, cs)
+                mask = pseudo_mask.to(like.device).view(n_tensors, 1, 1)
+                program.append((_where_out, (mask, det_in.view(1, 1, cs), like.new_ones(()), factor)))
+                program.append((Tensor.mul_, (yv, factor)))
+        if not isinstance(index, slice):
+            program.append((Tensor.index_copy_, (y_out, 0, idx, dest)))
+    return program, x_in, r_in, det_in, y_out
+
+
+def _mul_out(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+    return torch.mul(a, b, out=out)
+
+
+def _index_select_out(a: Tensor, idx: Tensor, out: Tensor) -> Tensor:
+    return torch.index_select(a, 0, idx, out=out)
+
+
+def _where_out(cond: Tensor, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+    return torch.where(cond, a, b, out=out)
+
+
+def _rotate_cm(xt: Tensor, rcm: Tensor, det: Tensor | None, groups: tuple, ordered: bool, d: int) -> Tensor:
+    """Out-of-place (autograd) version of one :func:`_rotate_rows` chunk: component-major rows ``xt``
+    ``[C, B]`` with ``rcm[a, c] = R[:, a, c]`` ``[d, d, B]`` -> ``[C, B]``."""
     b = xt.shape[1]
     pieces = []
     for order, index, n_tensors, pseudo, _pos, all_pseudo in groups:
-        xs = xt[index] if isinstance(index, slice) else xt.index_select(0, index.to(xt.device))
-        dest = None
-        if out is not None:  # scattered blocks: computed contiguously, then placed
-            dest = out[index] if isinstance(index, slice) else torch.empty_like(xs)
-        if order == 0:
-            y = xs if dest is None else dest.copy_(xs)
-        else:
-            y = _contract_cm(xs, rcm, order, n_tensors, d, dest, tmp if out is not None else None)
+        y = xt[index] if isinstance(index, slice) else xt.index_select(0, index.to(xt.device))
+        if order > 0:
+            full = [n_tensors] + [d] * order + [b]
+            cur = y.reshape(full)
+            for t in range(order):
+                ax = 1 + t
+                shape = [1] * (order + 2)
+                shape[ax], shape[-1] = d, b
+                acc = None
+                for j in range(d):
+                    term = cur.narrow(ax, j, 1) * rcm[:, j].reshape(shape)
+                    acc = term if acc is None else acc + term
+                cur = acc
+            y = cur.reshape(n_tensors * d**order, b)
         if pseudo is not None:
-            if all_pseudo:
-                f = det.view(1, b)
-            else:
-                f = torch.where(pseudo.to(xt.device).view(-1, 1), det.view(1, b), det.new_ones(()))
-            yv = y.view(n_tensors, d**order, b)
-            f = f.view(-1, 1, b)
-            y = yv.mul_(f).view(-1, b) if out is not None else (yv * f).view(-1, b)
-        if out is not None and not isinstance(index, slice):
-            out[index.to(xt.device)] = y
-        elif out is None:
-            pieces.append((index, y))
-    if out is not None:
-        return out
+            f = det.view(1, b)
+            if not all_pseudo:
+                f = torch.where(pseudo.to(xt.device).view(-1, 1), f, f.new_ones(()))
+            y = (y.view(n_tensors, d**order, b) * f.view(-1, 1, b)).view(-1, b)
+        pieces.append((index, y))
     if len(pieces) == 1 and ordered:
         return pieces[0][1]
     if ordered:
@@ -498,44 +557,6 @@ def _rotate_cm(
     perm = torch.empty_like(idx)
     perm[idx] = torch.arange(idx.numel())
     return torch.cat([p for _, p in pieces], 0).index_select(0, perm.to(xt.device))
-
-
-def _contract_cm(
-    xs: Tensor, rcm: Tensor, order: int, n_tensors: int, d: int, dest: Tensor | None, tmp: list[Tensor] | None
-) -> Tensor:
-    r"""Component-major :math:`R^{\otimes k}`: contract every tensor axis of ``xs`` with ``R`` in turn.
-
-    ``xs``: ``[m d^k, B]`` (viewed as ``[m, d, ..., d, B]``); ``rcm``: ``[d, d, B]`` with
-    ``rcm[a, c] = R[:, a, c]``. Axis ``t``: :math:`Y_{.., a, ..} = \sum_c R_{ac} X_{.., c, ..}` as ``d``
-    broadcast multiply-adds. With ``tmp`` (no autograd) the intermediates live in the flat buffers ``tmp``
-    and the last step writes into ``dest``; otherwise every step allocates (autograd friendly).
-
-    Shapes:
-        xs: ``[m d^k, B]``, rcm: ``[d, d, B]`` -> ``[m d^k, B]``
-    """
-    b = xs.shape[1]
-    full = [n_tensors] + [d] * order + [b]
-    cur = xs.reshape(full)
-    numel = xs.shape[0] * b
-    for t in range(order):
-        ax = 1 + t
-        shape = [1] * (order + 2)
-        shape[ax], shape[-1] = d, b
-        if tmp is None:
-            y = None
-            for c in range(d):
-                xc, r = cur.narrow(ax, c, 1), rcm[:, c].reshape(shape)
-                y = xc * r if y is None else y.addcmul_(xc, r)
-        else:
-            y = (dest if t == order - 1 else tmp[t % 2][:numel]).view(full)
-            for c in range(d):
-                xc, r = cur.narrow(ax, c, 1), rcm[:, c].reshape(shape)
-                if c == 0:
-                    torch.mul(xc, r, out=y)
-                else:
-                    y.addcmul_(xc, r)
-        cur = y
-    return cur.reshape(n_tensors * d**order, b)
 
 
 def kron_power(R: Tensor, k: int) -> Tensor:
@@ -548,11 +569,19 @@ def kron_power(R: Tensor, k: int) -> Tensor:
     d = R.shape[-1]
     if k == 0:
         return R.new_ones(*R.shape[:-2], 1, 1)
-    K = R
+    if k == 1:
+        return R
+    batch = R.shape[:-2]
+    # component-major [q, q, B] (the batch innermost: each step is one long broadcast multiply), then one
+    # transpose back to [B, q, q]: K_{(a a'), (c c')} = K_{a c} R_{a' c'}
+    rcm = R.reshape(-1, d, d).permute(1, 2, 0).contiguous()
+    n = rcm.shape[-1]
+    K = rcm
     for _ in range(k - 1):
-        q = K.shape[-1]
-        K = (K[..., :, None, :, None] * R[..., None, :, None, :]).reshape(*R.shape[:-2], q * d, q * d)
-    return K
+        q = K.shape[0]
+        K = (K[:, None, :, None] * rcm[None, :, None, :]).reshape(q * d, q * d, n)
+    q = K.shape[0]
+    return K.view(q * q, n).t().contiguous().view(*batch, q, q)
 
 
 def as_reps(spec: "str | TensorReps", dim: int, name: str = "reps") -> TensorReps:

@@ -149,9 +149,16 @@ def _check_edge_index(edge_index: Any, n_src: int, n_dst: int, name: str = "edge
     if edge_index.dtype != torch.int64:
         edge_index = edge_index.long()
     if edge_index.shape[1]:
-        lo = int(edge_index.min())
-        hi_src, hi_dst = int(edge_index[0].max()), int(edge_index[1].max())
+        if n_src == n_dst:  # one pass over both rows
+            lo_t, hi_t = torch.aminmax(edge_index)
+            lo, hi_src = int(lo_t), int(hi_t)
+            hi_dst = hi_src
+        else:
+            lo_s, hi_s = torch.aminmax(edge_index[0])
+            lo_d, hi_d = torch.aminmax(edge_index[1])
+            lo, hi_src, hi_dst = min(int(lo_s), int(lo_d)), int(hi_s), int(hi_d)
         if lo < 0 or hi_src >= n_src or hi_dst >= n_dst:
+            hi_src, hi_dst = int(edge_index[0].max()), int(edge_index[1].max())  # exact, for the message
             raise ValueError(
                 f"{name}: indices out of range (sources must lie in [0, {n_src}), targets in [0, {n_dst}); "
                 f"got min {lo}, max source {hi_src}, max target {hi_dst})"
