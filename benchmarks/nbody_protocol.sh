@@ -13,5 +13,9 @@ for seed in 0 1 2; do
       --eval-every 5 --eval-batch-size 500 --checkpoint-every 10 --threads 1 --out runs --resume --device cpu \
       || echo "FAILED: $model seed $seed"
   done
+  # FA at every layer (the FA paper's released n-body architecture)
+  nice -n 10 .venv/bin/python -m equiframe train nbody --model fa-gnn --fa-variant layerwise --epochs "$EPOCHS" \
+    --seeds "$seed" --eval-every 5 --eval-batch-size 500 --checkpoint-every 5 --threads 1 --out runs --resume \
+    --device cpu || echo "FAILED: fa-gnn layerwise seed $seed"
 done
 .venv/bin/python -m equiframe report runs --out runs/report.md > /dev/null && echo "report: runs/report.md"
