@@ -28,18 +28,9 @@ from pathlib import Path
 
 import torch
 
+from equiframe._machine import cpu_name
 from equiframe.frames.local import LearnedFrames, local_pca_frames
 from equiframe.geometry import knn_graph
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _time(fn, inner: int = 1) -> float:
@@ -141,7 +132,7 @@ def main(argv: list[str] | None = None) -> str:
     lines = [
         "# Local frame construction cost",
         "",
-        f"- machine: {_cpu_model()}, {torch.get_num_threads()} torch thread(s) "
+        f"- machine: {cpu_name()}, {torch.get_num_threads()} torch thread(s) "
         f"({len(__import__('os').sched_getaffinity(0))} cores visible, shared with other jobs)",
         f"- torch {torch.__version__}, Python {platform.python_version()}, float32, CPU",
         f"- command: `{command.strip()}`",

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from equiframe._machine import cpu_name
 from equiframe.groups import random_orthogonal
 from equiframe.nn.tensor_frames import TFConv, local_edge_geometry
 from equiframe.nn.tf_conv import TensorFrameConv
@@ -312,16 +313,8 @@ def scaling(args) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------ report
 def machine(args) -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     lines = [
-        f"- CPU: {cpu}, {os.cpu_count()} logical cores; torch threads: {torch.get_num_threads()}",
+        f"- CPU: {cpu_name()}, {os.cpu_count()} logical cores; torch threads: {torch.get_num_threads()}",
         f"- torch {torch.__version__}, torch_geometric {__import__('torch_geometric').__version__}, "
         f"Python {platform.python_version()}",
         f"- device: {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""),
