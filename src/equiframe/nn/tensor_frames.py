@@ -381,27 +381,24 @@ class TFGraph:
             self._layout = receiver_layout(self.src, self.dst, self.n_dst)
         return self._layout
 
+    def _cast_pair(self, name: str, pair: tuple, dtype: torch.dtype | None) -> tuple:
+        """``pair`` (sender, receiver tensors) in ``dtype``, cast once and cached (one cast when homogeneous)."""
+        a, b = pair
+        if a is None or dtype is None or a.dtype == dtype:
+            return pair
+        key = (name, dtype)
+        if key not in self.cache:
+            ca = a.to(dtype)
+            self.cache[key] = (ca, ca if self.homogeneous else b.to(dtype))
+        return self.cache[key]
+
     def frames(self, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
         """``(frames_src, frames_dst)`` in ``dtype`` (the same tensor twice for a homogeneous graph)."""
-        f_src, f_dst = self._frames
-        if dtype is None or f_src.dtype == dtype:
-            return f_src, f_dst
-        key = ("frames", dtype)
-        if key not in self.cache:
-            a = f_src.to(dtype)
-            self.cache[key] = (a, a if self.homogeneous else f_dst.to(dtype))
-        return self.cache[key]
+        return self._cast_pair("frames", self._frames, dtype)
 
     def pos(self, dtype: torch.dtype | None = None) -> tuple[Tensor | None, Tensor | None]:
         """``(pos_src, pos_dst)`` in ``dtype`` (``(None, None)`` without positions)."""
-        p_src, p_dst = self._pos
-        if p_src is None or dtype is None or p_src.dtype == dtype:
-            return p_src, p_dst
-        key = ("pos", dtype)
-        if key not in self.cache:
-            a = p_src.to(dtype)
-            self.cache[key] = (a, a if self.homogeneous else p_dst.to(dtype))
-        return self.cache[key]
+        return self._cast_pair("pos", self._pos, dtype)
 
     def geometry(
         self, kind: Literal["rel_dist", "rel", "dist"] = "rel_dist", eps: float = 1e-6, dtype: torch.dtype | None = None
@@ -436,6 +433,18 @@ def _as_graph(edge_index: "Tensor | TFGraph", frames: Any, pos: Any) -> TFGraph:
     if frames is None:
         raise ValueError("frames: node frames are required (or pass a TFGraph as edge_index)")
     return TFGraph(edge_index, frames, pos)
+
+
+def _features_on_graph(graph: TFGraph, reps: TensorReps, x_src: Any, x_dst: Any, homogeneous: bool):
+    """Check node features (split by :func:`_pair`) against ``graph``; the graph's frames and positions in
+    the features' dtype. Returns ``(x_src, x_dst, (f_src, f_dst), (p_src, p_dst))``."""
+    if graph.dim != reps.dim:
+        raise ValueError(f"frames: got {graph.dim}x{graph.dim} frames, but reps_in has dim {reps.dim}")
+    if homogeneous != graph.homogeneous:
+        raise ValueError("x: pass a (source, target) pair exactly when frames is a (source, target) pair")
+    x_src = _check_features(x_src, graph.n_src, reps.size, "x" if homogeneous else "x[0]")
+    x_dst = x_src if homogeneous else _check_features(x_dst, graph.n_dst, reps.size, "x[1]")
+    return x_src, x_dst, graph.frames(x_src.dtype), graph.pos(x_src.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1229,16 +1238,8 @@ class TFConv(nn.Module):
     ) -> Tensor:
         graph = _as_graph(edge_index, frames, pos)
         reps, d = self.reps_in, self.reps_in.dim
-        if graph.dim != d:
-            raise ValueError(f"frames: got {graph.dim}x{graph.dim} frames, but reps_in has dim {d}")
-        x_src, x_dst, homogeneous = _pair(x, "x")
-        if homogeneous != graph.homogeneous:
-            raise ValueError("x: pass a (source, target) pair exactly when frames is a (source, target) pair")
-        x_src = _check_features(x_src, graph.n_src, reps.size, "x" if homogeneous else "x[0]")
-        x_dst = x_src if homogeneous else _check_features(x_dst, graph.n_dst, reps.size, "x[1]")
-        dtype = x_src.dtype
-        f_src, f_dst = graph.frames(dtype)
-        p_src, p_dst = graph.pos(dtype)
+        x_src, x_dst, (f_src, f_dst), (p_src, p_dst) = _features_on_graph(graph, reps, *_pair(x, "x"))
+        homogeneous, dtype = graph.homogeneous, x_src.dtype
         needs_pos = self.edge_geometry != "none" or self._reads_pos or reps.has_pos
         if p_src is None and needs_pos:
             why = "reps_in has 'pos' blocks" if reps.has_pos else (

@@ -36,6 +36,7 @@ from .tensor_frames import (
     _check_edge_index,
     _check_features,
     _check_pos,
+    _features_on_graph,
     _pair,
     _resolve_reps,
     geometry_dim,
@@ -196,15 +197,8 @@ class TensorFrameConv(nn.Module):
         graph = None
         if isinstance(edge_index, TFGraph) or frames is not None:
             graph = _as_graph(edge_index, frames, pos)
-            if graph.dim != d:
-                raise ValueError(f"frames: got {graph.dim}x{graph.dim} frames, but reps_in has dim {d}")
-            if homogeneous != graph.homogeneous:
-                raise ValueError("x: pass a (source, target) pair exactly when frames is a (source, target) pair")
-            x_src = _check_features(x_src, graph.n_src, reps.size, "x" if homogeneous else "x[0]")
-            x_dst = x_src if homogeneous else _check_features(x_dst, graph.n_dst, reps.size, "x[1]")
+            x_src, x_dst, (f_src, f_dst), (p_src, p_dst) = _features_on_graph(graph, reps, x_src, x_dst, homogeneous)
             dtype = x_src.dtype
-            f_src, f_dst = graph.frames(dtype)
-            p_src, p_dst = graph.pos(dtype)
             if p_src is None and (self.geometry or reps.has_pos):
                 raise ValueError("pos: node positions are required (geometry=True or reps_in has 'pos' blocks)")
             src, dst, layout, cache = graph.src, graph.dst, graph.layout, graph.cache
