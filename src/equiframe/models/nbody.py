@@ -33,8 +33,9 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from ..averaging import FrameAveraging
+from ..averaging import FrameAveraging, _Fold
 from ..frames.local import LearnedFrames, gram_schmidt_frames
+from ..frames.pca import pca_frame
 from ..reps import TensorReps
 
 __all__ = [
@@ -263,9 +264,6 @@ class LayerwiseFAGNN(nn.Module):
 
     def _fold(self, pts: Tensor, pbatch: Tensor, batch: Tensor, edge_index: Tensor):
         """PCA frames of the clouds ``pts`` (example ``pbatch``) and the node/edge copies of each element."""
-        from ..averaging import _Fold  # noqa: PLC0415
-        from ..frames.pca import pca_frame  # noqa: PLC0415
-
         mode = self.mode if (self.training or self.mode != "stochastic") else "all"
         frame = pca_frame(pts, group=f"E({self.dim})", batch=pbatch, mode=mode, n_samples=self.n_samples,
                           generator=self.generator, tol=self.tol, max_size=self.max_size)
