@@ -58,6 +58,8 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
                           {"model": "fa-local-pointnet", "hidden": 32}),
     "tf-pointnet": ("TF-PointNet++ (TFConv(PointNetConv), 32x0n+8x1n, 2 SA levels, learned plane fit)",
                     {"model": "tf-pointnet", "hidden": 32}),
+    "tf-pointnet-pool": ("TF-PointNet++ with pooled edge features in the plane-fit head (tf_pool_edges)",
+                         {"model": "tf-pointnet", "hidden": 32, "tf_pool_edges": True}),
     # earlier TF-PointNet++ runs (kept for the record; not in RUNS, the code changed since):
     # v0: raw offsets (no position normalisation), plane-fit width 16, moment-sign frames;
     # moments: the current model but frames whose normal-axis sign comes from the third moment only
@@ -87,8 +89,9 @@ RUNS: list[tuple[str, str, int]] = [
     ("fa-dgcnn", "i/i", 15),
     ("pointnet", "so3/so3", 20),
     ("fa-local-pointnet", "so3/so3", 16),
+    ("tf-pointnet-pool", "i/i", 16),
 ]
-EQUIVARIANT = ("fa-pointnet", "fa-dgcnn", "fa-local-pointnet", "tf-pointnet")
+EQUIVARIANT = ("fa-pointnet", "fa-dgcnn", "fa-local-pointnet", "tf-pointnet", "tf-pointnet-pool")
 BASELINE_KS = (4, 6, 8, 12, 16, 24)
 
 
@@ -258,7 +261,8 @@ def report(args: argparse.Namespace, out: Path, t_session: float) -> None:
         + (f"\n\nk-NN PCA validation 1-cos² by k: {val}." if val else "")
         + ("\n\n" + NOTES.strip() if NOTES.strip() else "")
     )
-    write_result("normals", "Normal estimation (CPU budget)", body, command_line().replace(" --report-only", ""))
+    title = "Normal estimation (CPU budget)" if args.name == "normals" else f"Normal estimation ({args.name})"
+    write_result(args.name, title, body, command_line().replace(" --report-only", ""))
 
 
 def main() -> None:
@@ -271,6 +275,9 @@ def main() -> None:
                     help="subset: 'knn-pca' and run keys like tf-pointnet_i-i (default: all, in priority order)")
     ap.add_argument("--out", default="runs/normals_bench")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--name", default="normals",
+                    help="result name: benchmarks/results/<name>.md and <name>_errors.png (use another name with "
+                         "another --out for a second budget, so the main table is not overwritten)")
     ap.add_argument("--report-only", action="store_true", help="only rewrite the Markdown from the result files")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -297,7 +304,7 @@ def main() -> None:
         if f.exists():
             hist[f"{key} {setting}"] = np.load(f)
     if hist:
-        plot_error_histograms(hist, RESULTS_MD / "normals_errors.png", title="SO(3) test set: per-point angle errors")
+        plot_error_histograms(hist, RESULTS_MD / f"{args.name}_errors.png", title="SO(3) test set: per-point angle errors")
     print(f"machine: {machine()}; session {time.perf_counter() - t0:.0f} s")
 
 

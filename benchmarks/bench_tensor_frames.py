@@ -263,7 +263,8 @@ def scaling_child(spec: dict) -> dict:
         a, b = (lambda: layer(x, ei, None, pos)), (lambda: layer(x, ei, frames, pos))
     else:
         layer = build(spec["layer"], reps, d, spec["hidden"]).to(device)
-        ea = local_edge_geometry(pos, pos, None, ei[0], ei[1]) if spec["layer"] in ("GATConv",) else None
+        edge_layers = ("GATConv", "GATv2Conv", "TransformerConv", "GINEConv")
+        ea = local_edge_geometry(pos, pos, None, ei[0], ei[1]) if spec["layer"].split(":")[0] in edge_layers else None
         a, b, _ = callables(spec["layer"], layer, reps, x, ei, frames, pos, ea)
     if spec["what"] == "time":
         ratios, ta, tb = [], [], []

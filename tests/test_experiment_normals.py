@@ -61,6 +61,10 @@ def test_config_validation_and_roundtrip(root):
     c2 = _cfg(root, model="tf-pointnet", tf_ratios=[0.5], head="residual")
     assert c2.tf_ratios == (0.5,) and NormalsExperimentConfig.from_dict(c2.to_dict()) == c2
     assert NormalsExperiment(c2).run_name == "tf-pointnet-residual_i-i"
+    c3 = _cfg(root, model="tf-pointnet", tf_pool_edges=True)
+    assert NormalsExperiment(c3).run_name == "tf-pointnet-pool_i-i" and NormalsExperiment(c3).build_model().pool_edges
+    with pytest.raises(ValueError, match="tf_pool_edges"):
+        _cfg(root, tf_pool_edges="yes")
     assert NormalsExperiment(_cfg(root, model="fa-pointnet", fa_mode="canonical", features="none",
                                   output="vector")).run_name == "fa-pointnet-canonical-featnone-vector_i-i"
     assert NormalsExperiment(_cfg(root, model="dgcnn")).run_name == "dgcnn_i-i"

@@ -222,6 +222,18 @@ def test_tf_pointnet_is_tfconv_wrapped_pointnetconv_hierarchy():
     assert _line_error(flat, _cloud(), seed=6, n_trials=1) <= 1e-9
 
 
+def test_tf_pointnet_pooled_edge_features():
+    # pool_edges: the plane-fit head also reads max_j h_ij; still exactly E(3)-equivariant (generic and
+    # reflected inputs), and the option is refused for heads that have no edge features
+    torch.manual_seed(0)
+    m = TFPointNet(hidden=8, k=8, local_layers=1, ratios=(0.5,), pool_edges=True).double()
+    plain = TFPointNet(hidden=8, k=8, local_layers=1, ratios=(0.5,)).double()
+    assert m.head.b.in_features == plain.head.b.in_features + 8
+    assert _line_error(m, _cloud(), seed=7, n_trials=2) <= 1e-9
+    with pytest.raises(ValueError, match="pool_edges"):
+        TFPointNet(hidden=8, k=8, head="residual", pool_edges=True)
+
+
 def test_tf_pointnet_learned_frames_equivariant():
     torch.manual_seed(0)
     m = TFPointNet(hidden=8, k=8, frames="learned", learned_cutoff=2.0, local_layers=1, ratios=(0.5,)).double()

@@ -820,6 +820,8 @@ class TFPointNet(nn.Module):
             (an invariant scale), so that the offsets ``R_i (x_j - x_i)`` the layers read are ``O(1)``
             whatever the sampling density (PointNet++ divides offsets by its ball radius); the frames
             are computed before, from the raw positions.
+        pool_edges: with the ``"wlsq"`` head, also give it the max over neighbours of the per-edge
+            features (``g_i = max_j h_ij``, as FA-Local-PointNet's head gets), beside ``f_i``.
         normal_sign: sign of the PCA frames' normal (last) axis: ``"moments"`` (the third-moment
             rule of :func:`~equiframe.frames.local.local_pca_frames`, undecided -- and then not
             equivariant -- on exactly flat patches, so that neighbouring frames on one face can point
@@ -834,7 +836,8 @@ class TFPointNet(nn.Module):
     def __init__(self, dim: int = 3, hidden_reps: str = "32x0n+8x1n", hidden: int = 64, k: int = 16,
                  local_layers: int = 2, ratios: tuple[float, ...] = (0.25, 0.25), fp_k: int = 3,
                  frames: FrameKind = "pca", head: Head | None = None, learned_cutoff: float = 0.3,
-                 iterations: int = 2, normalize: bool = True, normal_sign: NormalSign = "centroid"):
+                 iterations: int = 2, normalize: bool = True, normal_sign: NormalSign = "centroid",
+                 pool_edges: bool = False):
         super().__init__()
         from torch_geometric.nn import PointNetConv  # noqa: PLC0415
 
@@ -874,8 +877,13 @@ class TFPointNet(nn.Module):
         self.act = nn.ReLU()
         if self.head_kind == "wlsq":
             self.edge_mlp = _mlp([self.hidden_reps.size + dim + 1, hidden, hidden])
-            self.head = PlaneFitHead(hidden, self.hidden_reps.size, hidden, iterations, neighbour_lines=True)
+            self.pool_edges = bool(pool_edges)
+            point_dim = self.hidden_reps.size + (hidden if self.pool_edges else 0)
+            self.head = PlaneFitHead(hidden, point_dim, hidden, iterations, neighbour_lines=True)
         else:
+            if pool_edges:
+                raise ValueError("pool_edges: only with the 'wlsq' head")
+            self.pool_edges = False
             self.edge_mlp = None
             self.head = _mlp([self.hidden_reps.size, hidden, dim], last_act=False)
             if self.head_kind == "residual":
@@ -967,7 +975,8 @@ class TFPointNet(nn.Module):
             h = self.edge_mlp(torch.cat([fj, y, y.norm(dim=-1, keepdim=True)], dim=-1))
             # the neighbours' PCA normals (last frame axes) moved into frame i: R_i R_j^T e_d = R_i u_j
             lines = torch.einsum("eab,eb->ea", R[dst], R[src, d - 1]).reshape(B * N, self.k, d)
-            n_local = self.head(h, f, y, e_d.expand(B * N, d), lines)
+            g = torch.cat([f, h.amax(dim=1)], dim=-1) if self.pool_edges else f
+            n_local = self.head(h, g, y, e_d.expand(B * N, d), lines)
         else:
             n_local = self.head(f)  # [B N, d], invariant
             if self.head_kind == "residual":
@@ -1012,6 +1021,7 @@ def build_normals_model(
     tf_local_layers: int = 2,
     tf_ratios: tuple[float, ...] = (0.25, 0.25),
     tf_k: int = 16,
+    tf_pool_edges: bool = False,
     local_k: int = 16,
     head: Head | None = None,
     dgcnn_layers: int = 3,
@@ -1029,7 +1039,8 @@ def build_normals_model(
             default ``"pca"``: ``[u u^T, C / tr C]`` (``2x2n``).
         feature_k: neighbourhood of those features (16, the baseline's).
         output: output head of the global models (:class:`FANormals`); default ``"line"``.
-        hidden_reps, tf_frames, tf_local_layers, tf_ratios, tf_k: TF-PointNet++ options.
+        hidden_reps, tf_frames, tf_local_layers, tf_ratios, tf_k, tf_pool_edges: TF-PointNet++ options
+            (``tf_pool_edges``: :class:`TFPointNet`'s ``pool_edges``).
         local_k: neighbourhood of FA-Local-PointNet (frame and PointNet).
         head: head of the local-frame models (``None``: ``"wlsq"`` with PCA frames, ``"free"`` with
             learned frames).
@@ -1055,5 +1066,6 @@ def build_normals_model(
     if name == "fa-local-pointnet":
         return LocalPointNet(dim, local_k, hidden, head=head or "wlsq")
     if name == "tf-pointnet":
-        return TFPointNet(dim, hidden_reps, hidden, tf_k, tf_local_layers, tf_ratios, frames=tf_frames, head=head)
+        return TFPointNet(dim, hidden_reps, hidden, tf_k, tf_local_layers, tf_ratios, frames=tf_frames, head=head,
+                          pool_edges=tf_pool_edges)
     return KNNPCANormals(baseline_k)
