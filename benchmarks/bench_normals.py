@@ -60,6 +60,10 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
                     {"model": "tf-pointnet", "hidden": 32}),
     "tf-pointnet-pool": ("TF-PointNet++ with pooled edge features in the plane-fit head (tf_pool_edges)",
                          {"model": "tf-pointnet", "hidden": 32, "tf_pool_edges": True}),
+    "tf-pointnet-flat": ("TF-PointNet++ without set abstraction (3 TFConv(PointNetConv) layers on the k-NN graph)",
+                         {"model": "tf-pointnet", "hidden": 32, "tf_ratios": (), "tf_local_layers": 3}),
+    "tf-pointnet-geo": ("TF-PointNet++, head edge features from local geometry + pooled (FA-Local's head) + TF context",
+                        {"model": "tf-pointnet", "hidden": 32, "tf_pool_edges": True, "tf_edge_transport": False}),
     # earlier TF-PointNet++ runs (kept for the record; not in RUNS, the code changed since):
     # v0: raw offsets (no position normalisation), plane-fit width 16, moment-sign frames;
     # moments: the current model but frames whose normal-axis sign comes from the third moment only
@@ -90,8 +94,10 @@ RUNS: list[tuple[str, str, int]] = [
     ("pointnet", "so3/so3", 20),
     ("fa-local-pointnet", "so3/so3", 16),
     ("tf-pointnet-pool", "i/i", 16),
+    ("tf-pointnet-flat", "i/i", 16),
+    ("tf-pointnet-geo", "i/i", 16),
 ]
-EQUIVARIANT = ("fa-pointnet", "fa-dgcnn", "fa-local-pointnet", "tf-pointnet", "tf-pointnet-pool")
+EQUIVARIANT = ("fa-pointnet", "fa-dgcnn", "fa-local-pointnet", "tf-pointnet", "tf-pointnet-pool", "tf-pointnet-flat", "tf-pointnet-geo")
 BASELINE_KS = (4, 6, 8, 12, 16, 24)
 
 

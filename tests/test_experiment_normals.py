@@ -65,6 +65,9 @@ def test_config_validation_and_roundtrip(root):
     assert NormalsExperiment(c3).run_name == "tf-pointnet-pool_i-i" and NormalsExperiment(c3).build_model().pool_edges
     with pytest.raises(ValueError, match="tf_pool_edges"):
         _cfg(root, tf_pool_edges="yes")
+    c4 = _cfg(root, model="tf-pointnet", tf_pool_edges=True, tf_edge_transport=False)
+    assert NormalsExperiment(c4).run_name == "tf-pointnet-pool-geoedges_i-i"
+    assert not NormalsExperiment(c4).build_model().edge_transport
     assert NormalsExperiment(_cfg(root, model="fa-pointnet", fa_mode="canonical", features="none",
                                   output="vector")).run_name == "fa-pointnet-canonical-featnone-vector_i-i"
     assert NormalsExperiment(_cfg(root, model="dgcnn")).run_name == "dgcnn_i-i"

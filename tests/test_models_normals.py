@@ -232,6 +232,12 @@ def test_tf_pointnet_pooled_edge_features():
     assert _line_error(m, _cloud(), seed=7, n_trials=2) <= 1e-9
     with pytest.raises(ValueError, match="pool_edges"):
         TFPointNet(hidden=8, k=8, head="residual", pool_edges=True)
+    # edge_transport=False: the head's edge MLP reads the local geometry only (FA-Local-PointNet's edge features)
+    geo = TFPointNet(hidden=8, k=8, local_layers=1, ratios=(0.5,), pool_edges=True, edge_transport=False).double()
+    assert geo.edge_mlp[0].in_features == 3 + 1
+    assert _line_error(geo, _cloud(), seed=8, n_trials=2) <= 1e-9
+    with pytest.raises(ValueError, match="edge_transport"):
+        TFPointNet(hidden=8, k=8, head="free", edge_transport=False)
 
 
 def test_tf_pointnet_learned_frames_equivariant():

@@ -141,6 +141,7 @@ class NormalsExperimentConfig:
     tf_ratios: tuple[float, ...] = (0.25, 0.25)
     tf_k: int = 16
     tf_pool_edges: bool = False
+    tf_edge_transport: bool = True
     dgcnn_layers: int = 3
     baseline_k: int = 16
     dtype: Dtype = "float32"
@@ -176,8 +177,9 @@ class NormalsExperimentConfig:
             raise ValueError(f"tf_frames: expected one of {get_args(FrameKind)}, got {self.tf_frames!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
-        if not isinstance(self.tf_pool_edges, bool):
-            raise ValueError(f"tf_pool_edges: expected a bool, got {self.tf_pool_edges!r}")
+        for name in ("tf_pool_edges", "tf_edge_transport"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: expected a bool, got {getattr(self, name)!r}")
         if not (isinstance(self.noise, (int, float)) and math.isfinite(self.noise) and self.noise >= 0):
             raise ValueError(f"noise: expected a finite number >= 0, got {self.noise!r}")
         kmax = max(self.k, self.tf_k, self.baseline_k, self.feature_k, self.local_k)
@@ -260,6 +262,7 @@ class NormalsExperiment(Experiment):
         extra += f"-{c.output}" if global_model and c.output != "line" else ""
         extra += f"-{c.tf_frames}" if c.model == "tf-pointnet" and c.tf_frames != "pca" else ""
         extra += "-pool" if c.model == "tf-pointnet" and c.tf_pool_edges else ""
+        extra += "-geoedges" if c.model == "tf-pointnet" and not c.tf_edge_transport else ""
         extra += f"-{c.head}" if c.head is not None and c.model in ("fa-local-pointnet", "tf-pointnet") else ""
         return f"{c.model}{extra}_{c.setting.replace('/', '-')}"
 
@@ -327,7 +330,8 @@ class NormalsExperiment(Experiment):
                                     feature_k=c.feature_k, output=c.output, head=c.head, local_k=c.local_k,
                                     hidden_reps=c.hidden_reps,
                                     tf_frames=c.tf_frames, tf_local_layers=c.tf_local_layers, tf_ratios=c.tf_ratios,
-                                    tf_k=c.tf_k, tf_pool_edges=c.tf_pool_edges, dgcnn_layers=c.dgcnn_layers, baseline_k=c.baseline_k)
+                                    tf_k=c.tf_k, tf_pool_edges=c.tf_pool_edges,
+                                    tf_edge_transport=c.tf_edge_transport, dgcnn_layers=c.dgcnn_layers, baseline_k=c.baseline_k)
         return model.to(self.torch_dtype)
 
     def loss(self, model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
@@ -573,6 +577,8 @@ def add_cli(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser
     t.add_argument("--tf-ratios", type=float, nargs="*", default=[0.25, 0.25])
     t.add_argument("--tf-pool-edges", action="store_true",
                    help="TF-PointNet++: give the plane-fit head the neighbour-pooled edge features too")
+    t.add_argument("--tf-geometry-edges", action="store_true",
+                   help="TF-PointNet++: the plane-fit head's edge features from the local geometry only")
     t.add_argument("--dgcnn-layers", type=int, default=3)
     t.add_argument("--dtype", choices=tuple(_DTYPES), default="float32")
     t.add_argument("--out", default="runs")
@@ -603,7 +609,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         n_points=args.n_points, noise=args.noise, data_seed=args.data_seed, hidden=args.hidden, k=args.k,
         fa_mode=args.fa_mode, features=args.features, output=args.output, head=args.head, local_k=args.local_k,
         hidden_reps=args.hidden_reps, tf_frames=args.tf_frames, tf_local_layers=args.tf_local_layers,
-        tf_ratios=tuple(args.tf_ratios), tf_pool_edges=args.tf_pool_edges, dgcnn_layers=args.dgcnn_layers, dtype=args.dtype, data_root=args.root,
+        tf_ratios=tuple(args.tf_ratios), tf_pool_edges=args.tf_pool_edges,
+        tf_edge_transport=not args.tf_geometry_edges, dgcnn_layers=args.dgcnn_layers, dtype=args.dtype, data_root=args.root,
         diagnostic_samples=args.n_test)
     exp = NormalsExperiment(cfg)
     if args.model == "knn-pca":  # no parameters: evaluate only

@@ -822,6 +822,9 @@ class TFPointNet(nn.Module):
             are computed before, from the raw positions.
         pool_edges: with the ``"wlsq"`` head, also give it the max over neighbours of the per-edge
             features (``g_i = max_j h_ij``, as FA-Local-PointNet's head gets), beside ``f_i``.
+        edge_transport: with the ``"wlsq"`` head, include the transported sender features in the per-edge
+            features (default); ``False``: ``h_ij = MLP([y_ij, |y_ij|])`` from the local geometry only (FA-Local-
+            PointNet's edge features), the tensor-frame context entering through ``f_i``.
         normal_sign: sign of the PCA frames' normal (last) axis: ``"moments"`` (the third-moment
             rule of :func:`~equiframe.frames.local.local_pca_frames`, undecided -- and then not
             equivariant -- on exactly flat patches, so that neighbouring frames on one face can point
@@ -837,7 +840,7 @@ class TFPointNet(nn.Module):
                  local_layers: int = 2, ratios: tuple[float, ...] = (0.25, 0.25), fp_k: int = 3,
                  frames: FrameKind = "pca", head: Head | None = None, learned_cutoff: float = 0.3,
                  iterations: int = 2, normalize: bool = True, normal_sign: NormalSign = "centroid",
-                 pool_edges: bool = False):
+                 pool_edges: bool = False, edge_transport: bool = True):
         super().__init__()
         from torch_geometric.nn import PointNetConv  # noqa: PLC0415
 
@@ -876,14 +879,15 @@ class TFPointNet(nn.Module):
         self.up = nn.ModuleList(conv(self.hidden_reps) for _ in ratios)
         self.act = nn.ReLU()
         if self.head_kind == "wlsq":
-            self.edge_mlp = _mlp([self.hidden_reps.size + dim + 1, hidden, hidden])
-            self.pool_edges = bool(pool_edges)
+            edge_in = (self.hidden_reps.size if edge_transport else 0) + dim + 1
+            self.edge_mlp = _mlp([edge_in, hidden, hidden])
+            self.pool_edges, self.edge_transport = bool(pool_edges), bool(edge_transport)
             point_dim = self.hidden_reps.size + (hidden if self.pool_edges else 0)
             self.head = PlaneFitHead(hidden, point_dim, hidden, iterations, neighbour_lines=True)
         else:
-            if pool_edges:
-                raise ValueError("pool_edges: only with the 'wlsq' head")
-            self.pool_edges = False
+            if pool_edges or not edge_transport:
+                raise ValueError("pool_edges / edge_transport: options of the 'wlsq' head")
+            self.pool_edges, self.edge_transport = False, True
             self.edge_mlp = None
             self.head = _mlp([self.hidden_reps.size, hidden, dim], last_act=False)
             if self.head_kind == "residual":
@@ -968,11 +972,13 @@ class TFPointNet(nn.Module):
             from ..nn.tensor_frames import transport  # noqa: PLC0415
 
             src, dst = ei[0], ei[1]
-            fj = transport(self.hidden_reps, f[src], R, R, src, dst).reshape(B * N, self.k, -1)
             rel = (xf[src] - xf[dst]).reshape(B * N, self.k, d)
             y = torch.einsum("mab,mkb->mka", R, rel)
             y = y / y.norm(dim=-1).amax(dim=1).clamp_min(torch.finfo(x.dtype).tiny)[:, None, None]
-            h = self.edge_mlp(torch.cat([fj, y, y.norm(dim=-1, keepdim=True)], dim=-1))
+            geo = [y, y.norm(dim=-1, keepdim=True)]
+            if self.edge_transport:
+                geo.insert(0, transport(self.hidden_reps, f[src], R, R, src, dst).reshape(B * N, self.k, -1))
+            h = self.edge_mlp(torch.cat(geo, dim=-1))
             # the neighbours' PCA normals (last frame axes) moved into frame i: R_i R_j^T e_d = R_i u_j
             lines = torch.einsum("eab,eb->ea", R[dst], R[src, d - 1]).reshape(B * N, self.k, d)
             g = torch.cat([f, h.amax(dim=1)], dim=-1) if self.pool_edges else f
@@ -1022,6 +1028,7 @@ def build_normals_model(
     tf_ratios: tuple[float, ...] = (0.25, 0.25),
     tf_k: int = 16,
     tf_pool_edges: bool = False,
+    tf_edge_transport: bool = True,
     local_k: int = 16,
     head: Head | None = None,
     dgcnn_layers: int = 3,
@@ -1039,8 +1046,8 @@ def build_normals_model(
             default ``"pca"``: ``[u u^T, C / tr C]`` (``2x2n``).
         feature_k: neighbourhood of those features (16, the baseline's).
         output: output head of the global models (:class:`FANormals`); default ``"line"``.
-        hidden_reps, tf_frames, tf_local_layers, tf_ratios, tf_k, tf_pool_edges: TF-PointNet++ options
-            (``tf_pool_edges``: :class:`TFPointNet`'s ``pool_edges``).
+        hidden_reps, tf_frames, tf_local_layers, tf_ratios, tf_k, tf_pool_edges, tf_edge_transport:
+            TF-PointNet++ options (the last two: :class:`TFPointNet`'s ``pool_edges`` / ``edge_transport``).
         local_k: neighbourhood of FA-Local-PointNet (frame and PointNet).
         head: head of the local-frame models (``None``: ``"wlsq"`` with PCA frames, ``"free"`` with
             learned frames).
@@ -1067,5 +1074,5 @@ def build_normals_model(
         return LocalPointNet(dim, local_k, hidden, head=head or "wlsq")
     if name == "tf-pointnet":
         return TFPointNet(dim, hidden_reps, hidden, tf_k, tf_local_layers, tf_ratios, frames=tf_frames, head=head,
-                          pool_edges=tf_pool_edges)
+                          pool_edges=tf_pool_edges, edge_transport=tf_edge_transport)
     return KNNPCANormals(baseline_k)
