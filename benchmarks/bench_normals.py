@@ -56,14 +56,21 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
                  {"model": "fa-dgcnn", "fa_mode": "canonical", "hidden": 32, "dgcnn_layers": 2}),
     "fa-local-pointnet": ("FA-Local-PointNet (local PCA frames k=16, learned plane fit)",
                           {"model": "fa-local-pointnet", "hidden": 32}),
-    "tf-pointnet": ("TF-PointNet++ (TFConv(PointNetConv), 32x0n+8x1n, 2 SA levels, learned plane fit)",
-                    {"model": "tf-pointnet", "hidden": 32}),
-    "tf-pointnet-pool": ("TF-PointNet++ with pooled edge features in the plane-fit head (tf_pool_edges)",
-                         {"model": "tf-pointnet", "hidden": 32, "tf_pool_edges": True}),
-    "tf-pointnet-flat": ("TF-PointNet++ without set abstraction (3 TFConv(PointNetConv) layers on the k-NN graph)",
-                         {"model": "tf-pointnet", "hidden": 32, "tf_ratios": (), "tf_local_layers": 3}),
-    "tf-pointnet-geo": ("TF-PointNet++, head edge features from local geometry + pooled (FA-Local's head) + TF context",
-                        {"model": "tf-pointnet", "hidden": 32, "tf_pool_edges": True, "tf_edge_transport": False}),
+    "tf-pointnet": ("TF-PointNet++ (TFConv(PointNetConv), 32x0n+8x1n, 2 SA levels, learned plane fit on local "
+                    "geometry + TF features)", {"model": "tf-pointnet", "hidden": 32}),
+    # size control for the TF-PointNet++ vs FA-Local-PointNet comparison (ablation table)
+    "fa-local-pointnet-h64": ("FA-Local-PointNet, hidden 64 (parameter count near TF-PointNet++'s)",
+                              {"model": "fa-local-pointnet", "hidden": 64}),
+    # the earlier plane-fit head (per-edge features from the transported sender features, no pooling) and
+    # two ablations of it (ablation table)
+    "tf-pointnet-transport": ("TF-PointNet++, head edge features = transported sender features + geometry",
+                              {"model": "tf-pointnet", "hidden": 32, "tf_pool_edges": False,
+                               "tf_edge_transport": True}),
+    "tf-pointnet-pool": ("the same + neighbour-pooled edge features in the head",
+                         {"model": "tf-pointnet", "hidden": 32, "tf_pool_edges": True, "tf_edge_transport": True}),
+    "tf-pointnet-flat": ("the same without set abstraction (3 TFConv(PointNetConv) layers on the k-NN graph)",
+                         {"model": "tf-pointnet", "hidden": 32, "tf_ratios": (), "tf_local_layers": 3,
+                          "tf_pool_edges": False, "tf_edge_transport": True}),
     # earlier TF-PointNet++ runs (kept for the record; not in RUNS, the code changed since):
     # v0: raw offsets (no position normalisation), plane-fit width 16, moment-sign frames;
     # moments: the current model but frames whose normal-axis sign comes from the third moment only
@@ -78,7 +85,8 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
 #: hand-written discussion appended to the Markdown (targets, published numbers)
 NOTES = ""
 #: keys of superseded runs (their own table)
-SUPERSEDED = ("tf-pointnet-v0", "tf-pointnet-moments", "fa-local-pointnet-relu")
+SUPERSEDED = ("tf-pointnet-v0", "tf-pointnet-moments", "fa-local-pointnet-relu", "tf-pointnet-transport",
+              "tf-pointnet-pool", "tf-pointnet-flat", "fa-local-pointnet-h64")
 
 #: (key, setting, epochs at scale 1), in priority order
 RUNS: list[tuple[str, str, int]] = [
@@ -93,11 +101,14 @@ RUNS: list[tuple[str, str, int]] = [
     ("fa-dgcnn", "i/i", 15),
     ("pointnet", "so3/so3", 20),
     ("fa-local-pointnet", "so3/so3", 16),
+    ("tf-pointnet-transport", "i/i", 16),
+    ("tf-pointnet-transport", "so3/so3", 16),
     ("tf-pointnet-pool", "i/i", 16),
     ("tf-pointnet-flat", "i/i", 16),
-    ("tf-pointnet-geo", "i/i", 16),
+    ("fa-local-pointnet-h64", "i/i", 16),
 ]
-EQUIVARIANT = ("fa-pointnet", "fa-dgcnn", "fa-local-pointnet", "tf-pointnet", "tf-pointnet-pool", "tf-pointnet-flat", "tf-pointnet-geo")
+EQUIVARIANT = ("fa-pointnet", "fa-dgcnn", "fa-local-pointnet", "tf-pointnet", "tf-pointnet-transport", "tf-pointnet-pool",
+               "tf-pointnet-flat", "fa-local-pointnet-h64")
 BASELINE_KS = (4, 6, 8, 12, 16, 24)
 
 
@@ -243,7 +254,7 @@ def report(args: argparse.Namespace, out: Path, t_session: float) -> None:
                          f"{'-' if e1 is None else f'{e1:.1e}'} | {'-' if e2 is None else f'{e2:.1e}'} |")
     old = [(MODELS[k][0], r) for k in SUPERSEDED for s_ in ("i/i", "so3/so3") if (r := runs.get(run_key(k, s_)))]
     if old:
-        lines += ["", "Superseded runs (same budget, earlier code; kept for the record, not in the sums):", "",
+        lines += ["", "Superseded and ablation runs (same budget; earlier code or other options; not in the sums):", "",
                   "| run | setting | test 1-cos² / angle | i/SO(3) | epochs (steps) | best epoch | params | "
                   "wall time | s / epoch | O(3) error f64, test shapes |", "|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in old:

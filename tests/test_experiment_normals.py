@@ -61,13 +61,23 @@ def test_config_validation_and_roundtrip(root):
     c2 = _cfg(root, model="tf-pointnet", tf_ratios=[0.5], head="residual")
     assert c2.tf_ratios == (0.5,) and NormalsExperimentConfig.from_dict(c2.to_dict()) == c2
     assert NormalsExperiment(c2).run_name == "tf-pointnet-residual_i-i"
-    c3 = _cfg(root, model="tf-pointnet", tf_pool_edges=True)
-    assert NormalsExperiment(c3).run_name == "tf-pointnet-pool_i-i" and NormalsExperiment(c3).build_model().pool_edges
+    # TF-PointNet++ head options: None resolves to the head's defaults (plane-fit head: pooled edge features,
+    # edge features from the local geometry), so a config names its architecture exactly
+    c3 = _cfg(root, model="tf-pointnet")
+    assert (c3.tf_pool_edges, c3.tf_edge_transport) == (True, False)
+    assert NormalsExperiment(c3).run_name == "tf-pointnet_i-i"
+    m3 = NormalsExperiment(c3).build_model()
+    assert m3.pool_edges and not m3.edge_transport
+    assert c2.tf_pool_edges is False and c2.tf_edge_transport is True  # residual head: not applicable
+    c4 = _cfg(root, model="tf-pointnet", tf_pool_edges=False, tf_edge_transport=True)
+    assert NormalsExperiment(c4).run_name == "tf-pointnet-nopool-transportedges_i-i"
+    assert NormalsExperiment(c4).build_model().edge_transport
+    # configs written before the options existed describe the earlier head
+    legacy = {k: v for k, v in c3.to_dict().items() if k not in ("tf_pool_edges", "tf_edge_transport")}
+    old = NormalsExperimentConfig.from_dict(legacy)
+    assert (old.tf_pool_edges, old.tf_edge_transport) == (False, True)
     with pytest.raises(ValueError, match="tf_pool_edges"):
         _cfg(root, tf_pool_edges="yes")
-    c4 = _cfg(root, model="tf-pointnet", tf_pool_edges=True, tf_edge_transport=False)
-    assert NormalsExperiment(c4).run_name == "tf-pointnet-pool-geoedges_i-i"
-    assert not NormalsExperiment(c4).build_model().edge_transport
     assert NormalsExperiment(_cfg(root, model="fa-pointnet", fa_mode="canonical", features="none",
                                   output="vector")).run_name == "fa-pointnet-canonical-featnone-vector_i-i"
     assert NormalsExperiment(_cfg(root, model="dgcnn")).run_name == "dgcnn_i-i"

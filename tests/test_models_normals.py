@@ -226,9 +226,12 @@ def test_tf_pointnet_pooled_edge_features():
     # pool_edges: the plane-fit head also reads max_j h_ij; still exactly E(3)-equivariant (generic and
     # reflected inputs), and the option is refused for heads that have no edge features
     torch.manual_seed(0)
-    m = TFPointNet(hidden=8, k=8, local_layers=1, ratios=(0.5,), pool_edges=True).double()
-    plain = TFPointNet(hidden=8, k=8, local_layers=1, ratios=(0.5,)).double()
+    m = TFPointNet(hidden=8, k=8, local_layers=1, ratios=(0.5,), pool_edges=True, edge_transport=True).double()
+    plain = TFPointNet(hidden=8, k=8, local_layers=1, ratios=(0.5,), pool_edges=False, edge_transport=True).double()
     assert m.head.b.in_features == plain.head.b.in_features + 8
+    assert _line_error(plain, _cloud(), seed=9, n_trials=1) <= 1e-9
+    default = TFPointNet(hidden=8, k=8)
+    assert default.pool_edges and not default.edge_transport  # the plane-fit head's defaults
     assert _line_error(m, _cloud(), seed=7, n_trials=2) <= 1e-9
     with pytest.raises(ValueError, match="pool_edges"):
         TFPointNet(hidden=8, k=8, head="residual", pool_edges=True)

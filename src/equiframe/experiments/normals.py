@@ -140,8 +140,8 @@ class NormalsExperimentConfig:
     tf_local_layers: int = 2
     tf_ratios: tuple[float, ...] = (0.25, 0.25)
     tf_k: int = 16
-    tf_pool_edges: bool = False
-    tf_edge_transport: bool = True
+    tf_pool_edges: bool | None = None
+    tf_edge_transport: bool | None = None
     dgcnn_layers: int = 3
     baseline_k: int = 16
     dtype: Dtype = "float32"
@@ -178,8 +178,15 @@ class NormalsExperimentConfig:
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
         for name in ("tf_pool_edges", "tf_edge_transport"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}: expected a bool, got {getattr(self, name)!r}")
+            if not isinstance(getattr(self, name), (bool, type(None))):
+                raise ValueError(f"{name}: expected a bool or None, got {getattr(self, name)!r}")
+        # resolve the TF-PointNet++ head options to concrete values (None: the head's default), so that
+        # a config names its architecture exactly (checkpoints, resume checks, run names)
+        wlsq = (self.head or ("wlsq" if self.tf_frames == "pca" else "free")) == "wlsq"
+        if self.tf_pool_edges is None:
+            object.__setattr__(self, "tf_pool_edges", wlsq)
+        if self.tf_edge_transport is None:
+            object.__setattr__(self, "tf_edge_transport", not wlsq)
         if not (isinstance(self.noise, (int, float)) and math.isfinite(self.noise) and self.noise >= 0):
             raise ValueError(f"noise: expected a finite number >= 0, got {self.noise!r}")
         kmax = max(self.k, self.tf_k, self.baseline_k, self.feature_k, self.local_k)
@@ -202,6 +209,11 @@ class NormalsExperimentConfig:
         if unknown:
             raise ValueError(f"config: unknown normals options {sorted(unknown)}")
         d = dict(d)
+        if d.get("model") == "tf-pointnet":
+            # configs written before these options existed describe the earlier head (transported edge
+            # features, no pooling)
+            d.setdefault("tf_pool_edges", False)
+            d.setdefault("tf_edge_transport", True)
         if "tf_ratios" in d:
             d["tf_ratios"] = tuple(d["tf_ratios"])
         return cls(**d)
@@ -261,8 +273,9 @@ class NormalsExperiment(Experiment):
         extra += f"-feat{c.features}" if global_model and c.features != "pca" else ""
         extra += f"-{c.output}" if global_model and c.output != "line" else ""
         extra += f"-{c.tf_frames}" if c.model == "tf-pointnet" and c.tf_frames != "pca" else ""
-        extra += "-pool" if c.model == "tf-pointnet" and c.tf_pool_edges else ""
-        extra += "-geoedges" if c.model == "tf-pointnet" and not c.tf_edge_transport else ""
+        if c.model == "tf-pointnet" and (c.head or ("wlsq" if c.tf_frames == "pca" else "free")) == "wlsq":
+            extra += "" if c.tf_pool_edges else "-nopool"
+            extra += "-transportedges" if c.tf_edge_transport else ""
         extra += f"-{c.head}" if c.head is not None and c.model in ("fa-local-pointnet", "tf-pointnet") else ""
         return f"{c.model}{extra}_{c.setting.replace('/', '-')}"
 
@@ -575,10 +588,10 @@ def add_cli(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser
     t.add_argument("--tf-frames", choices=get_args(FrameKind), default="pca")
     t.add_argument("--tf-local-layers", type=int, default=2)
     t.add_argument("--tf-ratios", type=float, nargs="*", default=[0.25, 0.25])
-    t.add_argument("--tf-pool-edges", action="store_true",
-                   help="TF-PointNet++: give the plane-fit head the neighbour-pooled edge features too")
-    t.add_argument("--tf-geometry-edges", action="store_true",
-                   help="TF-PointNet++: the plane-fit head's edge features from the local geometry only")
+    t.add_argument("--tf-no-pool-edges", action="store_true",
+                   help="TF-PointNet++ (plane-fit head): do not give the head the neighbour-pooled edge features")
+    t.add_argument("--tf-transport-edges", action="store_true",
+                   help="TF-PointNet++ (plane-fit head): edge features include the transported sender features")
     t.add_argument("--dgcnn-layers", type=int, default=3)
     t.add_argument("--dtype", choices=tuple(_DTYPES), default="float32")
     t.add_argument("--out", default="runs")
@@ -609,8 +622,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         n_points=args.n_points, noise=args.noise, data_seed=args.data_seed, hidden=args.hidden, k=args.k,
         fa_mode=args.fa_mode, features=args.features, output=args.output, head=args.head, local_k=args.local_k,
         hidden_reps=args.hidden_reps, tf_frames=args.tf_frames, tf_local_layers=args.tf_local_layers,
-        tf_ratios=tuple(args.tf_ratios), tf_pool_edges=args.tf_pool_edges,
-        tf_edge_transport=not args.tf_geometry_edges, dgcnn_layers=args.dgcnn_layers, dtype=args.dtype, data_root=args.root,
+        tf_ratios=tuple(args.tf_ratios), tf_pool_edges=False if args.tf_no_pool_edges else None,
+        tf_edge_transport=True if args.tf_transport_edges else None, dgcnn_layers=args.dgcnn_layers, dtype=args.dtype, data_root=args.root,
         diagnostic_samples=args.n_test)
     exp = NormalsExperiment(cfg)
     if args.model == "knn-pca":  # no parameters: evaluate only

@@ -820,11 +820,14 @@ class TFPointNet(nn.Module):
             (an invariant scale), so that the offsets ``R_i (x_j - x_i)`` the layers read are ``O(1)``
             whatever the sampling density (PointNet++ divides offsets by its ball radius); the frames
             are computed before, from the raw positions.
-        pool_edges: with the ``"wlsq"`` head, also give it the max over neighbours of the per-edge
-            features (``g_i = max_j h_ij``, as FA-Local-PointNet's head gets), beside ``f_i``.
-        edge_transport: with the ``"wlsq"`` head, include the transported sender features in the per-edge
-            features (default); ``False``: ``h_ij = MLP([y_ij, |y_ij|])`` from the local geometry only (FA-Local-
-            PointNet's edge features), the tensor-frame context entering through ``f_i``.
+        pool_edges: ``"wlsq"`` head: also give it the max over neighbours of the per-edge features
+            (``g_i = max_j h_ij``, as FA-Local-PointNet's head gets), beside ``f_i``. ``None``: ``True``
+            with the ``"wlsq"`` head (the only head it applies to).
+        edge_transport: ``"wlsq"`` head: include the transported sender features
+            ``rho(R_i R_j^T) f_j`` in the per-edge features. ``None``: ``False``, i.e.
+            ``h_ij = MLP([y_ij, |y_ij|])`` from the local geometry (FA-Local-PointNet's edge features), the
+            tensor-frame context entering through ``f_i`` -- on the procedural normals benchmark this head
+            reaches 0.0785 (1 - cos^2) against 0.0954 with transported edge features (BENCHMARKS.md).
         normal_sign: sign of the PCA frames' normal (last) axis: ``"moments"`` (the third-moment
             rule of :func:`~equiframe.frames.local.local_pca_frames`, undecided -- and then not
             equivariant -- on exactly flat patches, so that neighbouring frames on one face can point
@@ -840,7 +843,7 @@ class TFPointNet(nn.Module):
                  local_layers: int = 2, ratios: tuple[float, ...] = (0.25, 0.25), fp_k: int = 3,
                  frames: FrameKind = "pca", head: Head | None = None, learned_cutoff: float = 0.3,
                  iterations: int = 2, normalize: bool = True, normal_sign: NormalSign = "centroid",
-                 pool_edges: bool = False, edge_transport: bool = True):
+                 pool_edges: bool | None = None, edge_transport: bool | None = None):
         super().__init__()
         from torch_geometric.nn import PointNetConv  # noqa: PLC0415
 
@@ -879,13 +882,15 @@ class TFPointNet(nn.Module):
         self.up = nn.ModuleList(conv(self.hidden_reps) for _ in ratios)
         self.act = nn.ReLU()
         if self.head_kind == "wlsq":
+            pool_edges = True if pool_edges is None else pool_edges
+            edge_transport = False if edge_transport is None else edge_transport
             edge_in = (self.hidden_reps.size if edge_transport else 0) + dim + 1
             self.edge_mlp = _mlp([edge_in, hidden, hidden])
             self.pool_edges, self.edge_transport = bool(pool_edges), bool(edge_transport)
             point_dim = self.hidden_reps.size + (hidden if self.pool_edges else 0)
             self.head = PlaneFitHead(hidden, point_dim, hidden, iterations, neighbour_lines=True)
         else:
-            if pool_edges or not edge_transport:
+            if pool_edges or edge_transport is False:
                 raise ValueError("pool_edges / edge_transport: options of the 'wlsq' head")
             self.pool_edges, self.edge_transport = False, True
             self.edge_mlp = None
@@ -1027,8 +1032,8 @@ def build_normals_model(
     tf_local_layers: int = 2,
     tf_ratios: tuple[float, ...] = (0.25, 0.25),
     tf_k: int = 16,
-    tf_pool_edges: bool = False,
-    tf_edge_transport: bool = True,
+    tf_pool_edges: bool | None = None,
+    tf_edge_transport: bool | None = None,
     local_k: int = 16,
     head: Head | None = None,
     dgcnn_layers: int = 3,
