@@ -791,9 +791,11 @@ class TFPointNet(nn.Module):
 
        * ``head="wlsq"`` (default with PCA frames): a learned reweighted plane fit
          (:class:`PlaneFitHead`) through the ``k`` nearest points, started at the PCA normal ``e_d``,
-         with per-edge features ``MLP([\rho(R_i R_j^\top) f_j, y_ij, |y_ij|])`` (the sender's final
-         features moved into frame ``i``, :func:`~equiframe.nn.tensor_frames.transport`), per-point
-         features ``f_i`` and the neighbours' PCA normals seen from ``i``, ``R_i R_j^\top e_d``;
+         with per-edge features ``h_ij = MLP([y_ij, |y_ij|])`` (the local geometry; with
+         ``edge_transport=True`` also the sender's final features moved into frame ``i``,
+         ``\rho(R_i R_j^\top) f_j``, :func:`~equiframe.nn.tensor_frames.transport`), per-point
+         features ``[f_i, max_j h_ij]`` (``pool_edges``) and the neighbours' PCA normals seen from ``i``,
+         ``R_i R_j^\top e_d``;
        * ``"residual"``: ``n_local = e_d + MLP(f_i)`` (zero-initialised: starts at the baseline);
        * ``"free"``: ``n_local = MLP(f_i)`` (default with learned frames).
 
