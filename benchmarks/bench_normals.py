@@ -100,6 +100,9 @@ NOTES = """
   the plane-fit head to read the local geometry per edge (as FA-Local-PointNet's does) and the tensor-frame
   features per point: with the transported sender features as edge features (the earlier default, ablation
   table) TF-PointNet++ reached only 0.0954 (0.0983 with pooling, 0.0942 without set abstraction).
+* Second seed (CLI, same budget: `equiframe normals train --model M --setting i/i --n-train 320 --n-valid 64
+  --n-test 128 --epochs 16 --hidden 32 --seeds 1 --out runs/normals_seed1`): TF-PointNet++ 0.0798 / 9.85 deg,
+  FA-Local-PointNet 0.0845 / 10.34 deg; over seeds 0-1: 0.0792 +- 0.0009 vs 0.0843 +- 0.0003.
 * Published numbers are for ABC (FA paper, 250 epochs on 8000 shapes) and ModelNet40 (Tensor Frames) and
   are not comparable with this procedural set; SPEC 4.3's prototype CSG set gave k-NN PCA 0.18 (ours 0.1347).
 * Budget: the learned models were still improving at their last epoch; a longer run (`--scale 3`,
