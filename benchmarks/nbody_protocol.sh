@@ -13,7 +13,7 @@ EPOCHS=${EPOCHS:-500}
 TF_EPOCHS=${TF_EPOCHS:-2000}
 LW_EPOCHS=${LW_EPOCHS:-250}
 for seed in 0 1 2; do
-  for model in egnn tf-gnn gnn linear fa-gnn; do
+  for model in egnn tf-gnn gnn linear linear-vel fa-gnn; do
     epochs=$EPOCHS
     [ "$model" = tf-gnn ] && epochs=$TF_EPOCHS
     nice -n 10 .venv/bin/python -m equiframe train nbody --model "$model" --epochs "$epochs" --seeds "$seed" \

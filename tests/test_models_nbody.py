@@ -46,6 +46,8 @@ def small(name, d=3):
         return TFGNN(d, "4x0n+2x1n", hidden_channels=16, layers=2, frame_hidden=8)
     if name == "gnn":
         return NBodyGNN(d, hidden=16, layers=2)
+    if name == "linear-vel":
+        return LinearDynamics(d, mode="velocity")
     return LinearDynamics(d)
 
 
@@ -62,7 +64,7 @@ def test_shapes_and_gradients(name, dtype):
     assert any(g.abs().sum() > 0 for g in grads)
 
 
-@pytest.mark.parametrize("name", ["fa-gnn", "egnn", "tf-gnn"])
+@pytest.mark.parametrize("name", ["fa-gnn", "egnn", "tf-gnn", "linear-vel"])
 def test_equivariant_models_are_exactly_e3_equivariant(name, dtype):
     model = small(name).to(dtype)
     # a trained-like, non-trivial model: perturb all parameters

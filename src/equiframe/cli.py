@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-_MODELS = ("fa-gnn", "tf-gnn", "egnn", "gnn", "linear")
+_MODELS = ("fa-gnn", "tf-gnn", "egnn", "gnn", "linear", "linear-vel")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -217,7 +217,8 @@ def run_demo(
     ]
     what = {"fa-gnn": "GNN + Frame Averaging (global E(3) PCA frame, 8 elements)",
             "tf-gnn": "Tensor Frames: learned local frames, 32 scalars + 8 vectors per node",
-            "gnn": "plain GNN (not equivariant)", "egnn": "EGNN", "linear": "linear"}
+            "gnn": "plain GNN (not equivariant)", "egnn": "EGNN", "linear": "linear",
+            "linear-vel": "velocity extrapolation"}
     for r in sorted(rows, key=lambda r: r["mean"]):
         name = r["run"]
         pub = PUBLISHED_NBODY.get(PUBLISHED_KEY.get(name, ""))

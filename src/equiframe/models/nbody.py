@@ -51,7 +51,7 @@ __all__ = [
     "build_nbody_model",
 ]
 
-ModelName = Literal["fa-gnn", "tf-gnn", "egnn", "gnn", "linear"]
+ModelName = Literal["fa-gnn", "tf-gnn", "egnn", "gnn", "linear", "linear-vel"]
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 FAMode = Literal["all", "canonical", "stochastic"]
 FAVariant = Literal["input", "layerwise"]
@@ -500,6 +500,8 @@ class LinearDynamics(nn.Module):
             nn.init.zeros_(self.linear.bias)
         else:
             self.c = nn.Parameter(torch.tensor(0.0))
+            self.inputs = dict(NBODY_TYPES)  # E(d)-equivariant: declares its types like the other equivariant models
+            self.output = "pos"
 
     def forward(self, pos: Tensor, vel: Tensor, charge: Tensor, edge_index: Tensor, batch: Tensor | None = None,
                 edge_attr: Tensor | None = None) -> Tensor:
@@ -522,7 +524,9 @@ def build_nbody_model(name: ModelName, *, dim: int = 3, hidden: int | None = Non
     """Build one of the n-body models with the protocol's defaults.
 
     Args:
-        name: ``"fa-gnn"``, ``"tf-gnn"``, ``"egnn"``, ``"gnn"`` or ``"linear"``.
+        name: ``"fa-gnn"``, ``"tf-gnn"``, ``"egnn"``, ``"gnn"``, ``"linear"`` (a linear map of
+            ``[x, v]``, EGNN's ``linear``) or ``"linear-vel"`` (``x + c v``, one learned ``c``: EGNN's
+            ``linear_vel``, most likely the published "Linear" row).
         dim: space dimension.
         hidden: width (default: 60 for GNN/FA-GNN, 64 for EGNN/TF-GNN message MLPs).
         layers: message passing layers (4).
@@ -549,4 +553,6 @@ def build_nbody_model(name: ModelName, *, dim: int = 3, hidden: int | None = Non
         return TFGNN(dim, hidden_reps, hidden or 64, layers, cutoff=tf_cutoff)
     if name == "linear":
         return LinearDynamics(dim)
+    if name == "linear-vel":
+        return LinearDynamics(dim, mode="velocity")
     raise ValueError(f"name: expected one of {MODEL_NAMES}, got {name!r}")
