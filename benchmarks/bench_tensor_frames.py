@@ -121,6 +121,10 @@ def build(name: str, reps: TensorReps, d: int, hidden: int = 64):
     raise ValueError(name)
 
 
+#: layers whose plain call takes edge features (``edge_attr``, global ``[x_j - x_i, |x_j - x_i|]``)
+EDGE_LAYERS = ("GATConv", "GATv2Conv", "TransformerConv", "GINEConv")
+
+
 def callables(name, layer, reps, x, ei, frames, pos, ea):
     """(plain call A, tensor-frame call B, mode of B). ``name`` may carry a TFConv mode: ``"GATConv:message"``."""
     name, _, mode = name.partition(":")
@@ -129,7 +133,7 @@ def callables(name, layer, reps, x, ei, frames, pos, ea):
     conv = TFConv(layer, reps, mode=mode or "auto")
     if name in ("PointNetConv", "PointTransformerConv"):
         a = lambda: layer(x, pos, ei)  # noqa: E731
-    elif name in ("GATConv", "GATv2Conv", "TransformerConv", "GINEConv"):
+    elif name in EDGE_LAYERS:
         a = lambda: layer(x, ei, edge_attr=ea)  # noqa: E731
     else:
         a = lambda: layer(x, ei)  # noqa: E731
@@ -263,8 +267,7 @@ def scaling_child(spec: dict) -> dict:
         a, b = (lambda: layer(x, ei, None, pos)), (lambda: layer(x, ei, frames, pos))
     else:
         layer = build(spec["layer"], reps, d, spec["hidden"]).to(device)
-        edge_layers = ("GATConv", "GATv2Conv", "TransformerConv", "GINEConv")
-        ea = local_edge_geometry(pos, pos, None, ei[0], ei[1]) if spec["layer"].split(":")[0] in edge_layers else None
+        ea = local_edge_geometry(pos, pos, None, ei[0], ei[1]) if spec["layer"].split(":")[0] in EDGE_LAYERS else None
         a, b, _ = callables(spec["layer"], layer, reps, x, ei, frames, pos, ea)
     if spec["what"] == "time":
         ratios, ta, tb = [], [], []

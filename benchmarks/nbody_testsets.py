@@ -71,7 +71,7 @@ def main() -> None:
         ratios.append(max(t) / min(t))
         cells = " | ".join(f"{v:.5f}" for v in t)
         lines.append(f"| {r['run']} | {r['epoch']} | {r['valid']:.5f} | {cells} | {statistics.mean(t):.5f} | "
-                     f"{max(t) / min(t):.2f} |")
+                     f"{ratios[-1]:.2f} |")
     s0 = [r["tests"][args.seeds[0]] / statistics.mean(r["tests"].values()) for r in rows] if args.seeds[0] == 0 else []
     body = (
         "Best-validation weights of every finished run (trained on the seed-0 training split), evaluated on the "

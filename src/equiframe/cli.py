@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-_MODELS = ("fa-gnn", "tf-gnn", "egnn", "gnn", "linear", "linear-vel")
+from .models.nbody import MODEL_NAMES as _MODELS
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

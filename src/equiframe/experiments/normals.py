@@ -51,6 +51,7 @@ from ..models.normals import (
     LocalFeatures,
     NormalsModelName,
     build_normals_model,
+    tf_head_kind,
 )
 from ..testing import equivariance_error
 from ..train import Experiment
@@ -182,7 +183,7 @@ class NormalsExperimentConfig:
                 raise ValueError(f"{name}: expected a bool or None, got {getattr(self, name)!r}")
         # resolve the TF-PointNet++ head options to concrete values (None: the head's default), so that
         # a config names its architecture exactly (checkpoints, resume checks, run names)
-        wlsq = (self.head or ("wlsq" if self.tf_frames == "pca" else "free")) == "wlsq"
+        wlsq = tf_head_kind(self.head, self.tf_frames) == "wlsq"
         if self.tf_pool_edges is None:
             object.__setattr__(self, "tf_pool_edges", wlsq)
         if self.tf_edge_transport is None:
@@ -273,7 +274,7 @@ class NormalsExperiment(Experiment):
         extra += f"-feat{c.features}" if global_model and c.features != "pca" else ""
         extra += f"-{c.output}" if global_model and c.output != "line" else ""
         extra += f"-{c.tf_frames}" if c.model == "tf-pointnet" and c.tf_frames != "pca" else ""
-        if c.model == "tf-pointnet" and (c.head or ("wlsq" if c.tf_frames == "pca" else "free")) == "wlsq":
+        if c.model == "tf-pointnet" and tf_head_kind(c.head, c.tf_frames) == "wlsq":
             extra += "" if c.tf_pool_edges else "-nopool"
             extra += "-transportedges" if c.tf_edge_transport else ""
         extra += f"-{c.head}" if c.head is not None and c.model in ("fa-local-pointnet", "tf-pointnet") else ""

@@ -98,6 +98,7 @@ __all__ = [
     "dense_knn",
     "farthest_point_sampling",
     "knn_geometry",
+    "tf_head_kind",
 ]
 
 NormalsModelName = Literal["pointnet", "dgcnn", "fa-pointnet", "fa-dgcnn", "fa-local-pointnet", "tf-pointnet",
@@ -149,6 +150,12 @@ def _choice(name: str, v: str, options: tuple[str, ...]) -> str:
     if v not in options:
         raise ValueError(f"{name}: expected one of {options}, got {v!r}")
     return v
+
+
+def tf_head_kind(head: "Head | None", frames: "FrameKind") -> str:
+    """The normal head :class:`TFPointNet` uses: ``head``, or by default ``"wlsq"`` with PCA frames and
+    ``"free"`` with learned frames."""
+    return ("wlsq" if frames == "pca" else "free") if head is None else head
 
 
 def _mlp(sizes: list[int], *, last_act: bool = True) -> nn.Sequential:
@@ -857,7 +864,7 @@ class TFPointNet(nn.Module):
         self.frame_kind = _choice("frames", frames, get_args(FrameKind))
         self.normalize = bool(normalize)
         self.normal_sign = _choice("normal_sign", normal_sign, get_args(NormalSign))
-        head = ("wlsq" if frames == "pca" else "free") if head is None else head
+        head = tf_head_kind(head, frames)
         self.head_kind = _choice("head", head, get_args(Head))
         ratios = tuple(float(r) for r in ratios)
         if any(not 0 < r < 1 for r in ratios):
@@ -982,10 +989,10 @@ class TFPointNet(nn.Module):
             rel = (xf[src] - xf[dst]).reshape(B * N, self.k, d)
             y = torch.einsum("mab,mkb->mka", R, rel)
             y = y / y.norm(dim=-1).amax(dim=1).clamp_min(torch.finfo(x.dtype).tiny)[:, None, None]
-            geo = [y, y.norm(dim=-1, keepdim=True)]
+            parts = [y, y.norm(dim=-1, keepdim=True)]
             if self.edge_transport:
-                geo.insert(0, transport(self.hidden_reps, f[src], R, R, src, dst).reshape(B * N, self.k, -1))
-            h = self.edge_mlp(torch.cat(geo, dim=-1))
+                parts.insert(0, transport(self.hidden_reps, f[src], R, R, src, dst).reshape(B * N, self.k, -1))
+            h = self.edge_mlp(torch.cat(parts, dim=-1))
             # the neighbours' PCA normals (last frame axes) moved into frame i: R_i R_j^T e_d = R_i u_j
             lines = torch.einsum("eab,eb->ea", R[dst], R[src, d - 1]).reshape(B * N, self.k, d)
             g = torch.cat([f, h.amax(dim=1)], dim=-1) if self.pool_edges else f
