@@ -26,6 +26,7 @@ from typing import Iterator
 
 import torch
 from torch import Tensor
+from . import _native
 
 __all__ = ["Block", "TensorReps"]
 
@@ -244,6 +245,15 @@ class TensorReps:
         ) if ordered else False
         return tuple(groups), ordered
 
+    @cached_property
+    def _native_entries(self) -> Tensor | None:
+        """Blocks as ``[n, 4]`` int32 rows ``(offset, order, count, pseudo)`` for :mod:`equiframe._native`
+        (``None`` when some order is above its :data:`~equiframe._native.MAX_ORDER`)."""
+        if not self._blocks or self.max_order > _native.MAX_ORDER:
+            return None
+        rows = [[sl.start, b.order, b.mul, int(b.parity == "p")] for b, sl in self.slices()]
+        return torch.tensor(rows, dtype=torch.int32)
+
     # ------------------------------------------------------------------ actions
     def _check(self, x: Tensor, R: Tensor, name: str = "x") -> None:
         if not isinstance(x, Tensor):
@@ -280,7 +290,14 @@ class TensorReps:
         if need_det and det is None:
             det = torch.linalg.det(R)
         if x.dim() == 2 and R.dim() == 3 and x.shape[0] == R.shape[0] and R.shape[0] > 1:
-            # one rotation per row ([B, C] with R [B, d, d], the tensor-frame hot path): component-major
+            # one rotation per row ([B, C] with R [B, d, d], the tensor-frame hot path): the compiled kernel
+            # when it applies (gradients for x only), else component-major PyTorch
+            if (
+                self._native_entries is not None
+                and not (torch.is_grad_enabled() and det is not None and det.requires_grad)
+                and _native.supports(x, R, self.max_order)
+            ):
+                return _native.rotate_rows(x, R, self._native_entries, det.reshape(-1) if need_det else None)
             return _rotate_rows(x, R, groups, ordered, det.reshape(-1).expand(x.shape[0]) if need_det else None)
         pieces = []
         lead = tail_rows = Rt = None

@@ -36,6 +36,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .. import _native
 from ..reps import TensorReps, kron_power
 
 __all__ = [
@@ -295,6 +296,36 @@ def receiver_matrices(
     return out
 
 
+def _use_native(reps: TensorReps, x: Tensor, frames_dst: Tensor) -> bool:
+    """Whether the per-edge work goes to the compiled kernel (:mod:`equiframe._native`): CPU, float32/64,
+    orders <= 2, d in {2, 3, 4}, and no gradient wanted for the receiver frames."""
+    return (
+        reps._native_entries is not None
+        and x.dtype == frames_dst.dtype
+        and _native.supports(x, frames_dst, reps.max_order)
+    )
+
+
+def _layout_dst(layout: ReceiverLayout, device: torch.device) -> Tensor:
+    """``[E]`` receiver of every edge (``layout.dst``, or rebuilt from the segments of a blocked layout)."""
+    if layout.dst is not None:
+        return layout.dst
+    parts = [torch.arange(layout.n_dst, device=device).repeat_interleave(k) for _s, _e, k in layout.segments]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _receiver_det(reps: TensorReps, frames_dst: Tensor, cache: dict | None) -> Tensor | None:
+    """``det R_i`` per receiver when some block is pseudo (cached in ``cache`` for the other layers)."""
+    if not any(b.parity == "p" for b in reps.blocks):
+        return None
+    if cache is not None and ("det", frames_dst.dtype) in cache:
+        return cache[("det", frames_dst.dtype)]
+    det = torch.linalg.det(frames_dst)
+    if cache is not None:
+        cache[("det", frames_dst.dtype)] = det
+    return det
+
+
 def rotate_edges(
     reps: TensorReps,
     y: Tensor,
@@ -319,6 +350,10 @@ def rotate_edges(
         raise ValueError("reps: 'pos' blocks cannot be rotated per edge (no node origin)")
     if reps.is_scalar:
         return y
+    if _use_native(reps, y, frames_dst):
+        R = frames_dst.transpose(1, 2) if inverse else frames_dst
+        return _native.rotate_rows(y, R, reps._native_entries, _receiver_det(reps, frames_dst, cache),
+                                   ridx=_layout_dst(layout, y.device))
     mats = receiver_matrices(reps, frames_dst, None, cache)
     groups = _groups(reps)
     grad = torch.is_grad_enabled() and (y.requires_grad or frames_dst.requires_grad)
@@ -428,8 +463,13 @@ def transport_edges(
         return y if out is None else out.copy_(y)
     if reps.has_pos and (pos_src is None or pos_dst is None):
         raise ValueError("pos: features with 'pos' blocks need node positions to be moved between frames")
-    mats = receiver_matrices(reps, frames_dst, pos_dst, cache)
     # global-frame features g_j = rho(R_j^T) f_j (+ x_j for positions), once per node
+    if not reps.has_pos and _use_native(reps, x_src, frames_dst):
+        # one fused pass: gather g[src] and rotate by R_dst, no [E, C] temporaries
+        g = reps.to_global(x_src, frames_src)
+        return _native.rotate_rows(g, frames_dst, reps._native_entries, _receiver_det(reps, frames_dst, cache),
+                                   xidx=src, ridx=dst, out=out)
+    mats = receiver_matrices(reps, frames_dst, pos_dst, cache)
     g = reps.to_global(x_src, frames_src, pos_src if reps.has_pos else None)
     groups = _groups(reps)
     grad = torch.is_grad_enabled() and any(

@@ -1,0 +1,283 @@
+r"""Optional compiled CPU kernel for the tensor-frame hot path: one rotation per row.
+
+:func:`rotate_rows` computes, for every row ``r``,
+
+.. math::  y_r = \rho(M_r)\, x_{x_r}, \qquad M_r = R_{r_r} \text{ (or } R_{r_r}^\top),
+
+with optional gather indices ``xidx`` (rows of ``x``) and ``ridx`` (rows of ``R``) fused into the same pass
+(the per-edge transport ``rho(R_i) g_j`` reads ``x[src]`` and ``R[dst]`` without materialising either). It
+is what :meth:`equiframe.TensorReps.to_local` / ``to_global`` use for ``[B, C]`` features with one matrix
+per row on CPU, when it is available; otherwise they fall back to the pure-PyTorch path, which gives the
+same values (up to float rounding: the kernel fuses multiply-adds).
+
+The kernel (``rotate.cpp``, shipped with the package) is compiled on first use with the system C++
+compiler (``$CXX``, else ``c++``/``g++``/``clang++``) into ``<cache>/native/`` (``$EQUIFRAME_CACHE``,
+default ``~/.cache/equiframe``), keyed by a hash of the source, the compiler, the flags and the CPU (the
+build uses ``-march=native``), and loaded with :mod:`ctypes` (no Python headers, no extension module,
+about a second to build). The build is atomic (compile to a temporary name, then rename), so concurrent
+processes are safe.
+
+Control with ``$EQUIFRAME_NATIVE``: ``auto`` (default: use it when it builds, otherwise fall back
+silently -- :func:`status` says why), ``0``/``off`` (never), ``1``/``require`` (raise if it cannot be
+built). Scope: CPU tensors, float32/float64, ``d`` in {2, 3, 4}, tensor orders 0-2 (other reps use the
+PyTorch path). Autograd: gradients flow to ``x`` (the backward pass is the same kernel with ``R^T``, so it
+is differentiable again); when ``R`` or ``det`` need gradients (learned frames) the caller uses the
+PyTorch path, which differentiates through the frames.
+
+Threads: rows are split over ``torch.get_num_threads()`` threads for large inputs (ctypes releases the
+GIL during the call).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["available", "status", "supports", "rotate_rows", "MAX_ORDER", "DIMS"]
+
+MAX_ORDER = 2
+DIMS = (2, 3, 4)
+_SOURCE = Path(__file__).with_name("rotate.cpp")
+_FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC"]
+_ABI = 1
+_PARALLEL_MIN = 1 << 17  # entries of y below which one thread does the whole call
+
+_lock = threading.Lock()
+_state: dict = {"lib": None, "tried": False, "reason": "not built yet", "path": None}
+_pool: dict = {"executor": None, "workers": 0}
+
+
+def _mode() -> str:
+    v = os.environ.get("EQUIFRAME_NATIVE", "auto").strip().lower()
+    if v in ("0", "off", "false", "no"):
+        return "off"
+    if v in ("1", "require", "on", "true", "yes"):
+        return "require"
+    if v in ("", "auto"):
+        return "auto"
+    raise ValueError(f"EQUIFRAME_NATIVE: expected auto, 0/off or 1/require, got {v!r}")
+
+
+def _compiler() -> str | None:
+    for c in (os.environ.get("CXX", ""), "c++", "g++", "clang++"):
+        if c and shutil.which(c):
+            return shutil.which(c)
+    return None
+
+
+def _cpu_fingerprint() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags", "Features", "CPU part"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _build() -> ctypes.CDLL:
+    from ..datasets._cache import resolve_cache_dir  # noqa: PLC0415 (lazy: keeps `import equiframe` light)
+
+    cxx = _compiler()
+    if cxx is None:
+        raise RuntimeError("no C++ compiler found (set $CXX, or install g++)")
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(
+        b"\0".join([source, cxx.encode(), " ".join(_FLAGS).encode(), platform.machine().encode(),
+                    _cpu_fingerprint().encode()])
+    ).hexdigest()[:16]
+    out_dir = resolve_cache_dir() / "native"
+    path = out_dir / f"rotate-{key}.so"
+    if not path.exists():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".rotate-", suffix=".so", dir=out_dir)
+        os.close(fd)
+        try:
+            res = subprocess.run([cxx, *_FLAGS, str(_SOURCE), "-o", tmp], capture_output=True, text=True,
+                                 timeout=300)
+            if res.returncode != 0:
+                raise RuntimeError(f"{cxx} failed: {res.stderr.strip()[-2000:]}")
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    lib = ctypes.CDLL(str(path))
+    if lib.equiframe_abi_version() != _ABI:
+        raise RuntimeError(f"{path}: ABI version {lib.equiframe_abi_version()} != {_ABI}")
+    for name in ("equiframe_rotate_f32", "equiframe_rotate_f64"):
+        fn = getattr(lib, name)
+        fn.restype = ctypes.c_int
+        p, i64, i = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+        fn.argtypes = [p, p, p, p, p, i, p, i64, i64, i64, i, p, i]
+    _state["path"] = str(path)
+    return lib
+
+
+def _lib() -> ctypes.CDLL | None:
+    mode = _mode()
+    if mode == "off":
+        return None
+    if not _state["tried"]:
+        with _lock:
+            if not _state["tried"]:
+                try:
+                    _state["lib"] = _build()
+                    _state["reason"] = "ok"
+                except Exception as err:  # noqa: BLE001 -- any failure means: use the PyTorch path
+                    _state["lib"], _state["reason"] = None, f"{type(err).__name__}: {err}"
+                _state["tried"] = True
+    if _state["lib"] is None and mode == "require":
+        raise RuntimeError(f"EQUIFRAME_NATIVE=require but the native kernel is unavailable: {_state['reason']}")
+    return _state["lib"]
+
+
+def available() -> bool:
+    """Whether the kernel is enabled (``$EQUIFRAME_NATIVE``) and built (builds it on the first call)."""
+    return _lib() is not None
+
+
+def status() -> dict:
+    """``{"mode", "available", "reason", "path"}``: what :func:`available` decided and why."""
+    lib = _lib() if _mode() != "off" else None
+    reason = "disabled by EQUIFRAME_NATIVE" if _mode() == "off" else _state["reason"]
+    return {"mode": _mode(), "available": lib is not None, "reason": reason, "path": _state["path"]}
+
+
+def supports(x: Tensor, R: Tensor, max_order: int) -> bool:
+    """Whether :func:`rotate_rows` handles these inputs (device, dtype, ``d``, orders, autograd on ``R``)."""
+    return (
+        x.device.type == "cpu"
+        and R.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and R.dtype == x.dtype
+        and R.shape[-1] in DIMS
+        and max_order <= MAX_ORDER
+        and not (torch.is_grad_enabled() and R.requires_grad)
+        and available()
+    )
+
+
+def _as_ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    if _pool["executor"] is None or _pool["workers"] != workers:
+        if _pool["executor"] is not None:
+            _pool["executor"].shutdown(wait=False)
+        _pool["executor"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="equiframe-native")
+        _pool["workers"] = workers
+    return _pool["executor"]
+
+
+def _run(x: Tensor, R: Tensor, transpose: bool, det: Tensor | None, entries: Tensor, xidx: Tensor | None,
+         ridx: Tensor | None, n_rows: int, out: Tensor | None = None) -> Tensor:
+    """The raw call (no autograd): contiguous inputs, ``y`` ``[n_rows, C]`` (written into ``out`` if given)."""
+    lib = _lib()
+    assert lib is not None
+    c = x.shape[1]
+    y = torch.empty(n_rows, c, dtype=x.dtype) if out is None else out
+    if n_rows == 0:
+        return y
+    fn = lib.equiframe_rotate_f32 if x.dtype == torch.float32 else lib.equiframe_rotate_f64
+    args = (_as_ptr(x), _as_ptr(xidx), _as_ptr(R), _as_ptr(ridx), _as_ptr(det), int(transpose), _as_ptr(y))
+    tail = (c, R.shape[-1], _as_ptr(entries), entries.shape[0])
+    workers = min(torch.get_num_threads(), max(1, (n_rows * c) // _PARALLEL_MIN))
+    if workers <= 1:
+        rc = fn(*args, 0, n_rows, *tail)
+        if rc != 0:
+            raise RuntimeError(f"native rotate: unsupported dimension d={R.shape[-1]}")
+        return y
+    bounds = [n_rows * k // workers for k in range(workers + 1)]
+    futures = [_executor(workers).submit(fn, *args, bounds[k], bounds[k + 1], *tail) for k in range(workers)]
+    if any(f.result() != 0 for f in futures):
+        raise RuntimeError(f"native rotate: unsupported dimension d={R.shape[-1]}")
+    return y
+
+
+class _Rotate(torch.autograd.Function):
+    """``y = rho(M) x[xidx]`` with gradients for ``x`` only (``R``, ``det``, indices are constants)."""
+
+    @staticmethod
+    def forward(ctx, x, R, transpose, det, entries, xidx, ridx, n_rows):  # noqa: D102
+        ctx.save_for_backward(R, det, entries, xidx, ridx)
+        ctx.transpose, ctx.n_x = transpose, x.shape[0]
+        return _run(x, R, transpose, det, entries, xidx, ridx, n_rows)
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        if not ctx.needs_input_grad[0]:
+            return (None,) * 8
+        R, det, entries, xidx, ridx = ctx.saved_tensors
+        # rho(M)^T = rho(M^T) (Kronecker powers commute with transposition; det scales both alike)
+        gx = _Rotate.apply(g.contiguous(), R, not ctx.transpose, det, entries, None, ridx, g.shape[0])
+        if xidx is not None:
+            gx = gx.new_zeros(ctx.n_x, gx.shape[1]).index_add_(0, xidx, gx)
+        return gx, None, None, None, None, None, None, None
+
+
+def _check_index(idx: Tensor, n: int, name: str) -> Tensor:
+    """int64, contiguous, in ``[0, n)`` (the kernel reads memory at these rows: checked, not trusted)."""
+    idx = idx.to(torch.int64).contiguous()
+    if idx.dim() != 1:
+        raise ValueError(f"{name}: expected a 1-D index tensor, got shape {tuple(idx.shape)}")
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise IndexError(f"{name}: indices must lie in [0, {n})")
+    return idx
+
+
+def rotate_rows(x: Tensor, R: Tensor, entries: Tensor, det: Tensor | None = None, *,
+                xidx: Tensor | None = None, ridx: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+    """``y[r] = rho(R[ridx[r]]) x[xidx[r]]`` (indices optional) with the compiled kernel.
+
+    Args:
+        x: ``[N, C]`` features (float32/float64, CPU); gradients flow to it.
+        R: ``[M, d, d]`` matrices (no gradient; a transposed view ``R.transpose(-1, -2)`` of a contiguous
+            tensor is read in place).
+        entries: ``[n, 4]`` int32 rows ``(offset, order, count, pseudo)`` covering every channel
+            (:attr:`equiframe.TensorReps._native_entries`).
+        det: ``[M]`` factors of the pseudo blocks (``det R``); required when some entry is pseudo.
+        xidx, ridx: ``[B]`` int64 row indices into ``x`` / ``R``; ``None`` = identity (then ``B`` = ``N`` /
+            ``M``).
+        out: optional ``[B, C]`` tensor to write into (used only without autograd and when it is contiguous
+            with ``x``'s dtype; otherwise the result is copied into it).
+
+    Shapes:
+        x ``[N, C]``, R ``[M, d, d]``, det ``[M]``, xidx/ridx ``[B]`` -> ``[B, C]``
+    """
+    n_rows = xidx.shape[0] if xidx is not None else (ridx.shape[0] if ridx is not None else x.shape[0])
+    if R.dim() != 3 or R.shape[-1] != R.shape[-2]:
+        raise ValueError(f"R: expected [M, d, d], got {tuple(R.shape)}")
+    transpose = False
+    if not R.is_contiguous() and R.transpose(-1, -2).is_contiguous():
+        R, transpose = R.transpose(-1, -2), True  # read R^T in place
+    R = R.contiguous()
+    x = x.contiguous()
+    if det is not None:
+        det = det.to(x.dtype).contiguous()
+    if det is None and bool((entries[:, 3] != 0).any()):
+        raise ValueError("det: required when some block is pseudo")
+    if x.dim() != 2:
+        raise ValueError(f"x: expected [N, C], got {tuple(x.shape)}")
+    xidx = None if xidx is None else _check_index(xidx, x.shape[0], "xidx")
+    ridx = None if ridx is None else _check_index(ridx, R.shape[0], "ridx")
+    if det is not None and det.shape != (R.shape[0],):
+        raise ValueError(f"det: expected shape [{R.shape[0]}], got {tuple(det.shape)}")
+    if out is not None:
+        if out.shape != (n_rows, x.shape[1]):
+            raise ValueError(f"out: expected shape [{n_rows}, {x.shape[1]}], got {tuple(out.shape)}")
+        direct = out.is_contiguous() and out.dtype == x.dtype and out.device.type == "cpu"
+        if direct and not (torch.is_grad_enabled() and x.requires_grad):
+            return _run(x, R, transpose, det, entries, xidx, ridx, n_rows, out)
+        return out.copy_(_Rotate.apply(x, R, transpose, det, entries, xidx, ridx, n_rows))
+    return _Rotate.apply(x, R, transpose, det, entries, xidx, ridx, n_rows)
