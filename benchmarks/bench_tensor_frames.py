@@ -323,6 +323,13 @@ def machine(args) -> str:
         f"Python {platform.python_version()}",
         f"- device: {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""),
     ]
+    from equiframe import _native  # noqa: PLC0415
+
+    st = _native.status()
+    lines.append(f"- native rotation kernel (`EQUIFRAME_NATIVE={st['mode']}`): "
+                 + ("built and used" if st["available"] else f"not used ({st['reason']})"))
+    lines.append(f"- `THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '')}` (1: torch's large "
+                 "allocations on transparent huge pages, fewer first-touch page faults)")
     try:
         lines.append(f"- load average at start: {os.getloadavg()[0]:.1f} (shared machine)")
     except OSError:

@@ -220,3 +220,63 @@ def test_require_mode_raises_without_compiler(monkeypatch):
     monkeypatch.setenv("EQUIFRAME_NATIVE", "auto")
     assert not _native.available()  # auto: falls back silently
     assert "no C++ compiler" in _native.status()["reason"]
+
+
+_FORK_CASE: dict = {}
+
+
+@needs_native
+def test_threads_work_in_a_forked_child():
+    """The thread pool is rebuilt after fork (DataLoader workers, some launchers fork)."""
+    import multiprocessing as mp
+
+    reps = TensorReps("1x0n+7x2n", dim=3)
+    x = torch.randn(5000, reps.size)
+    R = random_orthogonal(5000, 3, dtype=torch.float32)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        want = _native.rotate_rows(x, R, reps._native_entries)  # starts the pool in the parent
+        _FORK_CASE.update(x=x, R=R, want=want)  # inherited by the child (no tensors through the queues)
+        with mp.get_context("fork").Pool(1) as pool:
+            same = pool.apply_async(_rotate_in_child).get(timeout=60)
+    finally:
+        torch.set_num_threads(old)
+        _FORK_CASE.clear()
+    assert same
+
+
+def _rotate_in_child() -> bool:
+    torch.set_num_threads(2)  # two native threads (our own pool, rebuilt after fork)
+    c = _FORK_CASE
+    y = _native.rotate_rows(c["x"], c["R"], TensorReps("1x0n+7x2n", dim=3)._native_entries)
+    torch.set_num_threads(1)  # torch's own OpenMP pool is not fork safe: compare without it
+    return torch.equal(y, c["want"])
+
+
+@pytest.mark.parametrize("d", [2, 3, 4])
+@pytest.mark.parametrize("kind", ["rel_dist", "rel", "dist"])
+def test_edge_geometry_matches_torch_path(monkeypatch, d, kind, dtype):
+    from equiframe.nn.tensor_frames import local_edge_geometry
+
+    gen = torch.Generator().manual_seed(d)
+    ps = torch.randn(30, d, generator=gen, dtype=torch.float64).to(dtype)
+    pd = torch.randn(20, d, generator=gen, dtype=torch.float64).to(dtype)
+    R = random_orthogonal(20, d, generator=gen, dtype=dtype)
+    src, dst = torch.randint(0, 30, (70,), generator=gen), torch.randint(0, 20, (70,), generator=gen)
+    src[0], dst[0] = 0, 0
+    ps[0] = pd[0]  # a zero-length edge: exactly 0
+    for frames in (R, None):
+        fn = lambda: local_edge_geometry(ps, pd, frames, src, dst, kind)  # noqa: E731
+        got, want = fn(), _torch_path(monkeypatch, fn)
+        torch.testing.assert_close(got, want, rtol=0, atol=TOL[dtype] * 10)
+        assert got[0].abs().max() == 0
+    if _native.available():
+        assert _native.edge_geometry(ps, pd, R, src, dst, kind) is not None
+        with pytest.raises(IndexError, match="dst"):
+            _native.edge_geometry(ps, pd, R, src, dst.clamp(max=19) + 1, kind)
+    # positions that need gradients (forces) take the PyTorch path
+    ps_g = ps.clone().requires_grad_()
+    assert _native.edge_geometry(ps_g, pd, R, src, dst, kind) is None
+    local_edge_geometry(ps_g, pd, R, src, dst, kind).sum().backward()
+    assert torch.isfinite(ps_g.grad).all()

@@ -44,13 +44,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["available", "status", "supports", "rotate_rows", "MAX_ORDER", "DIMS"]
+__all__ = ["available", "status", "supports", "rotate_rows", "edge_geometry", "MAX_ORDER", "DIMS"]
 
 MAX_ORDER = 2
 DIMS = (2, 3, 4)
 _SOURCE = Path(__file__).with_name("rotate.cpp")
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC"]
-_ABI = 1
+_ABI = 2
 _PARALLEL_MIN = 1 << 17  # entries of y below which one thread does the whole call
 
 _lock = threading.Lock()
@@ -119,6 +119,11 @@ def _build() -> ctypes.CDLL:
         fn.restype = ctypes.c_int
         p, i64, i = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
         fn.argtypes = [p, p, p, p, p, i, p, i64, i64, i64, i, p, i]
+    for name in ("equiframe_edge_geometry_f32", "equiframe_edge_geometry_f64"):
+        fn = getattr(lib, name)
+        fn.restype = ctypes.c_int
+        p, i64, i = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+        fn.argtypes = [p, p, p, p, p, p, i64, i64, i, i, ctypes.c_double]
     _state["path"] = str(path)
     return lib
 
@@ -169,6 +174,15 @@ def supports(x: Tensor, R: Tensor, max_order: int) -> bool:
 
 def _as_ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
+
+
+def _forget_pool() -> None:
+    """In a forked child the pool's threads do not exist: start a new pool there when needed."""
+    _pool["executor"], _pool["workers"] = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
@@ -281,3 +295,49 @@ def rotate_rows(x: Tensor, R: Tensor, entries: Tensor, det: Tensor | None = None
             return _run(x, R, transpose, det, entries, xidx, ridx, n_rows, out)
         return out.copy_(_Rotate.apply(x, R, transpose, det, entries, xidx, ridx, n_rows))
     return _Rotate.apply(x, R, transpose, det, entries, xidx, ridx, n_rows)
+
+
+_GEOMETRY_KINDS = {"rel": 1, "dist": 2, "rel_dist": 3}
+
+
+def edge_geometry(pos_src: Tensor, pos_dst: Tensor, frames_dst: Tensor | None, src: Tensor, dst: Tensor,
+                  kind: str = "rel_dist", eps: float = 1e-6) -> Tensor | None:
+    """``[R_i (x_j - x_i), sqrt(|x_j - x_i|^2 + eps^2) - eps]`` per edge in one pass, or ``None`` when the
+    kernel does not apply (then the caller computes it with PyTorch): no gradients (neither positions nor
+    frames may require grad under grad mode), CPU, one float dtype, ``d`` in {2, 3, 4}.
+
+    Shapes:
+        pos_src ``[N_src, d]``, pos_dst ``[N_dst, d]``, frames_dst ``[N_dst, d, d]`` | None, src/dst ``[E]``
+        -> ``[E, d + 1]`` / ``[E, d]`` / ``[E, 1]``
+    """
+    if kind not in _GEOMETRY_KINDS:
+        return None
+    ts = [t for t in (pos_src, pos_dst, frames_dst) if t is not None]
+    d = pos_src.shape[-1]
+    if (
+        any(t.device.type != "cpu" or t.dtype != pos_src.dtype for t in ts)
+        or pos_src.dtype not in (torch.float32, torch.float64)
+        or d not in DIMS
+        or pos_src.dim() != 2
+        or pos_dst.shape[-1] != d
+        or (torch.is_grad_enabled() and any(t.requires_grad for t in ts))
+        or not available()
+    ):
+        return None
+    lib = _lib()
+    src = _check_index(src, pos_src.shape[0], "src")
+    dst = _check_index(dst, pos_dst.shape[0], "dst")
+    if frames_dst is not None and frames_dst.shape != (pos_dst.shape[0], d, d):
+        raise ValueError(f"frames_dst: expected [{pos_dst.shape[0]}, {d}, {d}], got {tuple(frames_dst.shape)}")
+    pos_src, pos_dst = pos_src.contiguous(), pos_dst.contiguous()
+    R = None if frames_dst is None else frames_dst.contiguous()
+    code = _GEOMETRY_KINDS[kind]
+    width = (d if code & 1 else 0) + (1 if code & 2 else 0)
+    e = src.shape[0]
+    out = torch.empty(e, width, dtype=pos_src.dtype)
+    fn = lib.equiframe_edge_geometry_f32 if pos_src.dtype == torch.float32 else lib.equiframe_edge_geometry_f64
+    rc = fn(_as_ptr(pos_src), _as_ptr(pos_dst), _as_ptr(R), _as_ptr(src), _as_ptr(dst), _as_ptr(out), 0, e, d,
+            code, float(eps))
+    if rc != 0:
+        raise RuntimeError(f"native edge_geometry: unsupported dimension d={d}")
+    return out

@@ -11,6 +11,8 @@
 // slower here because its 81-entry table does not stay in registers). Channels not covered by an entry
 // are left untouched (the caller covers every channel). Rows [r0, r1) only, so the caller can split the
 // rows across threads. No allocation, no exceptions, plain C ABI (called through ctypes).
+// Also: the edge geometry [R_i (x_j - x_i), |x_j - x_i|_eps] of the tensor-frame layers, in one pass.
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -80,8 +82,63 @@ static int dispatch(const T* x, const i64* xidx, const T* R, const i64* ridx, co
   }
 }
 
+// Edge geometry in the receiver's frame, one pass over the edges e in [e0, e1):
+//   v = pos_src[src[e]] - pos_dst[dst[e]];  out[e] = [R[dst[e]] v (if kind & 1), sqrt(|v|^2 + eps^2) - eps
+//   (if kind & 2)], R = identity when R == nullptr.
+template <typename T, int D>
+static void edge_geometry(const T* pos_src, const T* pos_dst, const T* R, const i64* src, const i64* dst, T* out,
+                          i64 e0, i64 e1, int kind, T eps) {
+  const int width = ((kind & 1) ? D : 0) + ((kind & 2) ? 1 : 0);
+  for (i64 e = e0; e < e1; ++e) {
+    const T* ps = pos_src + src[e] * D;
+    const T* pd = pos_dst + dst[e] * D;
+    T v[D];
+    T sq = 0;
+    for (int c = 0; c < D; ++c) {
+      v[c] = ps[c] - pd[c];
+      sq += v[c] * v[c];
+    }
+    T* o = out + e * width;
+    if (kind & 1) {
+      if (R) {
+        const T* Rr = R + dst[e] * D * D;
+        for (int a = 0; a < D; ++a) {
+          T acc = 0;
+          for (int c = 0; c < D; ++c) acc += Rr[a * D + c] * v[c];
+          o[a] = acc;
+        }
+      } else {
+        for (int a = 0; a < D; ++a) o[a] = v[a];
+      }
+      o += D;
+    }
+    if (kind & 2) o[0] = std::sqrt(sq + eps * eps) - eps;
+  }
+}
+
+template <typename T>
+static int dispatch_geometry(const T* pos_src, const T* pos_dst, const T* R, const i64* src, const i64* dst, T* out,
+                             i64 e0, i64 e1, int d, int kind, T eps) {
+  switch (d) {
+    case 2: edge_geometry<T, 2>(pos_src, pos_dst, R, src, dst, out, e0, e1, kind, eps); return 0;
+    case 3: edge_geometry<T, 3>(pos_src, pos_dst, R, src, dst, out, e0, e1, kind, eps); return 0;
+    case 4: edge_geometry<T, 4>(pos_src, pos_dst, R, src, dst, out, e0, e1, kind, eps); return 0;
+    default: return 1;
+  }
+}
+
 extern "C" {
-int equiframe_abi_version() { return 1; }
+int equiframe_abi_version() { return 2; }
+
+int equiframe_edge_geometry_f32(const float* ps, const float* pd, const float* R, const i64* src, const i64* dst,
+                                float* out, i64 e0, i64 e1, int d, int kind, double eps) {
+  return dispatch_geometry<float>(ps, pd, R, src, dst, out, e0, e1, d, kind, (float)eps);
+}
+
+int equiframe_edge_geometry_f64(const double* ps, const double* pd, const double* R, const i64* src,
+                                const i64* dst, double* out, i64 e0, i64 e1, int d, int kind, double eps) {
+  return dispatch_geometry<double>(ps, pd, R, src, dst, out, e0, e1, d, kind, eps);
+}
 
 int equiframe_rotate_f32(const float* x, const i64* xidx, const float* R, const i64* ridx, const float* det,
                          int transpose, float* y, i64 r0, i64 r1, i64 C, int d, const int32_t* ent, int n_ent) {

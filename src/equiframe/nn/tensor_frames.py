@@ -47,6 +47,7 @@ from typing import Any, Literal, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from .. import _native
 from ..reps import TensorReps, as_reps
 from .tf_transport import ReceiverLayout, receiver_layout, rotate_by_receiver, rotate_edges, transport_edges
 
@@ -228,6 +229,11 @@ def local_edge_geometry(
         pos_src: ``[N_src, d]``, pos_dst: ``[N_dst, d]``, frames_dst: ``[N_dst, d, d]``, src/dst: ``[E]``
         -> ``[E, d + 1]`` (``rel_dist``), ``[E, d]`` (``rel``) or ``[E, 1]`` (``dist``)
     """
+    if src.shape != dst.shape or src.dim() != 1:
+        raise ValueError(f"src, dst: expected two [E] index tensors, got {tuple(src.shape)} and {tuple(dst.shape)}")
+    fast = _native.edge_geometry(pos_src, pos_dst, frames_dst, src, dst, kind, eps)  # one pass, no autograd
+    if fast is not None:
+        return fast
     diff = pos_src.index_select(0, src) - pos_dst.index_select(0, dst)
     parts = []
     if kind in ("rel_dist", "rel"):
