@@ -15,12 +15,24 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 typedef int64_t i64;
 
 template <typename T, int D>
 static void rotate_rows(const T* x, const i64* xidx, const T* R, const i64* ridx, const T* det, int transpose,
                         T* y, i64 r0, i64 r1, i64 C, const int32_t* ent, int n_ent) {
+#if defined(__AVX512F__)
+  // float, d = 3: order-2 blocks as y_t = (M (x) M) vec(X_t), one 16-lane FMA per input component
+  // (9 per tensor instead of 54 scalar ones); the Kronecker table is rebuilt only when the row's matrix
+  // changes (edges grouped by receiver share it).
+  constexpr bool simd = std::is_same<T, float>::value && D == 3;
+  alignas(64) float K[9][16] = {};
+  i64 k_of = -1;
+#endif
   for (i64 r = r0; r < r1; ++r) {
     const i64 xr = xidx ? xidx[r] : r, rr = ridx ? ridx[r] : r;
     const T* Rr = R + rr * D * D;
@@ -48,7 +60,29 @@ static void rotate_rows(const T* x, const i64* xidx, const T* R, const i64* ridx
             o[a] = acc * f;
           }
         }
-      } else {  // order 2: M T M^T, 2 d^3 multiply-adds (fully unrolled for the fixed D)
+      }
+#if defined(__AVX512F__)
+      else if (simd && count >= 2) {
+        if (k_of != rr) {
+          for (int c = 0; c < 3; ++c)
+            for (int e2 = 0; e2 < 3; ++e2)
+              for (int a = 0; a < 3; ++a)
+                for (int b = 0; b < 3; ++b) K[c * 3 + e2][a * 3 + b] = (float)(M[a][c] * M[b][e2]);
+          k_of = rr;
+        }
+        __m512 k[9];
+        for (int c = 0; c < 9; ++c) k[c] = _mm512_load_ps(K[c]);
+        const __m512 fv = _mm512_set1_ps((float)f);
+        for (int t = 0; t < count; ++t) {
+          const float* v = (const float*)(xs + off + t * 9);
+          __m512 acc = _mm512_mul_ps(_mm512_set1_ps(v[0]), k[0]);
+          for (int c = 1; c < 9; ++c) acc = _mm512_fmadd_ps(_mm512_set1_ps(v[c]), k[c], acc);
+          if (pseudo) acc = _mm512_mul_ps(acc, fv);
+          _mm512_mask_storeu_ps((float*)(ys + off + t * 9), (__mmask16)0x1FF, acc);
+        }
+      }
+#endif
+      else {  // order 2: M T M^T, 2 d^3 multiply-adds (fully unrolled for the fixed D)
         for (int t = 0; t < count; ++t) {
           const T* v = xs + off + t * D * D;
           T* o = ys + off + t * D * D;
