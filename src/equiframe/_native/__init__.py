@@ -114,16 +114,15 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     if lib.equiframe_abi_version() != _ABI:
         raise RuntimeError(f"{path}: ABI version {lib.equiframe_abi_version()} != {_ABI}")
-    for name in ("equiframe_rotate_f32", "equiframe_rotate_f64"):
-        fn = getattr(lib, name)
-        fn.restype = ctypes.c_int
-        p, i64, i = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-        fn.argtypes = [p, p, p, p, p, i, p, i64, i64, i64, i, p, i]
-    for name in ("equiframe_edge_geometry_f32", "equiframe_edge_geometry_f64"):
-        fn = getattr(lib, name)
-        fn.restype = ctypes.c_int
-        p, i64, i = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-        fn.argtypes = [p, p, p, p, p, p, i64, i64, i, i, ctypes.c_double]
+    p, i64, i = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    signatures = {
+        "equiframe_rotate": [p, p, p, p, p, i, p, i64, i64, i64, i, p, i],
+        "equiframe_edge_geometry": [p, p, p, p, p, p, i64, i64, i, i, ctypes.c_double],
+    }
+    for stem, argtypes in signatures.items():
+        for suffix in ("_f32", "_f64"):
+            fn = getattr(lib, stem + suffix)
+            fn.restype, fn.argtypes = ctypes.c_int, argtypes
     _state["path"] = str(path)
     return lib
 

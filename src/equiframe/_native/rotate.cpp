@@ -6,9 +6,10 @@
 // where rho acts block by block on the channels of a row: a block is described by one entry
 // (offset, order, count, pseudo) = `count` tensors of order 0, 1 or 2 stored one after the other from
 // channel `offset`, each of size d^order (row-major components); pseudo blocks are also multiplied by
-// det[rr]. Order 0: copy (times det if pseudo); order 1: M v; order 2: M T M^T (two 3x3 products: 54
-// multiply-adds for d = 3, fewer than the 81 of the Kronecker square M (x) M, which also measured ~7x
-// slower here because its 81-entry table does not stay in registers). Channels not covered by an entry
+// det[rr]. Order 0: copy (times det if pseudo); order 1: M v; order 2: M T M^T (two d x d products: 54
+// multiply-adds for d = 3; a scalar Kronecker-square version, 81, measured slower). With AVX-512, float32
+// order-2 blocks in 3-D use the Kronecker square M (x) M in vector registers instead (9 vector FMAs per
+// tensor, the table rebuilt only when the row's matrix changes). Channels not covered by an entry
 // are left untouched (the caller covers every channel). Rows [r0, r1) only, so the caller can split the
 // rows across threads. No allocation, no exceptions, plain C ABI (called through ctypes).
 // Also: the edge geometry [R_i (x_j - x_i), |x_j - x_i|_eps] of the tensor-frame layers, in one pass.

@@ -49,7 +49,14 @@ from torch import Tensor, nn
 
 from .. import _native
 from ..reps import TensorReps, as_reps
-from .tf_transport import ReceiverLayout, receiver_layout, rotate_by_receiver, rotate_edges, transport_edges
+from .tf_transport import (
+    ReceiverLayout,
+    _needs_det,
+    receiver_layout,
+    rotate_by_receiver,
+    rotate_edges,
+    transport_edges,
+)
 
 __all__ = [
     "TFGraph",
@@ -252,10 +259,6 @@ def local_edge_geometry(
 
 def _det(frames: Tensor) -> Tensor:
     return torch.linalg.det(frames)
-
-
-def _needs_det(reps: TensorReps) -> bool:
-    return any(b.parity == "p" for b in reps.blocks)
 
 
 def transport(

@@ -66,7 +66,8 @@ class ReceiverLayout:
         pad_k: padded degree for ``"padded"``.
         pad_src: ``[n_dst * pad_k]`` source index of every padded slot (0 for empty slots).
         slot: ``[E]`` padded slot of every edge.
-        dst: ``[E]`` receiver of every edge (needed by ``"edge"``).
+        dst: ``[E]`` receiver of every edge (needed by ``"edge"`` and by the native kernel; set by
+            :func:`receiver_layout` for every kind).
     """
 
     kind: Literal["blocked", "padded", "edge"]
@@ -98,11 +99,11 @@ def receiver_layout(src: Tensor, dst: Tensor, n_dst: int, *, max_pad: float = 2.
     e = int(dst.numel())
     k = _is_blocked(dst, n_dst)
     if k:
-        return ReceiverLayout("blocked", n_dst, e, segments=((0, e, k),))
+        return ReceiverLayout("blocked", n_dst, e, segments=((0, e, k),), dst=dst)
     if e > n_dst > 0:  # k-NN graph + appended self-loops (remove_self_loops / add_self_loops in PyG layers)
         k = _is_blocked(dst[: e - n_dst], n_dst)
         if k and _is_blocked(dst[e - n_dst :], n_dst) == 1:
-            return ReceiverLayout("blocked", n_dst, e, segments=((0, e - n_dst, k), (e - n_dst, e, 1)))
+            return ReceiverLayout("blocked", n_dst, e, segments=((0, e - n_dst, k), (e - n_dst, e, 1)), dst=dst)
     if e == 0 or n_dst == 0:
         return ReceiverLayout("edge", n_dst, e, dst=dst)
     deg = torch.bincount(dst, minlength=n_dst)
@@ -279,10 +280,7 @@ def receiver_matrices(
                 cache[kkey] = kron_power(frames_dst, order).contiguous()
             M = cache[kkey]
             if parity == "p":
-                dkey = ("det", frames_dst.dtype)
-                if dkey not in cache:
-                    cache[dkey] = torch.linalg.det(frames_dst)
-                M = M * cache[dkey].view(-1, 1, 1)
+                M = M * _receiver_det(frames_dst, cache).view(-1, 1, 1)
             off = None
             if parity == "pos":
                 okey = ("offset", frames_dst.dtype)
@@ -306,23 +304,19 @@ def _use_native(reps: TensorReps, x: Tensor, frames_dst: Tensor) -> bool:
     )
 
 
-def _layout_dst(layout: ReceiverLayout, device: torch.device) -> Tensor:
-    """``[E]`` receiver of every edge (``layout.dst``, or rebuilt from the segments of a blocked layout)."""
-    if layout.dst is not None:
-        return layout.dst
-    parts = [torch.arange(layout.n_dst, device=device).repeat_interleave(k) for _s, _e, k in layout.segments]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+def _needs_det(reps: TensorReps) -> bool:
+    """Whether some block of ``reps`` is pseudo (scaled by ``det R``)."""
+    return any(b.parity == "p" for b in reps.blocks)
 
 
-def _receiver_det(reps: TensorReps, frames_dst: Tensor, cache: dict | None) -> Tensor | None:
-    """``det R_i`` per receiver when some block is pseudo (cached in ``cache`` for the other layers)."""
-    if not any(b.parity == "p" for b in reps.blocks):
-        return None
-    if cache is not None and ("det", frames_dst.dtype) in cache:
-        return cache[("det", frames_dst.dtype)]
+def _receiver_det(frames_dst: Tensor, cache: dict | None) -> Tensor:
+    """``det R_i`` per receiver (kept in ``cache`` for the other tensor types and layers)."""
+    key = ("det", frames_dst.dtype)
+    if cache is not None and key in cache:
+        return cache[key]
     det = torch.linalg.det(frames_dst)
     if cache is not None:
-        cache[("det", frames_dst.dtype)] = det
+        cache[key] = det
     return det
 
 
@@ -350,10 +344,10 @@ def rotate_edges(
         raise ValueError("reps: 'pos' blocks cannot be rotated per edge (no node origin)")
     if reps.is_scalar:
         return y
-    if _use_native(reps, y, frames_dst):
+    if layout.dst is not None and _use_native(reps, y, frames_dst):
         R = frames_dst.transpose(1, 2) if inverse else frames_dst
-        return _native.rotate_rows(y, R, reps._native_entries, _receiver_det(reps, frames_dst, cache),
-                                   ridx=_layout_dst(layout, y.device))
+        det = _receiver_det(frames_dst, cache) if _needs_det(reps) else None
+        return _native.rotate_rows(y, R, reps._native_entries, det, ridx=layout.dst)
     mats = receiver_matrices(reps, frames_dst, None, cache)
     groups = _groups(reps)
     grad = torch.is_grad_enabled() and (y.requires_grad or frames_dst.requires_grad)
@@ -467,8 +461,8 @@ def transport_edges(
     if not reps.has_pos and _use_native(reps, x_src, frames_dst):
         # one fused pass: gather g[src] and rotate by R_dst, no [E, C] temporaries
         g = reps.to_global(x_src, frames_src)
-        return _native.rotate_rows(g, frames_dst, reps._native_entries, _receiver_det(reps, frames_dst, cache),
-                                   xidx=src, ridx=dst, out=out)
+        det = _receiver_det(frames_dst, cache) if _needs_det(reps) else None
+        return _native.rotate_rows(g, frames_dst, reps._native_entries, det, xidx=src, ridx=dst, out=out)
     mats = receiver_matrices(reps, frames_dst, pos_dst, cache)
     g = reps.to_global(x_src, frames_src, pos_src if reps.has_pos else None)
     groups = _groups(reps)
