@@ -72,6 +72,22 @@ def test_train_eval_report(root, capsys):
     assert (report.parent / "r_nbody_curves.png").is_file() and (report.parent / "r_nbody_rotation.png").is_file()
 
 
+def test_train_on_the_egnn_stream(root, capsys):
+    cache = str(root / "cache")
+    assert main(["data", "nbody", "--root", cache, "--stream", "egnn", *SIMS, "--quiet"]) == 0
+    assert "egnn stream, seed 43" in capsys.readouterr().out
+    base = ["train", "nbody", "--model", "linear-vel", "--epochs", "1", *SIMS, "--data-stream", "egnn",
+            "--data-root", cache, "--out", str(root / "runs3"), "--quiet", "--no-diagnostics"]
+    assert main(base) == 0
+    run = root / "runs3" / "nbody" / "linear-vel@egnn-small" / "seed0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["describe"]["data"] == "egnn-small"
+    assert main([*base, "--data-seed", "5"]) == 0  # another data set: another run directory
+    assert (root / "runs3" / "nbody" / "linear-vel@egnn-seed5" / "seed0" / "metrics.json").is_file()
+    assert main(["report", str(root / "runs3"), "--no-plots"]) == 0
+    assert "data egnn-small" in capsys.readouterr().out
+
+
 def test_report_lists_runs_in_progress(root, capsys):
     from equiframe.report import collect_runs
 

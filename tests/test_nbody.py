@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -148,23 +147,17 @@ def test_statistics_reduced_size():
     """1000 simulations: one-sigma spread is ~2 % (no motion) and ~4.5 % (velocity extrapolation); the
     tolerances are ~3 sigma and still reject e.g. explicit Euler (0.32 / 0.057), attracting like charges
     (0.44 / 0.16) or unclipped forces."""
-    t0 = time.perf_counter()
     out = simulate_charged(1000, NBodyConfig(), np.random.default_rng(2024))
-    elapsed = time.perf_counter() - t0
     stats = nbody_baselines(out)
     assert stats["n_sims"] == 1000
     assert abs(stats["zero_motion_mse"] / ZERO_MOTION - 1) < 0.06, stats
     assert abs(stats["velocity_extrapolation_mse"] / VEL_EXTRAP - 1) < 0.13, stats
     assert abs(stats["c"] - C_FIT) < 0.05, stats
-    assert elapsed < 30, elapsed
 
 
 @pytest.mark.slow
 def test_statistics_full_size(tmp_path: Path):
-    t0 = time.perf_counter()
     data = generate_nbody(NBodyConfig(), root=tmp_path, progress=False)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 60, elapsed
     for split in SPLITS:
         stats = nbody_baselines(data[split])
         print(split, {k: round(v, 4) for k, v in stats.items()})
@@ -176,6 +169,86 @@ def test_statistics_full_size(tmp_path: Path):
     stats = nbody_baselines(pooled)  # 7000 simulations
     assert abs(stats["zero_motion_mse"] / ZERO_MOTION - 1) < 0.03, stats
     assert abs(stats["velocity_extrapolation_mse"] / VEL_EXTRAP - 1) < 0.05, stats
+
+
+# ---------------------------------------------------------------- the EGNN stream
+
+
+def test_egnn_stream_reproduces_the_published_test_split(tmp_path: Path):
+    """The EGNN stream with seed 43 gives the original nbody_small test split: its statistics are the
+    published ones (SPEC 4.1: no motion 0.2715, x + c v 0.083 with c 0.735) to within what floating-point
+    round-off in the ~1 in 8 chaotic simulations moves them (~1e-4 / 1e-3 / 4e-3), while a random split of
+    2000 simulations spreads by 0.0037 / 0.0026 / 0.012 around 0.2711 / 0.0870 / 0.725."""
+    cfg = NBodyConfig.egnn_small(n_train=1, n_valid=1)  # the pools are drawn whole; only 2002 simulated
+    stats = nbody_baselines(generate_nbody(cfg, root=tmp_path, progress=False)["test"])
+    assert stats["n_sims"] == 2000
+    assert abs(stats["zero_motion_mse"] - 0.2715) < 5e-4, stats
+    assert abs(stats["velocity_extrapolation_mse"] - 0.0835) < 1.5e-3, stats
+    assert abs(stats["c"] - 0.735) < 3e-3, stats
+
+
+def test_egnn_stream_draw_order():
+    """Per system the original draws charges (n uniforms), positions, velocity directions, then two blocks
+    of zero-variance observation noise, on one legacy stream; later splits start after the whole pool."""
+    cfg = NBodyConfig.egnn_small(n_train=2, n_valid=1, n_test=1, seed=7)
+    got = nbody.egnn_initial_conditions(cfg)
+    rs = np.random.RandomState(7)
+    n, d, t = 5, 3, cfg.n_samples
+
+    def draw():
+        q = np.where(rs.random_sample((n, 1)) < 0.5, -1.0, 1.0)
+        x, u = rs.randn(d, n), rs.randn(d, n)
+        rs.randn(t * d * n * 2)  # the noise blocks (an even count: no cached Gaussian in between)
+        return q, x.T, (u * 0.5 / np.sqrt((u**2).sum(0))).T
+
+    first = [draw() for _ in range(2)]
+    for _ in range(nbody.EGNN_POOLS["train"] - 2):
+        draw()
+    valid = draw()
+    for k, (q, x, v) in enumerate(first):
+        np.testing.assert_array_equal(got["train"]["charges"][k], q)
+        np.testing.assert_array_equal(got["train"]["pos0"][k], x)  # |x| < 5 for these draws
+        np.testing.assert_array_equal(got["train"]["vel0"][k], v)
+    np.testing.assert_array_equal(got["valid"]["pos0"][0], valid[1])
+    np.testing.assert_array_equal(got["valid"]["charges"][0], valid[0])
+    # a prefix of a split does not depend on how many of the split are kept
+    more = nbody.egnn_initial_conditions(NBodyConfig.egnn_small(n_train=5, n_valid=3, n_test=2, seed=7))
+    for split in SPLITS:
+        for key, a in got[split].items():
+            np.testing.assert_array_equal(more[split][key][: len(a)], a)
+
+
+def test_egnn_stream_reflects_initial_positions_into_the_box():
+    cfg = NBodyConfig.egnn_small(n_train=200, n_valid=1, n_test=1, position_std=3.0)
+    init = nbody.egnn_initial_conditions(cfg)["train"]
+    raw = np.random.RandomState(43)
+    outside = 0
+    for s in range(200):
+        raw.random_sample((5, 1))
+        x = raw.randn(3, 5).T * 3.0
+        raw.randn(3, 5), raw.randn(2 * cfg.n_samples * 15)
+        over, under = x > 5, x < -5
+        outside += int(over.sum() + under.sum())
+        np.testing.assert_allclose(init["pos0"][s][over], 10 - x[over])
+        np.testing.assert_allclose(init["pos0"][s][under], -10 - x[under])
+        assert (init["vel0"][s][over] <= 0).all() and (init["vel0"][s][under] >= 0).all()
+    assert outside > 10 and np.abs(init["pos0"]).max() <= 5
+    np.testing.assert_allclose(np.linalg.norm(init["vel0"], axis=-1), 0.5)
+
+
+def test_egnn_stream_config_and_cache_key():
+    assert NBodyConfig.egnn_small() == NBodyConfig(stream="egnn", seed=43)
+    # the default stream keeps the cache key it had before the option existed
+    assert "stream" not in NBodyConfig().simulation_params()
+    assert NBodyConfig(stream="egnn").simulation_params()["stream"] == "egnn"
+    with pytest.raises(ValueError, match="stream"):
+        NBodyConfig(stream="egnn-small")
+    with pytest.raises(ValueError, match="at most 10000"):
+        NBodyConfig.egnn_small(n_train=10001)
+    with pytest.raises(ValueError, match="2\\*\\*32"):
+        NBodyConfig(stream="egnn", seed=2**32)
+    with pytest.raises(ValueError, match="'egnn'"):
+        nbody.egnn_initial_conditions(NBodyConfig())
 
 
 def test_baselines_on_synthetic_data():

@@ -34,14 +34,15 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from .datasets.nbody import NBodyConfig, generate_nbody, load_egnn_npy, nbody_baselines  # noqa: PLC0415
     from .datasets._cache import resolve_cache_dir  # noqa: PLC0415
 
-    config = NBodyConfig(n_train=args.sims[0], n_valid=args.sims[1], n_test=args.sims[2], seed=args.seed)
+    config = NBodyConfig(n_train=args.sims[0], n_valid=args.sims[1], n_test=args.sims[2],
+                         **_data_stream_seed(args.stream, args.seed))
     t0 = time.perf_counter()
     if args.egnn_npy:
         splits = {s: load_egnn_npy(args.egnn_npy, s) for s in ("train", "valid", "test")}
         source = f"EGNN .npy files in {args.egnn_npy}"
     else:
         splits = generate_nbody(config, args.root, progress=not args.quiet)
-        source = f"generated (seed {config.seed}), cached under {resolve_cache_dir(args.root) / 'nbody_charged'}"
+        source = f"generated ({config.stream} stream, seed {config.seed}), cached under {resolve_cache_dir(args.root) / 'nbody_charged'}"
     dt = time.perf_counter() - t0
     print(f"n-body (charged, {config.n_particles} particles, {config.dim}-D): {source}")
     print(f"loaded/generated in {dt:.1f} s; input sample {config.input_sample}, target sample {config.target_sample}")
@@ -55,10 +56,16 @@ def _cmd_data(args: argparse.Namespace) -> int:
         print(f"{s:<6} {int(b['n_sims']):>6} {b['zero_motion_mse']:>16.4f} {b['velocity_extrapolation_mse']:>12.4f} "
               f"{b['c']:>7.3f} {rows[s]['pos_abs_max']:>8.2f} {rows[s]['vel_rms']:>8.3f}")
     print("reference (100 000 simulations): zero motion 0.2711, x + c v 0.0870 with c = 0.725; "
-          "published Linear 0.0819")
+          "the EGNN test split (--stream egnn, seed 43): 0.2715, 0.0835, c = 0.735; published Linear 0.0819")
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0
+
+
+def _data_stream_seed(stream: str, seed: int | None) -> dict[str, object]:
+    """``NBodyConfig`` fields of the ``--stream``/``--data-stream`` and seed options: the EGNN stream defaults
+    to seed 43 (the published ``nbody_small`` data), the default stream to seed 0."""
+    return {"stream": stream, "seed": (43 if stream == "egnn" else 0) if seed is None else seed}
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -71,7 +78,8 @@ def _experiment_from_args(args: argparse.Namespace):
 
     sims = args.sims
     cfg = NBodyExperimentConfig(
-        data=NBodyConfig(n_train=sims[0], n_valid=sims[1], n_test=sims[2], seed=args.data_seed),
+        data=NBodyConfig(n_train=sims[0], n_valid=sims[1], n_test=sims[2],
+                         **_data_stream_seed(args.data_stream, args.data_seed)),
         model=args.model, n_train=args.n_train or sims[0], n_valid=args.n_valid or sims[1],
         n_test=args.n_test or sims[2], hidden=args.hidden,
         layers=args.layers, fa_mode=args.fa_mode, fa_variant=args.fa_variant, hidden_reps=args.hidden_reps, edge_distances=args.edge_distances,
@@ -243,10 +251,21 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="generate (and cache) a data set and show its statistics",
                           formatter_class=_Formatter)
     dsub = data.add_subparsers(dest="dataset", required=True, metavar="DATASET")
-    dn = dsub.add_parser("nbody", help="the charged n-body data (EGNN protocol: 3000/2000/2000 simulations)",
-                         formatter_class=_Formatter)
+    dn = dsub.add_parser(
+        "nbody", help="the charged n-body data (EGNN protocol: 3000/2000/2000 simulations)",
+        formatter_class=_Formatter,
+        description="Generate (and cache) the charged 5-body data set and print its statistics.\n\n"
+                    "--stream egnn replays the random stream of the original EGNN generator (legacy NumPy "
+                    "RandomState, its order of draws); with its default seed 43 it gives the initial conditions "
+                    "of the published nbody_small files (generate_dataset.py --num-train 10000 --seed 43 "
+                    "--sufix small): the test split's statistics are the published ones (no motion 0.2715, "
+                    "x + c v 0.0835 with c = 0.735).",
+    )
     dn.add_argument("--root", default=None, help="cache root (default: $EQUIFRAME_CACHE or ~/.cache/equiframe)")
-    dn.add_argument("--seed", type=_nonneg_int, default=0, help="root seed of the simulations")
+    dn.add_argument("--seed", type=_nonneg_int, default=None,
+                    help="root seed of the simulations (default: 0; 43 with --stream egnn)")
+    dn.add_argument("--stream", choices=("split", "egnn"), default="split",
+                    help="random stream of the initial conditions: split (ours) or egnn (the original generator's)")
     dn.add_argument("--sims", type=_positive_int, nargs=3, default=[3000, 2000, 2000], metavar=("TRAIN", "VALID", "TEST"),
                     help="simulations generated per split (the first k of a split do not depend on its size)")
     dn.add_argument("--egnn-npy", default=None, metavar="DIR",
@@ -303,7 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--data-root", default=None, help="cache root of the generated data")
     tn.add_argument("--sims", type=_positive_int, nargs=3, default=[3000, 2000, 2000], metavar=("TRAIN", "VALID", "TEST"),
                     help="simulations generated per split (advanced; --n-train etc. select prefixes of them)")
-    tn.add_argument("--data-seed", type=_nonneg_int, default=0, help="root seed of the simulations")
+    tn.add_argument("--data-seed", type=_nonneg_int, default=None,
+                    help="root seed of the simulations (default: 0; 43 with --data-stream egnn)")
+    tn.add_argument("--data-stream", choices=("split", "egnn"), default="split",
+                    help="random stream of the initial conditions: split (ours, one generator per split) or egnn "
+                         "(the original EGNN generator's stream; with the default seed 43 the published "
+                         "nbody_small data set, see `equiframe data nbody --help`)")
     tn.add_argument("--egnn-npy", default=None, metavar="DIR", help="train on the original EGNN .npy files in DIR")
     tn.add_argument("--no-diagnostics", action="store_true", help="skip the final equivariance / rotation diagnostics")
     tn.add_argument("--quiet", action="store_true", help="no progress bars or log lines")

@@ -71,8 +71,10 @@ def collect_runs(root: str | os.PathLike) -> tuple[list[dict[str, Any]], list[di
 
 
 def _budget(m: dict[str, Any]) -> str:
-    d = {k: v for k, v in m.get("describe", {}).items() if k.startswith("n_train")}
-    parts = [f"{k}={v}" for k, v in d.items()]
+    desc = m.get("describe", {})
+    parts = [f"{k}={v}" for k, v in desc.items() if k.startswith("n_train")]
+    if desc.get("data") not in (None, "generated-seed0"):
+        parts.append(f"data {desc['data']}")
     parts.append(f"{m.get('epochs_planned', '?')} ep")
     tc = m.get("train_config", {})
     if "optim" in tc:

@@ -27,11 +27,22 @@ form used by Satorras et al. (EGNN, 2021) and Puny et al. (Frame Averaging, 2022
 Task: input positions, velocities and charges at sample 30, target positions at sample 40; splits of
 3000 / 2000 / 2000 simulations (train / valid / test).
 
-Known differences from the original generator (none changes the statistics): the random streams differ
-(the data are equal in distribution, not bitwise); the original reflects initial coordinates outside a
-box ``[-5, 5]`` once at step 0 (its in-loop wall handling is disabled), which we omit (a coordinate
-beyond 5 standard deviations: in about 6 % of data sets of 7000 simulations); it computes
-``r^2 = |a|^2 + |b|^2 - 2 a.b`` where we use ``|a - b|^2``.
+Known differences from the original generator (none changes the statistics): with the default
+``stream="split"`` the random streams differ (the data are equal in distribution, not bitwise), and the
+original reflects initial coordinates outside a box ``[-5, 5]`` once at step 0 (its in-loop wall
+handling is disabled), which the default stream omits (a coordinate beyond 5 standard deviations: in
+about 6 % of data sets of 7000 simulations); the original computes ``r^2 = |a|^2 + |b|^2 - 2 a.b`` and
+``r^3`` with ``pow(r^2, 1.5)`` where we use ``|a - b|^2`` and ``r^2 sqrt(r^2)``.
+
+The published data set: ``NBodyConfig(stream="egnn", seed=43)`` (:meth:`NBodyConfig.egnn_small`, CLI
+``--data-stream egnn``) replays the original generator's random stream (legacy NumPy ``RandomState``, its
+order of draws, its step-0 reflection; :func:`egnn_initial_conditions`), so every simulation starts from
+the same state as in the ``nbody_small`` files behind the published numbers. Its test split has the
+published statistics (no motion 0.2715, ``x + c v`` 0.0835 with c = 0.735; a random split gives 0.2711 +-
+0.0037 and 0.0870 +- 0.0026), and it is an easy split: 4 % below the population's velocity-extrapolation
+error. The trajectories equal a float64 replay of the original loop to ~1e-13 for most simulations; in
+about 1 in 8 (close encounters) the last-bit differences of the arithmetic above grow to 1e-2 - 0.3 by the
+target time, as they would between two machines (such simulations are equal in distribution only).
 
 Sanity statistics (mean over simulations, particles and coordinates; see :func:`nbody_baselines`),
 estimated from 100 000 simulations: "no motion" (predict the input position) gives MSE 0.2711 and the
@@ -67,7 +78,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import NormalDist
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -78,12 +89,14 @@ from . import _cache
 
 __all__ = [
     "CACHE_NAME",
+    "EGNN_POOLS",
     "FORMAT_VERSION",
     "NBodyConfig",
     "NBodyDataset",
     "SPLITS",
     "Split",
     "collate_nbody",
+    "egnn_initial_conditions",
     "fully_connected_edge_index",
     "generate_nbody",
     "integrate_charged",
@@ -96,6 +109,14 @@ __all__ = [
 
 Split = Literal["train", "valid", "test"]
 SPLITS: tuple[Split, ...] = get_args(Split)
+Stream = Literal["split", "egnn"]
+STREAMS: tuple[Stream, ...] = get_args(Stream)
+#: Simulations per split that the EGNN generator draws, in this order, from one legacy NumPy stream
+#: (``generate_dataset.py --num-train 10000 --seed 43 --sufix small``: 10 000 training simulations, of which
+#: the protocol uses the first 3000, then 2000 validation and 2000 test simulations).
+EGNN_POOLS: dict[Split, int] = {"train": 10_000, "valid": 2_000, "test": 2_000}
+#: Half-width of the box the EGNN generator reflects the initial positions into (once, at step 0).
+EGNN_BOX = 5.0
 #: Version of the generated arrays; bump when the simulator's output changes (invalidates caches).
 FORMAT_VERSION = 1
 #: Sub-directory of the cache root.
@@ -142,6 +163,11 @@ class NBodyConfig:
         interaction_strength: factor ``k`` of the force ``k q_i q_j (x_i - x_j) / r^3``.
         force_clip: each force component is clipped to ``[-force_clip, force_clip]``.
         seed: root seed; the splits use independent derived seeds (see :func:`split_rng`).
+        stream: where the initial conditions come from. ``"split"`` (default): one modern NumPy generator
+            per split (:func:`split_rng`). ``"egnn"``: the single legacy ``numpy.random.RandomState(seed)``
+            stream of the original EGNN generator, drawn in its order (:func:`egnn_initial_conditions`);
+            with ``seed=43`` these are the initial conditions of the ``nbody_small`` files behind the
+            published numbers (see :meth:`egnn_small`).
     """
 
     n_particles: int = 5
@@ -160,6 +186,13 @@ class NBodyConfig:
     interaction_strength: float = 1.0
     force_clip: float = 100.0
     seed: int = 0
+    stream: Stream = "split"
+
+    @classmethod
+    def egnn_small(cls, **overrides: Any) -> NBodyConfig:
+        """The EGNN ``nbody_small`` data set: ``NBodyConfig(stream="egnn", seed=43)`` (the protocol's
+        3000 / 2000 / 2000 simulations; ``overrides`` change other fields)."""
+        return cls(**{"stream": "egnn", "seed": 43, **overrides})
 
     def __post_init__(self) -> None:
         _check_int("n_particles", self.n_particles, 2)
@@ -188,6 +221,17 @@ class NBodyConfig:
         _check_float("interaction_strength", self.interaction_strength, 0.0, strict=False)
         _check_float("force_clip", self.force_clip, 0.0, strict=True)
         _check_int("seed", self.seed, 0)
+        if self.stream not in STREAMS:
+            raise ValueError(f"stream: expected one of {STREAMS}, got {self.stream!r}")
+        if self.stream == "egnn":
+            if self.seed >= 2**32:
+                raise ValueError(f"seed: the 'egnn' stream (numpy RandomState) needs a seed < 2**32, got {self.seed}")
+            for split, pool in EGNN_POOLS.items():
+                if self.n_sims(split) > pool:
+                    raise ValueError(
+                        f"n_{split}: the 'egnn' stream draws {pool} {split} simulations (as the EGNN "
+                        f"generator), so at most {pool} can be used, got {self.n_sims(split)}"
+                    )
 
     @property
     def n_samples(self) -> int:
@@ -203,12 +247,18 @@ class NBodyConfig:
         _check_split(split)
         return int(getattr(self, f"n_{split}"))
 
-    def simulation_params(self) -> dict[str, int | float]:
+    def simulation_params(self) -> dict[str, int | float | str]:
         """Every parameter that determines the generated arrays (the cache key); excludes
         ``input_sample``/``target_sample``, which only select data."""
         d = asdict(self)
         del d["input_sample"], d["target_sample"]
-        return {k: (int(v) if isinstance(v, (int, np.integer)) else float(v)) for k, v in d.items()}
+        stream = d.pop("stream")
+        params: dict[str, int | float | str] = {
+            k: (int(v) if isinstance(v, (int, np.integer)) else float(v)) for k, v in d.items()
+        }
+        if stream != "split":  # the default stream is left out: caches written before the option stay valid
+            params["stream"] = stream
+        return params
 
 
 def split_rng(config: NBodyConfig, split: Split) -> np.random.Generator:
@@ -253,6 +303,62 @@ def sample_initial_conditions(
     threshold = math.inf if p == 0 else -math.inf if p == 1 else NormalDist().inv_cdf(1.0 - p)
     charges = np.where(z[..., 2 * d :] >= threshold, 1.0, -1.0)
     return {"pos0": np.ascontiguousarray(pos0), "vel0": np.ascontiguousarray(vel0), "charges": charges}
+
+
+def egnn_initial_conditions(config: NBodyConfig) -> dict[Split, dict[str, np.ndarray]]:
+    """The initial conditions of the original EGNN generator, drawn from its random stream.
+
+    The EGNN script seeds the legacy global stream once (``numpy.random.seed(seed)``) and then simulates
+    ``EGNN_POOLS`` = 10 000 training, 2000 validation and 2000 test systems one after another. Per system
+    it draws, in this order: the charges (``choice([-1, 0, 1], size=(n, 1), p=[1 - p, 0, p])``: ``n``
+    uniforms), positions ``position_std * randn(d, n)``, the velocity directions ``randn(d, n)``, and,
+    after integrating, two blocks ``randn(T, d, n)`` of observation noise that it multiplies by a noise
+    variance of 0. This function replays exactly these calls on ``numpy.random.RandomState(config.seed)``
+    (the noise blocks are drawn and discarded), so it yields the same numbers as the original files'
+    step-0 states: the legacy stream is frozen by NumPy's compatibility policy. As in the original, the
+    velocities are ``u * velocity_norm / |u|`` per particle and initial coordinates outside the box
+    ``[-5, 5]`` are reflected into it once (with the velocity component pointing inwards).
+
+    Only the initial conditions are replayed; :func:`integrate_charged` integrates them with the same
+    equations (its floating-point operations differ from the original's in the last bits, see the
+    module docstring).
+
+    Args:
+        config: an ``NBodyConfig`` with ``stream="egnn"`` (``n_{split}`` of at most ``EGNN_POOLS[split]``:
+            the first ones of each split are kept).
+
+    Returns:
+        ``{split: {"pos0", "vel0", "charges"}}`` float64 arrays.
+
+    Shapes:
+        pos0, vel0: ``[S, n, d]``; charges: ``[S, n, 1]`` (``S = config.n_sims(split)``).
+    """
+    if not isinstance(config, NBodyConfig):
+        raise TypeError(f"config: expected an NBodyConfig, got {type(config).__name__}")
+    if config.stream != "egnn":
+        raise ValueError(f"config.stream: expected 'egnn', got {config.stream!r}")
+    rs = np.random.RandomState(config.seed)
+    n, d, t = config.n_particles, config.dim, config.n_samples
+    types = np.array([-1.0, 0.0, 1.0])
+    probs = [1.0 - config.charge_prob, 0.0, config.charge_prob]
+    out: dict[Split, dict[str, np.ndarray]] = {}
+    for split in SPLITS:
+        keep = config.n_sims(split)
+        pos0, vel0, charges = np.empty((keep, n, d)), np.empty((keep, n, d)), np.empty((keep, n, 1))
+        for s in range(EGNN_POOLS[split]):
+            q = rs.choice(types, size=(n, 1), p=probs)
+            x = rs.randn(d, n) * config.position_std
+            u = rs.randn(d, n)
+            rs.randn(t, d, n)  # the original's observation noise (variance 0): drawn and discarded
+            rs.randn(t, d, n)
+            if s < keep:
+                v = u * config.velocity_norm / np.sqrt((u**2).sum(axis=0)).reshape(1, -1)
+                over, under = x > EGNN_BOX, x < -EGNN_BOX
+                x[over], v[over] = 2 * EGNN_BOX - x[over], -np.abs(v[over])
+                x[under], v[under] = -2 * EGNN_BOX - x[under], np.abs(v[under])
+                pos0[s], vel0[s], charges[s] = x.T, v.T, q
+        out[split] = {"pos0": pos0, "vel0": vel0, "charges": charges}
+    return out
 
 
 def _pair_tables(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -421,7 +527,11 @@ def generate_nbody(
         raise TypeError(f"config: expected an NBodyConfig, got {type(config).__name__}")
 
     def build() -> dict[str, np.ndarray]:
-        inits = [sample_initial_conditions(config.n_sims(s), config, split_rng(config, s)) for s in SPLITS]
+        if config.stream == "egnn":
+            by_split = egnn_initial_conditions(config)
+            inits = [by_split[s] for s in SPLITS]
+        else:
+            inits = [sample_initial_conditions(config.n_sims(s), config, split_rng(config, s)) for s in SPLITS]
         joint = {k: np.concatenate([init[k] for init in inits]) for k in inits[0]}
         traj = {**integrate_charged(joint["pos0"], joint["vel0"], joint["charges"], config,
                                     progress=progress), **joint}

@@ -204,10 +204,23 @@ class NBodyExperiment(Experiment):
     @property
     def run_name(self) -> str:
         c = self.config
-        if c.model != "fa-gnn":
-            return c.model
-        return (c.model + ("-layerwise" if c.fa_variant == "layerwise" else "")
-                + (f"-{c.fa_mode}" if c.fa_mode != "all" else ""))
+        name = c.model
+        if c.model == "fa-gnn":
+            name += ("-layerwise" if c.fa_variant == "layerwise" else "") + (f"-{c.fa_mode}" if c.fa_mode != "all" else "")
+        if c.egnn_npy is None and c.data.stream == "egnn":  # another data set: another run directory
+            name += "@" + self.data_label
+        return name
+
+    @property
+    def data_label(self) -> str:
+        """Short name of the data: ``egnn-small`` (the EGNN stream with seed 43, i.e. the published data
+        set), ``egnn-seed<N>``, ``generated-seed<N>`` or ``egnn-npy``."""
+        c = self.config
+        if c.egnn_npy is not None:
+            return "egnn-npy"
+        if c.data.stream == "egnn":
+            return "egnn-small" if c.data.seed == 43 else f"egnn-seed{c.data.seed}"
+        return f"generated-seed{c.data.seed}"
 
     def to_dict(self) -> dict[str, Any]:
         return self.config.to_dict()
@@ -219,7 +232,7 @@ class NBodyExperiment(Experiment):
     def describe(self) -> dict[str, Any]:
         c = self.config
         return {"model": c.model, "n_train": c.n_train, "n_valid": c.n_valid, "n_test": c.n_test,
-                "published": PUBLISHED_NBODY.get(PUBLISHED_KEY.get(c.model, ""))}
+                "data": self.data_label, "published": PUBLISHED_NBODY.get(PUBLISHED_KEY.get(c.model, ""))}
 
     # ------------------------------------------------------------------ data
     @property
