@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reduced-protocol n-body runs (issue 4): 3000/2000/2000 simulations, Adam, batch 100, weight decay 1e-12,
+# Reduced-protocol n-body runs (issue 4): 3000/2000/2000 simulations of the published data set (the original EGNN
+# generator's random stream, seed 43; DATA=split: our per-split stream, seed 0), Adam, batch 100, weight decay 1e-12,
 # validation every 5 epochs, test MSE at the best validation epoch (protocol: up to 10000 epochs).
 # Epochs per model (the budgets of the table in BENCHMARKS.md): EPOCHS (default 500) for EGNN, GNN, Linear
 # and the input-frame FA-GNN; TF_EPOCHS (default 2000) for TF-GNN, whose validation error still falls at
@@ -7,11 +8,11 @@
 # 10 s/epoch on one core. Seeds outer, models inner, so that partial results cover every model.
 # Resumable: run this script again (every call uses --resume; finished runs are skipped, killed ones continue
 # from their last checkpoint). Raise an epoch budget and rerun to extend finished runs.
-# DATA=egnn: train on the published data set (the original EGNN generator's random stream, seed 43; run
-# directories get the suffix @egnn-small); MODELS / SEEDS restrict the runs (e.g. MODELS="egnn tf-gnn").
+# Run directories: runs/nbody/<model>@egnn-small (DATA=split: runs/nbody/<model>). MODELS / SEEDS restrict the
+# runs (e.g. MODELS="egnn tf-gnn" SEEDS="0").
 set -u
 cd "$(dirname "$0")/.."
-DATA=${DATA:-split}
+DATA=${DATA:-egnn}
 MODELS=${MODELS:-egnn tf-gnn gnn linear linear-vel fa-gnn fa-gnn-layerwise}
 SEEDS=${SEEDS:-0 1 2}
 EPOCHS=${EPOCHS:-500}

@@ -47,7 +47,7 @@ def test_train_eval_report(root, capsys):
     assert main(base) == 0
     out = capsys.readouterr().out
     assert "seed 0: test mse" in out and "mean ± std over 2 seeds" in out
-    run = root / "runs" / "nbody" / "linear" / "seed0"
+    run = root / "runs" / "nbody" / "linear@egnn-small" / "seed0"  # the default data: the published set
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["train_config"]["optim"]["lr"] == 1e-3 and metrics["epochs_run"] == 2
     # an existing run: clear error unless --resume / --overwrite
@@ -68,14 +68,16 @@ def test_train_eval_report(root, capsys):
     report = root / "report" / "r.md"
     assert main(["report", str(root / "runs"), "--out", str(report)]) == 0
     text = report.read_text()
-    assert "| linear |" in text and "0.0819" in text and "± " in text
+    assert "| linear@egnn-small |" in text and "0.0819" in text and "± " in text
     assert (report.parent / "r_nbody_curves.png").is_file() and (report.parent / "r_nbody_rotation.png").is_file()
 
 
 def test_train_on_the_egnn_stream(root, capsys):
     cache = str(root / "cache")
-    assert main(["data", "nbody", "--root", cache, "--stream", "egnn", *SIMS, "--quiet"]) == 0
+    assert main(["data", "nbody", "--root", cache, *SIMS, "--quiet"]) == 0  # the default
     assert "egnn stream, seed 43" in capsys.readouterr().out
+    assert main(["data", "nbody", "--root", cache, "--stream", "split", *SIMS, "--quiet"]) == 0
+    assert "split stream, seed 0" in capsys.readouterr().out
     base = ["train", "nbody", "--model", "linear-vel", "--epochs", "1", *SIMS, "--data-stream", "egnn",
             "--data-root", cache, "--out", str(root / "runs3"), "--quiet", "--no-diagnostics"]
     assert main(base) == 0
@@ -84,6 +86,11 @@ def test_train_on_the_egnn_stream(root, capsys):
     assert metrics["describe"]["data"] == "egnn-small"
     assert main([*base, "--data-seed", "5"]) == 0  # another data set: another run directory
     assert (root / "runs3" / "nbody" / "linear-vel@egnn-seed5" / "seed0" / "metrics.json").is_file()
+    # our per-split stream: seed 0 keeps the plain name of the runs made before the option, other seeds not
+    assert main([*base, "--data-stream", "split"]) == 0
+    assert (root / "runs3" / "nbody" / "linear-vel" / "seed0" / "metrics.json").is_file()
+    assert main([*base, "--data-stream", "split", "--data-seed", "2"]) == 0
+    assert (root / "runs3" / "nbody" / "linear-vel@generated-seed2" / "seed0" / "metrics.json").is_file()
     assert main(["report", str(root / "runs3"), "--no-plots"]) == 0
     assert "data egnn-small" in capsys.readouterr().out
 
@@ -94,9 +101,9 @@ def test_report_lists_runs_in_progress(root, capsys):
     base = ["train", "nbody", "--model", "gnn", "--hidden", "8", "--layers", "1", "--epochs", "1", *SIMS,
             "--data-root", str(root / "cache"), "--out", str(root / "runs2"), "--quiet", "--no-diagnostics"]
     assert main(base) == 0
-    (root / "runs2" / "nbody" / "gnn" / "seed0" / "metrics.json").unlink()  # as if killed
+    (root / "runs2" / "nbody" / "gnn@egnn-small" / "seed0" / "metrics.json").unlink()  # as if killed
     finished, running = collect_runs(root / "runs2")
-    assert not finished and running[0]["run"] == "gnn" and running[0]["epochs_done"] == 1
+    assert not finished and running[0]["run"] == "gnn@egnn-small" and running[0]["epochs_done"] == 1
     assert main(["report", str(root / "runs2"), "--no-plots"]) == 0
     assert "in progress" in capsys.readouterr().out
 

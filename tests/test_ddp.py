@@ -30,12 +30,12 @@ def test_torchrun_two_processes_matches_single_process(tmp_path):
            *ARGS, "--data-root", root, "--out", str(tmp_path / "ddp")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run = tmp_path / "ddp" / "nbody" / "gnn" / "seed0"
+    run = tmp_path / "ddp" / "nbody" / "gnn@egnn-small" / "seed0"
     ddp = json.loads((run / "metrics.json").read_text())
     assert ddp["world_size"] == 2 and ddp["epochs_run"] == 2
     assert not list(run.glob(".*tmp*"))
     assert main([*ARGS, "--data-root", root, "--out", str(tmp_path / "single")]) == 0
-    single = json.loads((tmp_path / "single" / "nbody" / "gnn" / "seed0" / "metrics.json").read_text())
+    single = json.loads((tmp_path / "single" / "nbody" / "gnn@egnn-small" / "seed0" / "metrics.json").read_text())
     assert single["world_size"] == 1
     for key in ("test", "best_val"):
         assert ddp[key]["mse"] == pytest.approx(single[key]["mse"], rel=1e-4), key

@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         "nbody", help="the charged n-body data (EGNN protocol: 3000/2000/2000 simulations)",
         formatter_class=_Formatter,
         description="Generate (and cache) the charged 5-body data set and print its statistics.\n\n"
-                    "--stream egnn replays the random stream of the original EGNN generator (legacy NumPy "
+                    "The default --stream egnn replays the random stream of the original EGNN generator (legacy NumPy "
                     "RandomState, its order of draws); with its default seed 43 it gives the initial conditions "
                     "of the published nbody_small files (generate_dataset.py --num-train 10000 --seed 43 "
                     "--sufix small): the test split's statistics are the published ones (no motion 0.2715, "
@@ -264,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     dn.add_argument("--root", default=None, help="cache root (default: $EQUIFRAME_CACHE or ~/.cache/equiframe)")
     dn.add_argument("--seed", type=_nonneg_int, default=None,
                     help="root seed of the simulations (default: 0; 43 with --stream egnn)")
-    dn.add_argument("--stream", choices=("split", "egnn"), default="split",
-                    help="random stream of the initial conditions: split (ours) or egnn (the original generator's)")
+    dn.add_argument("--stream", choices=("split", "egnn"), default="egnn",
+                    help="random stream of the initial conditions: egnn (the original generator's) or split (ours)")
     dn.add_argument("--sims", type=_positive_int, nargs=3, default=[3000, 2000, 2000], metavar=("TRAIN", "VALID", "TEST"),
                     help="simulations generated per split (the first k of a split do not depend on its size)")
     dn.add_argument("--egnn-npy", default=None, metavar="DIR",
@@ -324,10 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="simulations generated per split (advanced; --n-train etc. select prefixes of them)")
     tn.add_argument("--data-seed", type=_nonneg_int, default=None,
                     help="root seed of the simulations (default: 0; 43 with --data-stream egnn)")
-    tn.add_argument("--data-stream", choices=("split", "egnn"), default="split",
-                    help="random stream of the initial conditions: split (ours, one generator per split) or egnn "
-                         "(the original EGNN generator's stream; with the default seed 43 the published "
-                         "nbody_small data set, see `equiframe data nbody --help`)")
+    tn.add_argument("--data-stream", choices=("split", "egnn"), default="egnn",
+                    help="random stream of the initial conditions: egnn (the original EGNN generator's stream; with "
+                         "the default seed 43 the published nbody_small data set, see `equiframe data nbody --help`) "
+                         "or split (ours, one generator per split: independent data sets for other seeds)")
     tn.add_argument("--egnn-npy", default=None, metavar="DIR", help="train on the original EGNN .npy files in DIR")
     tn.add_argument("--no-diagnostics", action="store_true", help="skip the final equivariance / rotation diagnostics")
     tn.add_argument("--quiet", action="store_true", help="no progress bars or log lines")

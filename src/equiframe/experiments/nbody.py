@@ -75,7 +75,8 @@ class NBodyExperimentConfig:
         edge_distances: GNN / FA-GNN: add squared distances to the edge features.
         tf_cutoff: TF-GNN learned-frame cutoff radius.
         dtype: ``"float32"`` or ``"float64"`` (data and model).
-        data: simulation parameters (default: the protocol; generation is cached).
+        data: simulation parameters (default: :meth:`NBodyConfig.egnn_small`, the published data set:
+            the original EGNN generator's random stream with seed 43; generation is cached).
         data_root: cache root of the generated data (default ``$EQUIFRAME_CACHE`` / ``~/.cache/equiframe``).
         egnn_npy: a directory with the original EGNN ``.npy`` files to use instead of generated data.
         rotation_angles: the rotation diagnostic uses ``rotation_angles + 1`` angles in [0, 360] degrees.
@@ -94,7 +95,7 @@ class NBodyExperimentConfig:
     edge_distances: bool = False
     tf_cutoff: float = 20.0
     dtype: Dtype = "float32"
-    data: NBodyConfig = field(default_factory=NBodyConfig)
+    data: NBodyConfig = field(default_factory=NBodyConfig.egnn_small)
     data_root: str | None = None
     egnn_npy: str | None = None
     rotation_angles: int = 12
@@ -142,7 +143,9 @@ class NBodyExperimentConfig:
         if unknown:
             raise ValueError(f"config: unknown n-body options {sorted(unknown)}")
         if isinstance(d.get("data"), Mapping):
-            d["data"] = NBodyConfig(**d["data"])
+            # configs written before the ``stream`` option (and before the published data became the
+            # default) used the per-split stream
+            d["data"] = NBodyConfig(**{"stream": "split", **d["data"]})
         return cls(**d)
 
 
@@ -207,8 +210,8 @@ class NBodyExperiment(Experiment):
         name = c.model
         if c.model == "fa-gnn":
             name += ("-layerwise" if c.fa_variant == "layerwise" else "") + (f"-{c.fa_mode}" if c.fa_mode != "all" else "")
-        if c.egnn_npy is None and c.data.stream == "egnn":  # another data set: another run directory
-            name += "@" + self.data_label
+        if self.data_label not in ("generated-seed0", "egnn-npy"):  # one directory per data set (runs on
+            name += "@" + self.data_label                           # the seed-0 split stream predate the option)
         return name
 
     @property
