@@ -272,6 +272,30 @@ def test_layerwise_fa_gnn_gradients_and_errors():
     assert isinstance(build_nbody_model("fa-gnn", fa_variant="layerwise"), LayerwiseFAGNN)
 
 
+def test_layerwise_fa_gnn_latent_gradients_have_no_common_component():
+    """Every layer after the first sees its latent cloud ``H`` only through ``H - centroid``, so the gradient
+    w.r.t. ``H`` sums to zero over each system's latent vectors; with a detached centroid it would not."""
+
+    class Spy(LayerwiseFAGNN):
+        def _average(self, y, fold, R, n):
+            H = super()._average(y, fold, R, n)
+            if H.shape[1] > 1:  # a latent cloud (K vectors per node), not the decoder's output
+                H.retain_grad()
+                self.latents.append(H)
+            return H
+
+    torch.manual_seed(0)
+    model = _perturbed(Spy(3, hidden=12, layers=3).double(), torch.float64)
+    model.latents = []
+    inputs, batch = systems(seed=3)
+    model(**inputs, batch=batch).square().sum().backward()
+    assert len(model.latents) == 2
+    for H in model.latents:
+        per_system = torch.zeros(4, 3, dtype=H.dtype).index_add_(0, batch, H.grad.sum(1))
+        assert H.grad.abs().max() > 1e-3
+        torch.testing.assert_close(per_system, torch.zeros_like(per_system), atol=1e-12, rtol=0)
+
+
 def test_layerwise_fa_gnn_negative_control():
     """Dropping the latent frames (running the layers on global latent vectors) breaks equivariance, and
     the checker sees it."""

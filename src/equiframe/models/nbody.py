@@ -223,9 +223,13 @@ class LayerwiseFAGNN(nn.Module):
     library's exact handling of degenerate spectra (latent clouds included). Edge features are
     ``[q_i q_j, |x_i - x_j|^2]``, as in that code.
 
-    Gradients do not flow through the latent frames (``R, c`` of ``F_l`` are computed from the detached
-    latent cloud, as in the official code): the forward pass is exactly equivariant either way, and the
-    eigenvector derivatives of a nearly degenerate latent spectrum would be unbounded.
+    Gradients do not flow through the latent frames' rotations (``R`` of ``F_l`` is computed from the
+    detached latent cloud, as in the official code): the forward pass is exactly equivariant either way,
+    and the eigenvector derivatives of a nearly degenerate latent spectrum would be unbounded. They do flow
+    through the latent centroids ``c`` (as in the official code), so that the gradient w.r.t. ``H^l`` is
+    that of the function computed, which only sees ``H^l - c``: with ``c`` detached it would carry a
+    spurious common component (for every system, the sum of the gradients of its ``N K`` latent vectors),
+    which moves the parameters without changing the loss.
 
     Args:
         dim: space dimension ``d``.
@@ -291,6 +295,8 @@ class LayerwiseFAGNN(nn.Module):
         a = torch.cat([_edge_attr(charge, edge_index, edge_attr),
                        (pos[edge_index[0]] - pos[edge_index[1]]).square().sum(1, keepdim=True)], 1)
         frame, fold, R = self._fold(pos, batch, batch, edge_index)
+        num_systems = int(batch.max()) + 1
+        counts = _scatter_sum(torch.ones_like(batch, dtype=pos.dtype), batch, num_systems)[:, None]
         t0 = frame.t[fold.new_batch]  # float64 centroids: far-away systems keep their precision
         x_loc = torch.matmul(R, (pos[fold.node_src].double() - t0).to(pos.dtype)[:, :, None])[:, :, 0]
         v_loc = torch.matmul(R, vel[fold.node_src][:, :, None])[:, :, 0]
@@ -302,8 +308,11 @@ class LayerwiseFAGNN(nn.Module):
                 break
             H = self._average(h.view(-1, K, d), fold, R, n)  # [n, K, d] equivariant latent vectors
             _, fold, R = self._fold(H.detach().reshape(n * K, d), batch.repeat_interleave(K), batch, edge_index)
-            c = fold.frame.t.to(H.dtype)[fold.new_batch]  # latent centroid of each copy (detached)
-            h = torch.matmul(H[fold.node_src] - c[:, None, :], R.transpose(-1, -2)).reshape(-1, K * d)
+            # the latent centroid of every system, differentiable (the frames R are not): what follows only
+            # sees H - c, so the gradient w.r.t. H must not carry a common (translation) component
+            c = _scatter_sum(H.mean(1), batch, num_systems) / counts  # [B, d]
+            h = torch.matmul(H[fold.node_src] - c[batch[fold.node_src]][:, None, :],
+                             R.transpose(-1, -2)).reshape(-1, K * d)
         out = self._average(self.decoder(h)[:, None, :], fold, R, n)[:, 0]
         t_ex = frame.example_translation()  # [B, d] centroids of the systems (float64)
         return (out.double() + t_ex[batch]).to(pos.dtype)
