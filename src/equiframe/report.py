@@ -107,7 +107,7 @@ def summarize(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "wall_time_s": statistics.mean(float(m["wall_time_s"]) for m in ms),
             "time_per_epoch_s": statistics.mean(float(m.get("time_per_epoch_s", math.nan)) for m in ms),
             "equivariance_error": max(eq) if eq else None,
-            "published": _published(exp).get(run.split("-canonical")[0].split("-stochastic")[0]),
+            "published": _published_of(exp, run, ms[0]),
             "n_params": ms[0].get("n_params"), "device": ms[0].get("device"),
             "world_size": ms[0].get("world_size", 1),
         })
@@ -129,6 +129,15 @@ def _metric_of(exp: str, m: dict[str, Any]) -> str:
     if cls is not None and cls.metric in m["test"]:
         return cls.metric
     return sorted(m["test"])[0]
+
+
+def _published_of(exp: str, run: str, m: dict[str, Any]) -> float | None:
+    """The published number of a run: what its experiment's ``describe()`` recorded (by model), else looked up
+    by the run name without its data set (``@...``) and frame-mode suffixes."""
+    desc = m.get("describe", {})
+    if "published" in desc:
+        return desc["published"]
+    return _published(exp).get(run.split("@")[0].split("-canonical")[0].split("-stochastic")[0])
 
 
 def _published(exp: str) -> dict[str, float]:
