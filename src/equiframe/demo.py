@@ -168,8 +168,8 @@ def run_demo(
                                                     n_test=budget.n_test, data=data_cfg, data_root=data_root))
         cfg = TrainConfig(epochs=budget.epochs_fa if model == "fa-gnn" else budget.epochs,
                           optim=OptimConfig(lr=DEFAULT_LR[model]), eval_every=budget.eval_every,
-                          checkpoint_every=10**6, seeds=(seed,), out=str(runs_root), name=model, overwrite=True, quiet=quiet,
-                          device="cpu", threads=budget.threads)
+                          checkpoint_every=10**6, seeds=(seed,), out=str(runs_root), name=model, overwrite=True,
+                          quiet=quiet, device="cpu", threads=budget.threads)
         res = train(exp, cfg)[0]
         m = dict(res.metrics)
         m["path"] = str(res.run_dir)
@@ -208,8 +208,9 @@ def run_demo(
         f"**{budget.n_train} of the 3000 training simulations** for **{budget.epochs_fa} (FA-GNN) / {budget.epochs} "
         f"epochs** (the protocol: up to 10 000 epochs), validating on {budget.n_valid} of 2000 simulations every "
         f"{budget.eval_every} epochs, one seed ({seed}), on CPU, and tests on {budget.n_test} of the 2000 test "
-        "simulations. The data are the published data set: the original EGNN generator's random stream replayed "
-        "(seed 43), so the test systems are those behind the published numbers. FA-GNN gets fewer epochs because its full frame runs the GNN 8 times per system (one "
+        "simulations. The data are the published data set: the original EGNN generator's random stream "
+        "replayed (seed 43), so the test systems are those behind the published numbers. FA-GNN gets fewer "
+        "epochs because its full frame runs the GNN 8 times per system (one "
         "epoch costs about 8 GNN epochs, see `benchmarks/results/nbody_throughput.md`). The published column is the "
         "full protocol; expect our numbers to be several times higher.",
         "",

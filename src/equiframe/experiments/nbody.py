@@ -189,8 +189,8 @@ class NBodyExperiment(Experiment):
 
     name = "nbody"
     metric = "mse"
-    # run names -> published number (the layer-wise FA-GNN is the FA paper's architecture)
-    published = {k: PUBLISHED_NBODY[v] for k, v in PUBLISHED_KEY.items()}  # by model; runs record theirs (describe)
+    # model -> published number (every FA-GNN variant: the FA paper's); runs record theirs (describe())
+    published = {k: PUBLISHED_NBODY[v] for k, v in PUBLISHED_KEY.items()}
     references = PUBLISHED_NBODY
 
     def __init__(self, config: NBodyExperimentConfig | None = None, **kwargs: Any):
@@ -210,8 +210,9 @@ class NBodyExperiment(Experiment):
         name = c.model
         if c.model == "fa-gnn":
             name += ("-layerwise" if c.fa_variant == "layerwise" else "") + (f"-{c.fa_mode}" if c.fa_mode != "all" else "")
-        if self.data_label not in ("generated-seed0", "egnn-npy"):  # one directory per data set (runs on
-            name += "@" + self.data_label                           # the seed-0 split stream predate the option)
+        # one directory per data set; runs on the seed-0 split stream predate the option and keep plain names
+        if self.data_label not in ("generated-seed0", "egnn-npy"):
+            name += "@" + self.data_label
         return name
 
     @property
