@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dn.add_argument("--root", default=None, help="cache root (default: $EQUIFRAME_CACHE or ~/.cache/equiframe)")
     dn.add_argument("--seed", type=_nonneg_int, default=None,
-                    help="root seed of the simulations (default: 0; 43 with --stream egnn)")
+                    help="root seed of the simulations (default: 43 with the egnn stream, 0 with split)")
     dn.add_argument("--stream", choices=("split", "egnn"), default="egnn",
                     help="random stream of the initial conditions: egnn (the original generator's) or split (ours)")
     dn.add_argument("--sims", type=_positive_int, nargs=3, default=[3000, 2000, 2000], metavar=("TRAIN", "VALID", "TEST"),
@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--sims", type=_positive_int, nargs=3, default=[3000, 2000, 2000], metavar=("TRAIN", "VALID", "TEST"),
                     help="simulations generated per split (advanced; --n-train etc. select prefixes of them)")
     tn.add_argument("--data-seed", type=_nonneg_int, default=None,
-                    help="root seed of the simulations (default: 0; 43 with --data-stream egnn)")
+                    help="root seed of the simulations (default: 43 with the egnn stream, 0 with split)")
     tn.add_argument("--data-stream", choices=("split", "egnn"), default="egnn",
                     help="random stream of the initial conditions: egnn (the original EGNN generator's stream; with "
                          "the default seed 43 the published nbody_small data set, see `equiframe data nbody --help`) "
