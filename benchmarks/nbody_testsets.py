@@ -30,15 +30,10 @@ from common import command_line, write_result  # noqa: E402
 from equiframe.train import evaluate_run, load_checkpoint  # noqa: E402
 
 
-def overrides(cfg: dict, seed: int) -> dict:
-    """Experiment options that evaluate the test split of data seed ``seed`` (train/valid cut to 1)."""
-    data = {**cfg["data"], "seed": seed, "n_train": 1, "n_valid": 1}
-    return {"data": data, "n_train": 1, "n_valid": 1}
-
-
-def published_split() -> dict:
-    """Experiment options that evaluate the published test split (the EGNN stream, seed 43)."""
-    data = {"stream": "egnn", "seed": 43, "n_train": 1, "n_valid": 1}
+def overrides(cfg: dict, seed: int, stream: str = "split") -> dict:
+    """Experiment options that evaluate the test split of data seed ``seed`` of ``stream`` (train/valid cut
+    to 1); ``overrides(cfg, 43, "egnn")`` is the published test split."""
+    data = {**cfg["data"], "stream": stream, "seed": seed, "n_train": 1, "n_valid": 1}
     return {"data": data, "n_train": 1, "n_valid": 1}
 
 
@@ -65,7 +60,7 @@ def main() -> None:
                  for s in args.seeds}
         row = {"run": f"{ck.parent.parent.name}/{ck.parent.name}", "epoch": c["best"]["epoch"], "valid": val,
                "tests": tests, "published": evaluate_run(ck.parent, split="test", device="cpu",
-                                                         experiment_overrides=published_split())["metrics"]["mse"]}
+                                                         experiment_overrides=overrides(cfg, 43, "egnn"))["metrics"]["mse"]}
         print(row, flush=True)
         rows.append(row)
     if not rows:

@@ -187,24 +187,27 @@ def test_egnn_stream_reproduces_the_published_test_split(tmp_path: Path):
     assert abs(stats["c"] - 0.735) < 3e-3, stats
 
 
+def _egnn_draw(rs: np.random.RandomState, cfg: NBodyConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One system's draws of the original generator, written out by hand: charges (n uniforms), positions,
+    velocity directions, then two blocks of zero-variance observation noise. Returns the charges, the raw
+    positions (times ``position_std``, before any reflection) and the velocities, particles first."""
+    n, d, t = cfg.n_particles, cfg.dim, cfg.n_samples
+    q = np.where(rs.random_sample((n, 1)) < 0.5, -1.0, 1.0)
+    x, u = rs.randn(d, n) * cfg.position_std, rs.randn(d, n)
+    rs.randn(t * d * n * 2)  # the noise blocks (an even count: no cached Gaussian in between)
+    return q, x.T, (u * cfg.velocity_norm / np.sqrt((u**2).sum(0))).T
+
+
 def test_egnn_stream_draw_order():
     """Per system the original draws charges (n uniforms), positions, velocity directions, then two blocks
     of zero-variance observation noise, on one legacy stream; later splits start after the whole pool."""
     cfg = NBodyConfig.egnn_small(n_train=2, n_valid=1, n_test=1, seed=7)
     got = nbody.egnn_initial_conditions(cfg)
     rs = np.random.RandomState(7)
-    n, d, t = 5, 3, cfg.n_samples
-
-    def draw():
-        q = np.where(rs.random_sample((n, 1)) < 0.5, -1.0, 1.0)
-        x, u = rs.randn(d, n), rs.randn(d, n)
-        rs.randn(t * d * n * 2)  # the noise blocks (an even count: no cached Gaussian in between)
-        return q, x.T, (u * 0.5 / np.sqrt((u**2).sum(0))).T
-
-    first = [draw() for _ in range(2)]
+    first = [_egnn_draw(rs, cfg) for _ in range(2)]
     for _ in range(nbody.EGNN_POOLS["train"] - 2):
-        draw()
-    valid = draw()
+        _egnn_draw(rs, cfg)
+    valid = _egnn_draw(rs, cfg)
     for k, (q, x, v) in enumerate(first):
         np.testing.assert_array_equal(got["train"]["charges"][k], q)
         np.testing.assert_array_equal(got["train"]["pos0"][k], x)  # |x| < 5 for these draws
@@ -224,9 +227,7 @@ def test_egnn_stream_reflects_initial_positions_into_the_box():
     raw = np.random.RandomState(43)
     outside = 0
     for s in range(200):
-        raw.random_sample((5, 1))
-        x = raw.randn(3, 5).T * 3.0
-        raw.randn(3, 5), raw.randn(2 * cfg.n_samples * 15)
+        _, x, _ = _egnn_draw(raw, cfg)
         over, under = x > 5, x < -5
         outside += int(over.sum() + under.sum())
         np.testing.assert_allclose(init["pos0"][s][over], 10 - x[over])

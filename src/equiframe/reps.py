@@ -254,6 +254,11 @@ class TensorReps:
         rows = [[sl.start, b.order, b.mul, int(b.parity == "p")] for b, sl in self.slices()]
         return torch.tensor(rows, dtype=torch.int32)
 
+    def _native_ok(self, x: Tensor, R: Tensor) -> bool:
+        """Whether :func:`equiframe._native.rotate_rows` can rotate features ``x`` of this type by ``R``
+        (device, dtype, ``d``, orders, no gradient wanted for ``R``)."""
+        return self._native_entries is not None and _native.supports(x, R, self.max_order)
+
     # ------------------------------------------------------------------ actions
     def _check(self, x: Tensor, R: Tensor, name: str = "x") -> None:
         if not isinstance(x, Tensor):
@@ -292,11 +297,7 @@ class TensorReps:
         if x.dim() == 2 and R.dim() == 3 and x.shape[0] == R.shape[0] and R.shape[0] > 1:
             # one rotation per row ([B, C] with R [B, d, d], the tensor-frame hot path): the compiled kernel
             # when it applies (gradients for x only), else component-major PyTorch
-            if (
-                self._native_entries is not None
-                and not (torch.is_grad_enabled() and det is not None and det.requires_grad)
-                and _native.supports(x, R, self.max_order)
-            ):
+            if self._native_ok(x, R) and not (torch.is_grad_enabled() and det is not None and det.requires_grad):
                 return _native.rotate_rows(x, R, self._native_entries, det.reshape(-1) if need_det else None)
             return _rotate_rows(x, R, groups, ordered, det.reshape(-1).expand(x.shape[0]) if need_det else None)
         pieces = []

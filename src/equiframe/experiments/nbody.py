@@ -236,7 +236,7 @@ class NBodyExperiment(Experiment):
     def describe(self) -> dict[str, Any]:
         c = self.config
         return {"model": c.model, "n_train": c.n_train, "n_valid": c.n_valid, "n_test": c.n_test,
-                "data": self.data_label, "published": PUBLISHED_NBODY.get(PUBLISHED_KEY.get(c.model, ""))}
+                "data": self.data_label, "published": self.published.get(c.model)}
 
     # ------------------------------------------------------------------ data
     @property

@@ -295,8 +295,7 @@ class LayerwiseFAGNN(nn.Module):
         a = torch.cat([_edge_attr(charge, edge_index, edge_attr),
                        (pos[edge_index[0]] - pos[edge_index[1]]).square().sum(1, keepdim=True)], 1)
         frame, fold, R = self._fold(pos, batch, batch, edge_index)
-        num_systems = int(batch.max()) + 1
-        counts = _scatter_sum(torch.ones_like(batch, dtype=pos.dtype), batch, num_systems)[:, None]
+        counts = torch.bincount(batch, minlength=frame.num_examples).to(pos.dtype)[:, None]  # nodes per system
         t0 = frame.t[fold.new_batch]  # float64 centroids: far-away systems keep their precision
         x_loc = torch.matmul(R, (pos[fold.node_src].double() - t0).to(pos.dtype)[:, :, None])[:, :, 0]
         v_loc = torch.matmul(R, vel[fold.node_src][:, :, None])[:, :, 0]
@@ -310,7 +309,7 @@ class LayerwiseFAGNN(nn.Module):
             _, fold, R = self._fold(H.detach().reshape(n * K, d), batch.repeat_interleave(K), batch, edge_index)
             # the latent centroid of every system, differentiable (the frames R are not): what follows only
             # sees H - c, so the gradient w.r.t. H must not carry a common (translation) component
-            c = _scatter_sum(H.mean(1), batch, num_systems) / counts  # [B, d]
+            c = _scatter_sum(H.mean(1), batch, frame.num_examples) / counts  # [B, d]
             h = torch.matmul(H[fold.node_src] - c[batch[fold.node_src]][:, None, :],
                              R.transpose(-1, -2)).reshape(-1, K * d)
         out = self._average(self.decoder(h)[:, None, :], fold, R, n)[:, 0]

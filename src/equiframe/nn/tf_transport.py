@@ -294,16 +294,6 @@ def receiver_matrices(
     return out
 
 
-def _use_native(reps: TensorReps, x: Tensor, frames_dst: Tensor) -> bool:
-    """Whether the per-edge work goes to the compiled kernel (:mod:`equiframe._native`): CPU, float32/64,
-    orders <= 2, d in {2, 3, 4}, and no gradient wanted for the receiver frames."""
-    return (
-        reps._native_entries is not None
-        and x.dtype == frames_dst.dtype
-        and _native.supports(x, frames_dst, reps.max_order)
-    )
-
-
 def _needs_det(reps: TensorReps) -> bool:
     """Whether some block of ``reps`` is pseudo (scaled by ``det R``)."""
     return any(b.parity == "p" for b in reps.blocks)
@@ -344,7 +334,7 @@ def rotate_edges(
         raise ValueError("reps: 'pos' blocks cannot be rotated per edge (no node origin)")
     if reps.is_scalar:
         return y
-    if layout.dst is not None and _use_native(reps, y, frames_dst):
+    if layout.dst is not None and reps._native_ok(y, frames_dst):
         R = frames_dst.transpose(1, 2) if inverse else frames_dst
         det = _receiver_det(frames_dst, cache) if _needs_det(reps) else None
         return _native.rotate_rows(y, R, reps._native_entries, det, ridx=layout.dst)
@@ -458,7 +448,7 @@ def transport_edges(
     if reps.has_pos and (pos_src is None or pos_dst is None):
         raise ValueError("pos: features with 'pos' blocks need node positions to be moved between frames")
     # global-frame features g_j = rho(R_j^T) f_j (+ x_j for positions), once per node
-    if not reps.has_pos and _use_native(reps, x_src, frames_dst):
+    if not reps.has_pos and reps._native_ok(x_src, frames_dst):
         # one fused pass: gather g[src] and rotate by R_dst, no [E, C] temporaries
         g = reps.to_global(x_src, frames_src)
         det = _receiver_det(frames_dst, cache) if _needs_det(reps) else None
