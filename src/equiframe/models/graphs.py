@@ -396,7 +396,8 @@ class CanonicalLabels:
         leaves: per graph, leaves (discrete partitions) compared.
         certificate: per graph, the canonical adjacency bit string (62 bits per int64 word, most
             significant first; equal rows <=> isomorphic graphs of equal size, with equal initial
-            colours); zeros for failed graphs.
+            colours); zeros for failed graphs. The width ``W`` follows the largest graph of the call, so
+            rows of different calls compare equal only after dropping trailing zero words.
 
     Shapes:
         keys ``[N]`` int64, ok ``[B]`` bool, states / leaves ``[B]`` int64, certificate ``[B, W]`` int64
