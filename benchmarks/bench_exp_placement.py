@@ -1,4 +1,4 @@
-"""Why FA-MLP misses EXP-classify graphs: where the frame puts the SAT/UNSAT core.
+"""Why FA-MLP misses EXP-classify graphs: where the frame puts the SAT/UNSAT core (and shuffled components).
 
     python benchmarks/bench_exp_placement.py                 # train missing runs (about 40 min on 2 cores), probe
     python benchmarks/bench_exp_placement.py --no-train      # only probe runs that exist
@@ -21,7 +21,9 @@ offset from the training graphs that show it there. This script measures
    16-node cores).
 
 Runs are the EXP-classify protocol of bench_graphs (canonical evaluation, spectral training orders,
-selection on the validation loss), read from ``--runs`` and trained there when missing.
+selection on the validation loss), read from ``--runs`` and trained there when missing, each with the
+frame's component order in training (``sorted``) and with components shuffled in training (``shuffled``,
+``FAGraphModel(train_components="shuffled")``: samples of the component frame, every core at every offset).
 
 ``--reverse-keys`` repeats everything with the spectral key columns in *decreasing* Laplacian eigenvalue
 order (the frame of ``-L``, i.e. of the Laplacian with edge weights -1: same eigenvectors, reversed
@@ -117,8 +119,13 @@ def shared_components(graphs, cores, pairs) -> list[list[tuple]]:
     return out
 
 
-def run_dir(runs: Path, model: str, seed: int) -> Path:
-    return runs / "graphs" / f"exp-{model}-canonical-trainspectral-selloss-fold0" / f"seed{seed}"
+def run_dir(runs: Path, model: str, components: str, seed: int) -> Path:
+    shuf = "-shufcomp" if components == "shuffled" else ""
+    return runs / "graphs" / f"exp-{model}-canonical-trainspectral{shuf}-selloss-fold0" / f"seed{seed}"
+
+
+def label_of(model: str, components: str) -> str:
+    return LABEL[model] + (", components shuffled in training" if components == "shuffled" else "")
 
 
 def load_model(path: Path, data_dir: str):
@@ -144,6 +151,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", default=str(ROOT / "runs"), help="results root of the EXP-classify runs")
     ap.add_argument("--models", nargs="+", default=["fa-mlp", "fa-gin-id"], choices=sorted(LABEL))
+    ap.add_argument("--components", nargs="+", default=["sorted", "shuffled"], choices=["sorted", "shuffled"],
+                    help="training component orders to compare (FAGraphModel train_components)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--no-train", action="store_true", help="skip missing runs instead of training them")
     ap.add_argument("--samples", type=int, default=200, help="recombined graphs per core at offset 0")
@@ -195,22 +204,24 @@ def main() -> int:
 
     # ---- trained runs
     results: dict[str, list[dict]] = defaultdict(list)
-    for model in args.models:
+    for model, components in [(m, c) for c in args.components for m in args.models]:
+        key = label_of(model, components)
         for seed in args.seeds:
-            d = run_dir(runs, model, seed)
+            d = run_dir(runs, model, components, seed)
             if not (d / "metrics.json").is_file():
                 if args.no_train:
                     print(f"skip {d} (not finished)")
                     continue
                 classify("exp", model, 199, frame="canonical", train_frame="spectral", select="loss", seeds=[seed],
-                         data_dir=args.data_dir, out=runs, resume=True, threads=args.threads)
+                         train_components=components, data_dir=args.data_dir, out=runs, resume=True,
+                         threads=args.threads)
             exp, net, epoch = load_model(d, args.data_dir)
             test_graphs = [graphs[i] for i in test]
             ok = (predict(exp, net, test_graphs) == torch.tensor([int(g.y) for g in test_graphs])).tolist()
             probe_acc = {key: float((predict(exp, net, gs) == label[key[0]]).float().mean()) if gs else float("nan")
                          for key, gs in probes.items()}
-            results[model].append({"seed": seed, "epoch": epoch, "ok": dict(zip(test, ok)), "probe": probe_acc})
-            print(f"{model} seed {seed}: test accuracy {sum(ok) / len(ok):.3f}, missed "
+            results[key].append({"seed": seed, "epoch": epoch, "ok": dict(zip(test, ok)), "probe": probe_acc})
+            print(f"{key} seed {seed}: test accuracy {sum(ok) / len(ok):.3f}, missed "
                   f"{[i for i, o in zip(test, ok) if not o]}", flush=True)
 
     # ---- tables
@@ -219,11 +230,16 @@ def main() -> int:
     lines = [f"Frames: {keys}.",
              "Runs: EXP-classify, canonical evaluation, spectral training orders, selection on the validation loss "
              f"(199 epochs; seeds {', '.join(map(str, args.seeds))}; best epochs "
-             + "; ".join(f"{LABEL[m]} {', '.join(str(r['epoch']) for r in rs)}" for m, rs in results.items()) + ").",
+             + "; ".join(f"{m} {', '.join(str(r['epoch']) for r in rs)}" for m, rs in results.items()) + ").",
              "Core offset = first frame position of the core's first tied block; training support of a test graph "
-             "= training graphs (of 800) with the same core at the same offset.", "",
-             "### Test accuracy by training support", "",
-             "| training support | test graphs | " + " | ".join(f"{LABEL[m]} acc % (mean over seeds)" for m in results) + " |",
+             "= training graphs (of 800) with the same core at the same offset, in the frame's own (sorted) "
+             "component order, the one evaluation uses. Training with shuffled components shows every core at "
+             "every offset its graph's component sizes allow.", "",
+             "### Test accuracy", "", "| model | test accuracy % per seed | mean |", "|---|---|---|",
+             *[f"| {m} | {', '.join(f'{a:.1f}' for a in accs)} | {sum(accs) / len(accs):.1f} |"
+               for m, accs in ((m, [100 * sum(r["ok"].values()) / len(r["ok"]) for r in rs]) for m, rs in results.items())],
+             "", "### Test accuracy by training support", "",
+             "| training support | test graphs | " + " | ".join(f"{m}: acc % (mean over seeds)" for m in results) + " |",
              "|---|---|" + "---|" * len(results)]
     for lo, hi, lab in BINS:
         ids = [i for i in test if lo <= support[i] <= hi]
@@ -236,16 +252,16 @@ def main() -> int:
     for m, rs in results.items():
         missed = Counter(i for r in rs for i, o in r["ok"].items() if not o)
         if not missed:
-            lines.append(f"- {LABEL[m]}: none")
+            lines.append(f"- {m}: none")
         for i, n in sorted(missed.items()):
-            lines.append(f"- {LABEL[m]}: graph {i} ({name(cls[i])} core, offset {offsets[i]}, support {support[i]}; "
+            lines.append(f"- {m}: graph {i} ({name(cls[i])} core, offset {offsets[i]}, support {support[i]}; "
                          f"{n} of {len(rs)} seeds)")
     lines += ["", "### Recombination probe: one core with other components", "",
               "Accuracy % (mean over seeds) on graphs made of one core (taken from the first test graph of its class) "
               "and the shared components of every training pair (`training placements`), or 1-2 random shared "
               f"components smaller than the core (`smaller components only`, {args.samples} graphs, generator seed 0). "
               "Support: median over the probe graphs of the training graphs with the same core at the same offset.",
-              "", "| core | placement | graphs | support (median) | " + " | ".join(LABEL[m] for m in results) + " |",
+              "", "| core | placement | graphs | support (median) | " + " | ".join(results) + " |",
               "|---|---|---|---|" + "---|" * len(results)]
     for (c, where), gs in probes.items():
         k_core = size[c]
@@ -261,7 +277,7 @@ def main() -> int:
               "", f"Wall time {time.perf_counter() - t0:.0f} s (including any training)."]
     suffix, title = ("_reversed", " - control: keys in decreasing eigenvalue order") if args.reverse_keys else ("", "")
     write_result("graphs_exp_placement" + suffix,
-                 "EXP-classify: where the frame puts the core (why FA-MLP misses graph 358)" + title,
+                 "EXP-classify: where the frame puts the core (FA-MLP's miss of graph 358; shuffled components)" + title,
                  "\n".join(lines), command_line())
     return 0
 

@@ -147,3 +147,72 @@ def test_classify_and_cli_train_spectral_eval_canonical(tmp_path, capsys):
     for bad in (["--train-frame", "exact"], ["--select", "accuracy"]):
         with pytest.raises(SystemExit):
             parser.parse_args(["graphs", "classify", "--dataset", "csl", "--model", "fa-mlp", *bad])
+
+
+def disjoint(*graphs):
+    xs, es, off = [], [], 0
+    for g in graphs:
+        xs.append(g.x)
+        es.append(g.edge_index + off)
+        off += g.num_nodes
+    return Data(x=torch.cat(xs), edge_index=torch.cat(es, 1), num_nodes=off)
+
+
+@pytest.mark.parametrize("name", ["fa-mlp", "fa-gin-id"])
+def test_train_components_shuffled(name, gen):
+    from equiframe.frames.graph import connected_components
+
+    # two disconnected graphs (a 5-cycle beside a 3-node path; a random graph beside a 4-cycle) and a connected one
+    graphs = [disjoint(circulant(5, [1]), random_graph(3, 1.0, gen)), disjoint(random_graph(6, 0.6, gen),
+              circulant(4, [1])), circulant(7, [1, 2])]
+    b = Batch.from_data_list(graphs)
+    comp = connected_components(b.edge_index, b.num_nodes)
+    first = {}
+    for order in ("sorted", "shuffled"):
+        torch.manual_seed(0)
+        first[order] = build_graph_model(name, in_dim=2, n_max=10, frame="canonical", train_frame="spectral",
+                                         mode="stochastic", generator=torch.Generator().manual_seed(1),
+                                         train_components=order).double()
+    assert first["shuffled"].fa.components == "shuffled"
+    # training: the component of the first node of graph 0's copy varies only with shuffled components
+    seen = {}
+    for order, model in first.items():
+        model.train()
+        starts = set()
+        for _ in range(40):
+            _, (frame, elements) = run(model, graphs, return_frame=True)
+            starts.add(int(comp[elements.order[elements.ptr[0]]]))
+            o = elements.order[elements.ptr[2] : elements.ptr[3]]  # the connected graph: an element of F
+            nb = frame.node_block(local=True)[o]
+            assert bool((nb.diff() >= 0).all())
+        seen[order] = starts
+    assert len(seen["sorted"]) == 1 and len(seen["shuffled"]) == 2
+    # evaluation: identical to the sorted model (same weights), exactly invariant
+    with torch.no_grad():
+        ev = {k: run(m.eval(), graphs) for k, m in first.items()}
+        torch.testing.assert_close(ev["shuffled"], ev["sorted"], atol=0, rtol=0)
+        torch.testing.assert_close(run(first["shuffled"], relabel_all(graphs, gen)), ev["shuffled"], atol=1e-12,
+                                   rtol=1e-12)
+
+
+def test_train_components_options_and_errors():
+    from equiframe import FrameAveraging
+
+    c = GraphClassificationConfig(dataset="exp", model="fa-mlp", frame="canonical", train_frame="spectral",
+                                  select="loss", train_components="shuffled")
+    assert GraphClassificationExperiment(c).run_name == "exp-fa-mlp-canonical-trainspectral-shufcomp-selloss-fold0"
+    assert GraphClassificationConfig.from_dict(c.to_dict()) == c
+    assert GraphClassificationConfig.from_dict({"dataset": "csl"}).train_components == "sorted"  # older configs
+    with pytest.raises(ValueError, match="train_components"):
+        GraphClassificationConfig(model="fa-mlp", train_components="random")
+    with pytest.raises(ValueError, match="train_components"):
+        GraphClassificationConfig(model="gin", train_components="shuffled")
+    with pytest.raises(ValueError, match="components"):
+        FrameAveraging(torch.nn.Identity(), group="S_n", inputs={"x": "scalar"}, components="random")
+    with pytest.raises(ValueError, match="components"):
+        FrameAveraging(torch.nn.Identity(), group="E(3)", inputs={"pos": "pos"}, components="shuffled")
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["graphs", "classify", "--dataset", "exp", "--model", "fa-mlp",
+                              "--train-components", "shuffled"])
+    assert args.train_components == "shuffled"

@@ -12,10 +12,12 @@ from equiframe.datasets.graphs import connected_graphs, load_exp
 from equiframe.frames.graph import (
     PermutationFrame,
     canonical_ranks,
+    connected_components,
     fold_edge_index,
     frame_elements,
     laplacian_frame,
     permute_graph,
+    shuffle_components,
 )
 
 EXP_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "exp_graphsat.npz"
@@ -476,3 +478,79 @@ def test_weighted_edges_change_the_frame():
 def test_bad_input(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+# ---------------------------------------------------------------------------------------------------
+# connected components and the component frame
+# ---------------------------------------------------------------------------------------------------
+
+
+def _same_partition(a, b):
+    pairs = set(zip(a.tolist(), b.tolist()))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+def test_connected_components_match_scipy(gen):
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as scipy_cc
+
+    # a long path (many propagation rounds), a cycle, isolated nodes, a graph without edges
+    ei, batch, N, _ = concat([(path_graph(200), 200), (cycle_graph(7), 7), (torch.zeros(2, 0, dtype=torch.long), 3),
+                              (undirected([(0, 1), (2, 3), (3, 4)]), 6)])
+    perm = within_graph_perm(batch, gen)
+    ei, _ = permute_graph(ei, perm)
+    lab = connected_components(ei, N)
+    _, ref = scipy_cc(coo_matrix((np.ones(ei.shape[1]), (ei[0].numpy(), ei[1].numpy())), shape=(N, N)), directed=False)
+    assert _same_partition(lab, torch.from_numpy(ref)) and int(lab.unique().numel()) == 1 + 1 + 3 + 3
+    assert torch.equal(lab, lab[lab])  # every label is the smallest node of its component
+    assert torch.equal(connected_components(torch.zeros(2, 0, dtype=torch.long), 4), torch.arange(4))
+
+
+def _component_frame_draws(f, ei, gen, draws):
+    out = []
+    for _ in range(draws):
+        fs = shuffle_components(f, ei, gen)
+        out.append(frame_elements(fs, limit=1, k=1, generator=gen).order)
+    return torch.stack(out)
+
+
+def test_shuffle_components_samples_the_component_frame_uniformly(gen):
+    # graph 0: P3 + C4 (sizes differ: F has 2 * 24 = 48 elements, F_c 2! * 48 = 96); graph 1: C5, connected
+    # (unchanged); graph 2: P2 + P2 (equal sizes tie: F is one block of 4, 24 elements; F_c = 2! * 2 * 2 = 8)
+    g0 = torch.cat([path_graph(3), cycle_graph(4) + 3], 1)
+    g2 = torch.cat([path_graph(2), path_graph(2) + 2], 1)
+    ei, batch, N, _ = concat([(g0, 7), (cycle_graph(5), 5), (g2, 4)])
+    f = laplacian_frame(ei, N, batch)
+    comp = connected_components(ei, N)
+    S = _component_frame_draws(f, ei, gen, 3000)
+    for lo, hi, m in [(0, 7, 96), (7, 12, 120), (12, 16, 8)]:
+        part = S[:, lo:hi]
+        _, counts = torch.unique(part, dim=0, return_counts=True)
+        assert counts.numel() == m
+        expected = S.shape[0] / m
+        chi2 = float(((counts - expected) ** 2 / expected).sum())
+        assert chi2 < m + 6 * math.sqrt(2 * m)
+        # components are contiguous in every draw, and inside a component the blocks of F keep their order
+        c = comp[part]
+        assert bool(((c[:, 1:] != c[:, :-1]).sum(1) == len(set(comp[lo:hi].tolist())) - 1).all())
+    nb = f.node_block(local=True)
+    for row in S[:200]:
+        for cid in comp.unique():
+            blocks = nb[row[comp[row] == cid]]
+            assert bool((blocks[1:] >= blocks[:-1]).all())
+    # connected graphs: the frame itself
+    fs = shuffle_components(f, ei, gen)
+    assert torch.equal(fs.order[7:12], f.order[7:12])
+    # graph 2's two components tie in F: interleaved orders are in F but never in F_c
+    assert bool(((comp[f.sample(500, gen)[:, 12:16]].diff(dim=1) != 0).sum(1) > 1).any())
+
+
+def test_shuffle_components_is_relabelling_equivariant(gen):
+    g0 = torch.cat([path_graph(3), cycle_graph(4) + 3], 1)
+    ei, batch, N, _ = concat([(g0, 7), (path_graph(3), 3)])
+    perm = within_graph_perm(batch, gen)
+    eip, _ = permute_graph(ei, perm)
+    support = {tuple(r) for r in _component_frame_draws(laplacian_frame(ei, N, batch), ei, gen, 4000).tolist()}
+    support_p = {tuple(r) for r in _component_frame_draws(laplacian_frame(eip, N, batch), eip, gen, 4000).tolist()}
+    assert len(support) == 96 * 2  # F_c(P3 + C4) x F(P3)
+    assert {tuple(perm[list(r)].tolist()) for r in support} == support_p  # F_c(PG) = P F_c(G)

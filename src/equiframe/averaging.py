@@ -172,6 +172,11 @@ class FrameAveraging(nn.Module):
         generator: ``torch.Generator`` for stochastic mode (reproducible sampling).
         tol, max_size: see :func:`equiframe.frames.pca_frame`. For ``"S_n"``, ``max_size`` is the largest
             frame averaged exactly; larger frames are sampled (``n_samples`` elements, default 1).
+        components: ``"S_n"`` only. ``"shuffled"``: while sampling (stochastic mode in training), every
+            graph's connected components come in a uniformly random order, i.e. samples of the component
+            frame of :func:`~equiframe.frames.graph.shuffle_components`, so that a position-reading backbone
+            sees every component at every offset; evaluation modes use the spectral frame unchanged.
+            ``"sorted"`` (default): the spectral frame throughout.
 
     **Permutation frames** (``group="S_n"``): inputs are graphs (``edge_index=``, ``batch=``); all inputs
     and outputs are ``"scalar"`` (node features are reordered with the nodes, nothing rotates). The
@@ -216,6 +221,7 @@ class FrameAveraging(nn.Module):
         generator: torch.Generator | None = None,
         tol: Tolerances | None = None,
         max_size: int = 1024,
+        components: Literal["sorted", "shuffled"] = "sorted",
     ):
         super().__init__()
         if not callable(backbone):
@@ -227,6 +233,11 @@ class FrameAveraging(nn.Module):
         if n_samples is not None and (not isinstance(n_samples, int) or n_samples < 1):
             raise ValueError(f"n_samples: expected a positive integer, got {n_samples!r}")
         self.permutation = isinstance(group, str) and group.replace(" ", "") in ("S_n", "Sn", "S(n)")
+        if components not in ("sorted", "shuffled"):
+            raise ValueError(f"components: expected 'sorted' or 'shuffled', got {components!r}")
+        if components != "sorted" and not self.permutation:
+            raise ValueError("components: only meaningful with group='S_n'")
+        self.components = components
         if n_samples is not None and mode != "stochastic" and not self.permutation:
             raise ValueError("n_samples: only meaningful with mode='stochastic'")
         self.backbone = backbone
@@ -396,7 +407,7 @@ class FrameAveraging(nn.Module):
         return fold, types, unbatched, d, frame
 
     def _fold_permutation(self, kwargs: dict):
-        from .frames.graph import frame_elements, laplacian_frame  # noqa: PLC0415
+        from .frames.graph import frame_elements, laplacian_frame, shuffle_components  # noqa: PLC0415
 
         edge_index, batch = kwargs.get("edge_index"), kwargs.get("batch")
         if edge_index is None:
@@ -420,6 +431,8 @@ class FrameAveraging(nn.Module):
             keys = kwargs[self.frame_from]
         frame = laplacian_frame(edge_index, num_nodes=batch.shape[0], batch=batch, x=keys, num_graphs=B)
         mode = self._current_mode()
+        if self.components == "shuffled" and mode == "stochastic":
+            frame = shuffle_components(frame, edge_index, self.generator)
         limit = self.max_size if mode == "all" else 1
         k = 1 if mode == "canonical" else self.n_samples
         dtype = next((v.dtype for k_, v in kwargs.items() if k_ in self.inputs and isinstance(v, Tensor) and v.is_floating_point()), torch.float32)

@@ -41,7 +41,8 @@ from typing import Any, Literal, Mapping, Sequence, get_args
 import torch
 from torch import Tensor, nn
 
-from ..models.graphs import GRAPH_MODEL_NAMES, FrameKind, GraphModelName, build_graph_model, canonical_keys
+from ..models.graphs import (GRAPH_MODEL_NAMES, ComponentOrder, FrameKind, GraphModelName, build_graph_model,
+                             canonical_keys)
 from .._machine import machine_description
 from ..train import Experiment, OptimConfig, TrainConfig, fit
 from . import register_experiment
@@ -573,6 +574,9 @@ class GraphClassificationConfig:
             ``"loss"`` (the lowest validation cross-entropy, as in the FA paper's code). With sampled
             training frames the validation error fluctuates between epochs and often first reaches its
             minimum at an early, not yet converged epoch; the loss ranks the converged epochs.
+        train_components: ``"shuffled"`` samples training orders with every graph's connected components in
+            random order (FA models; see :class:`~equiframe.models.graphs.FAGraphModel`); ``"sorted"``: the
+            frame's own order.
     """
 
     dataset: ClassifyDataset = "exp"
@@ -588,6 +592,7 @@ class GraphClassificationConfig:
     data_dir: str | None = None
     max_states: int = 20_000
     select: SelectMetric = "error"
+    train_components: ComponentOrder = "sorted"
 
     def __post_init__(self) -> None:
         if self.dataset not in CLASSIFY_DATASETS:
@@ -602,6 +607,10 @@ class GraphClassificationConfig:
             raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
         if self.select not in get_args(SelectMetric):
             raise ValueError(f"select: expected one of {get_args(SelectMetric)}, got {self.select!r}")
+        if self.train_components not in get_args(ComponentOrder):
+            raise ValueError(f"train_components: expected one of {get_args(ComponentOrder)}, got {self.train_components!r}")
+        if self.train_components != "sorted" and not self.model.startswith("fa-"):
+            raise ValueError(f"train_components: only FA models sample frame orders, not {self.model!r}")
         nfolds = 5 if self.dataset == "csl" else 1
         if isinstance(self.fold, bool) or not isinstance(self.fold, int) or not 0 <= self.fold < nfolds:
             raise ValueError(f"fold: expected an integer in [0, {nfolds}) for {self.dataset}, got {self.fold!r}")
@@ -670,6 +679,8 @@ class GraphClassificationExperiment(Experiment):
             fr = f"-{c.frame}"
             if c.train_frame not in (None, c.frame):
                 fr += f"-train{c.train_frame}"
+            if c.train_components == "shuffled":
+                fr += "-shufcomp"
         sel = "-selloss" if c.select == "loss" else ""
         return f"{c.dataset}-{c.model}{fr}{sel}-fold{c.fold}"
 
@@ -683,6 +694,7 @@ class GraphClassificationExperiment(Experiment):
     def describe(self) -> dict[str, Any]:
         return {"dataset": self.config.dataset, "model": self.config.model, "frame": self.config.frame,
                 "train_frame": self.config.train_frame or self.config.frame,
+                "train_components": self.config.train_components,
                 "fold": self.config.fold, **{f"n_{k}": len(self.dataset(k)) for k in ("train", "valid", "test")},
                 "published": (self.published if self.config.dataset == "exp" else self.published_csl).get(self.config.model)}
 
@@ -749,7 +761,8 @@ class GraphClassificationExperiment(Experiment):
         in_dim = self._all_graphs()[0].x.shape[1]
         model = build_graph_model(c.model, in_dim=in_dim, n_max=self.n_max, hidden=c.hidden, layers=c.layers,
                                   out_dim=self.num_classes, frame=c.frame, train_frame=c.train_frame, mode="stochastic", max_size=c.max_size,
-                                  n_samples=c.n_samples, generator=gen, max_states=c.max_states)
+                                  n_samples=c.n_samples, generator=gen, max_states=c.max_states,
+                                  train_components=c.train_components)
         return model.to(_DTYPES[c.dtype])
 
     @staticmethod
@@ -808,6 +821,7 @@ def classify(
     frame: FrameKind = "spectral",
     train_frame: FrameKind | None = None,
     select: SelectMetric = "error",
+    train_components: ComponentOrder = "sorted",
     seeds: Sequence[int] = (0,),
     folds: Sequence[int] | None = None,
     lr: float = 1e-3,
@@ -833,12 +847,14 @@ def classify(
     ``k``, validation fold ``k+1 mod 5``). Adam (lr ``lr``, weight decay ``weight_decay``, default 0),
     cross-entropy, model selection on the validation ``select`` metric (``"error"`` or ``"loss"``, see
     :class:`GraphClassificationConfig`); runs are written to
-    ``out/graphs/<dataset>-<model>[-frame[-train<train_frame>]][-selloss]-fold<k>/seed<s>/``.
+    ``out/graphs/<dataset>-<model>[-frame[-train<train_frame>][-shufcomp]][-selloss]-fold<k>/seed<s>/``.
 
     FA models train with ``n_samples`` sampled elements per graph of the ``train_frame`` (default: ``frame``)
     and evaluate with ``frame``: exact averages up to ``max_size`` elements, ``n_samples`` samples above
     (canonical frames: always exact, one element). ``frame="canonical", train_frame="spectral"`` =
-    augmentation over the spectral frame in training, exactly invariant evaluation.
+    augmentation over the spectral frame in training, exactly invariant evaluation. ``train_components=
+    "shuffled"`` samples the training orders from the component frame instead (connected components in random
+    order; :func:`~equiframe.frames.graph.shuffle_components`).
 
     Returns:
         ``{"test_accuracy_mean", "test_accuracy_std", "runs": [{fold, seed, test_accuracy, best_epoch,
@@ -857,7 +873,8 @@ def classify(
     runs = []
     for fold in folds:
         exp = GraphClassificationExperiment(GraphClassificationConfig(
-            dataset=dataset, model=model, frame=frame, train_frame=train_frame, select=select, fold=int(fold), hidden=hidden, layers=layers,
+            dataset=dataset, model=model, frame=frame, train_frame=train_frame, select=select,
+            train_components=train_components, fold=int(fold), hidden=hidden, layers=layers,
             max_size=max_size, n_samples=n_samples, dtype=dtype, data_dir=None if data_dir is None else str(data_dir)))
         for seed in cfg.seeds:
             r = fit(exp, cfg, seed)
@@ -870,6 +887,7 @@ def classify(
     return {
         "dataset": dataset, "model": model, "frame": frame if model.startswith("fa-") else None,
         "train_frame": (train_frame or frame) if model.startswith("fa-") else None, "select": select,
+        "train_components": train_components if model.startswith("fa-") else None,
         "epochs": epochs,
         "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "n_samples": n_samples, "max_size": max_size,
         "test_accuracy_mean": statistics.fmean(accs), "test_accuracy_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
@@ -910,7 +928,7 @@ def _cmd_separate(args: argparse.Namespace) -> int:
 
 def _cmd_classify(args: argparse.Namespace) -> int:
     res = classify(args.dataset, args.model, args.epochs, frame=args.frame, train_frame=args.train_frame,
-                   select=args.select, seeds=args.seeds, folds=args.folds, lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size, hidden=args.hidden,
+                   select=args.select, train_components=args.train_components, seeds=args.seeds, folds=args.folds, lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size, hidden=args.hidden,
                    layers=args.layers, max_size=args.max_size, n_samples=args.n_samples, dtype=args.dtype, data_dir=args.data_dir,
                    out=args.out, eval_every=args.eval_every, overwrite=args.overwrite, resume=args.resume,
                    quiet=args.quiet, threads=args.threads, device=args.device)
@@ -920,6 +938,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         fr = ""
         if res["frame"]:
             fr = "/" + res["frame"] + (f" (trained on {res['train_frame']})" if res["train_frame"] != res["frame"] else "")
+            fr += " (components shuffled in training)" if res["train_components"] == "shuffled" else ""
         print(f"{res['dataset']} {res['model']}{fr}: test accuracy "
               f"{100 * res['test_accuracy_mean']:.1f} ± {100 * res['test_accuracy_std']:.1f} % "
               f"({len(res['runs'])} runs, {res['epochs']} epochs, {res['wall_time_s']:.0f} s)")
@@ -977,6 +996,9 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     cp.add_argument("--select", choices=get_args(SelectMetric), default="error",
                     help="validation metric of model selection: error (first epoch of the lowest error) or loss "
                          "(lowest cross-entropy, as the FA paper's code)")
+    cp.add_argument("--train-components", choices=get_args(ComponentOrder), default="sorted",
+                    help="FA models: 'shuffled' samples training orders with each graph's connected components in "
+                         "random order (position-reading backbones then see every component at every offset)")
     cp.add_argument("--epochs", type=_pos_int, default=199, help="epochs")
     cp.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds")
     cp.add_argument("--folds", type=int, nargs="+", default=None, help="CSL folds (None: all 5)")

@@ -1,7 +1,7 @@
 """Frames: global PCA frames (O(d)/SO(d)/E(d)/SE(d)), permutation frames for graphs, local frames."""
 
 from .base import Frame
-from .graph import PermutationFrame, canonical_ranks, frame_elements, laplacian_frame
+from .graph import PermutationFrame, canonical_ranks, frame_elements, laplacian_frame, shuffle_components
 from .local import (
     LearnedFrames,
     LocalPCAFrames,
@@ -27,4 +27,5 @@ __all__ = [
     "pca_frame",
     "random_global_frames",
     "random_local_frames",
+    "shuffle_components",
 ]

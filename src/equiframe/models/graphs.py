@@ -65,6 +65,7 @@ from ..averaging import FrameAveraging, node_ranks
 __all__ = [
     "AdjacencyMLP",
     "CanonicalLabels",
+    "ComponentOrder",
     "FAGraphModel",
     "FrameKind",
     "GINWithIDs",
@@ -80,6 +81,7 @@ GraphModelName = Literal["fa-mlp", "fa-gin-id", "gin", "gcn"]
 GRAPH_MODEL_NAMES: tuple[str, ...] = get_args(GraphModelName)
 FrameKind = Literal["spectral", "canonical"]
 FAMode = Literal["all", "canonical", "stochastic"]
+ComponentOrder = Literal["sorted", "shuffled"]
 
 
 # ================================================================================================ helpers
@@ -283,6 +285,12 @@ class FAGraphModel(nn.Module):
         n_samples: samples per graph for larger frames (and per graph in stochastic training).
         generator: ``torch.Generator`` of the frame samples.
         max_states: search budget of :func:`canonical_keys` when keys are computed on the fly.
+        train_components: ``"shuffled"``: when sampling in training (``mode="stochastic"``), every graph's
+            connected components come in a random order (the component frame of
+            :func:`~equiframe.frames.graph.shuffle_components`): a position-reading backbone such as the
+            FA-MLP then learns each component at every offset instead of the offsets the component sizes of
+            the training graphs dictate. Evaluation is unchanged (exactly invariant). ``"sorted"``
+            (default): the frame as is.
 
     Shapes:
         x ``[N, F]``, edge_index ``[2, E]``, batch ``[N]`` (sorted), key ``[N]`` int64 -> ``[B, out]``
@@ -290,7 +298,8 @@ class FAGraphModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, *, frame: FrameKind = "spectral", train_frame: FrameKind | None = None,
                  mode: FAMode = "all", max_size: int = 1024, n_samples: int = 1,
-                 generator: torch.Generator | None = None, max_states: int = 20_000):
+                 generator: torch.Generator | None = None, max_states: int = 20_000,
+                 train_components: ComponentOrder = "sorted"):
         super().__init__()
         if frame not in get_args(FrameKind):
             raise ValueError(f"frame: expected one of {get_args(FrameKind)}, got {frame!r}")
@@ -310,7 +319,8 @@ class FAGraphModel(nn.Module):
             inputs["key"] = "scalar"
         self.fa = FrameAveraging(backbone, group="S_n", inputs=inputs, output="scalar", mode=mode,
                                  n_samples=n_samples, frame_from="key" if self._keyed else "x",
-                                 generator=generator, max_size=max_size, eval_mode="all")
+                                 generator=generator, max_size=max_size, eval_mode="all",
+                                 components=train_components)
 
     @property
     def active_frame(self) -> FrameKind:
@@ -357,6 +367,7 @@ def build_graph_model(
     generator: torch.Generator | None = None,
     max_states: int = 20_000,
     gin_eps: float = 0.0,
+    train_components: ComponentOrder = "sorted",
 ) -> nn.Module:
     """One of the models of the graph benchmarks (parameters from the global torch RNG).
 
@@ -366,18 +377,16 @@ def build_graph_model(
         n_max: largest graph (FA-MLP input size, FA-GIN+ID identifier size; unused by GIN/GCN).
         hidden: width; layers: hidden layers (FA-MLP: ``layers - 1``, at least 1) / message passing layers.
         out_dim: embedding size (number of classes for classification).
-        frame, train_frame, mode, max_size, n_samples, generator, max_states: see :class:`FAGraphModel`
-            (FA models only; ignored by GIN / GCN).
+        frame, train_frame, mode, max_size, n_samples, generator, max_states, train_components: see
+            :class:`FAGraphModel` (FA models only; ignored by GIN / GCN).
         gin_eps: initial ``epsilon`` of the GIN layers of FA-GIN+ID and GIN (see :class:`GINWithIDs`).
     """
+    fa = dict(frame=frame, train_frame=train_frame, mode=mode, max_size=max_size, n_samples=n_samples,
+              generator=generator, max_states=max_states, train_components=train_components)
     if name == "fa-mlp":
-        return FAGraphModel(AdjacencyMLP(in_dim, n_max, hidden, max(1, layers - 1), out_dim), frame=frame,
-                            train_frame=train_frame, mode=mode, max_size=max_size, n_samples=n_samples,
-                            generator=generator, max_states=max_states)
+        return FAGraphModel(AdjacencyMLP(in_dim, n_max, hidden, max(1, layers - 1), out_dim), **fa)
     if name == "fa-gin-id":
-        return FAGraphModel(GINWithIDs(in_dim, n_max, hidden, layers, out_dim, eps=gin_eps), frame=frame,
-                            train_frame=train_frame, mode=mode, max_size=max_size, n_samples=n_samples,
-                            generator=generator, max_states=max_states)
+        return FAGraphModel(GINWithIDs(in_dim, n_max, hidden, layers, out_dim, eps=gin_eps), **fa)
     if name in ("gin", "gcn"):
         return MessagePassingBaseline(name, in_dim, hidden, layers, out_dim, eps=gin_eps)
     raise ValueError(f"name: expected one of {GRAPH_MODEL_NAMES}, got {name!r}")
