@@ -59,3 +59,15 @@ def degenerate_clouds(d=3, dtype=torch.float64):
         "duplicates": torch.cat([generic, generic[:3]]),
     }
     return {k: v.to(dtype) for k, v in out.items()}
+
+
+def disjoint_union(*graphs):
+    """The PyG ``Data`` of the disjoint union of graphs (``x`` concatenated, node ids offset), in the given order."""
+    from torch_geometric.data import Data
+
+    xs, es, off = [], [], 0
+    for g in graphs:
+        xs.append(g.x)
+        es.append(g.edge_index + off)
+        off += g.num_nodes
+    return Data(x=torch.cat(xs), edge_index=torch.cat(es, 1), num_nodes=off)

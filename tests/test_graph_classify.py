@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
+from conftest import disjoint_union
 from equiframe.experiments.graphs import (
     GraphClassificationConfig,
     GraphClassificationExperiment,
@@ -149,21 +150,12 @@ def test_classify_and_cli_train_spectral_eval_canonical(tmp_path, capsys):
             parser.parse_args(["graphs", "classify", "--dataset", "csl", "--model", "fa-mlp", *bad])
 
 
-def disjoint(*graphs):
-    xs, es, off = [], [], 0
-    for g in graphs:
-        xs.append(g.x)
-        es.append(g.edge_index + off)
-        off += g.num_nodes
-    return Data(x=torch.cat(xs), edge_index=torch.cat(es, 1), num_nodes=off)
-
-
 @pytest.mark.parametrize("name", ["fa-mlp", "fa-gin-id"])
 def test_train_components_shuffled(name, gen):
     from equiframe.frames.graph import connected_components
 
     # two disconnected graphs (a 5-cycle beside a 3-node path; a random graph beside a 4-cycle) and a connected one
-    graphs = [disjoint(circulant(5, [1]), random_graph(3, 1.0, gen)), disjoint(random_graph(6, 0.6, gen),
+    graphs = [disjoint_union(circulant(5, [1]), random_graph(3, 1.0, gen)), disjoint_union(random_graph(6, 0.6, gen),
               circulant(4, [1])), circulant(7, [1, 2])]
     b = Batch.from_data_list(graphs)
     comp = connected_components(b.edge_index, b.num_nodes)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch_geometric.data import Data
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, disjoint_union
 from equiframe.experiments.graphs import (
     GraphClassificationConfig,
     GraphClassificationExperiment,
@@ -208,15 +208,6 @@ def _typed(g, types):
                 num_nodes=g.num_nodes)
 
 
-def _disjoint(*parts):
-    xs, es, off = [], [], 0
-    for p in parts:
-        xs.append(p.x)
-        es.append(p.edge_index + off)
-        off += p.num_nodes
-    return Data(x=torch.cat(xs), edge_index=torch.cat(es, 1), num_nodes=off)
-
-
 def test_exp_cores_finds_the_unshared_component_exactly():
     k33, prism, c6, _, p6 = known_set()
     t = [0, 1, 0, 1, 0, 1]
@@ -226,9 +217,9 @@ def test_exp_cores_finds_the_unshared_component_exactly():
     gen = torch.Generator().manual_seed(0)
     from equiframe.experiments.graphs import relabelled_copies
 
-    g = [_disjoint(_typed(k33, t), shared), _disjoint(_typed(prism, t), shared),
-         _disjoint(shared, _typed(c6, t)), relabelled_copies([_disjoint(shared, _typed(prism, t))], gen)[0],
-         _disjoint(_typed(k33, [0, 0, 0, 1, 1, 1]), shared), _disjoint(_typed(k33, t), shared)]
+    g = [disjoint_union(_typed(k33, t), shared), disjoint_union(_typed(prism, t), shared),
+         disjoint_union(shared, _typed(c6, t)), relabelled_copies([disjoint_union(shared, _typed(prism, t))], gen)[0],
+         disjoint_union(_typed(k33, [0, 0, 0, 1, 1, 1]), shared), disjoint_union(_typed(k33, t), shared)]
     r = exp_cores(g)
     assert [int(m.sum()) for m in r.core] == [6] * 6
     assert r.core[0][:6].all() and r.core[2][6:].all()
