@@ -104,16 +104,10 @@ def _join(parts, y):
 
 def shared_components(graphs, cores, pairs) -> list[list[tuple]]:
     """Per pair ``k`` in ``pairs``: the components graph ``2k`` shares with its partner, as ``(x, edge_index)``."""
-    from scipy.sparse import coo_matrix  # noqa: PLC0415
-    from scipy.sparse.csgraph import connected_components  # noqa: PLC0415
-
     out = []
     for k in pairs:
         g = graphs[2 * k]
-        ei = g.edge_index.numpy()
-        _, lab = connected_components(coo_matrix(([1.0] * ei.shape[1], (ei[0], ei[1])), shape=(g.num_nodes,) * 2),
-                                      directed=False)
-        lab = torch.from_numpy(lab)
+        lab = torch.unique(graph_frames.connected_components(g.edge_index, g.num_nodes), return_inverse=True)[1]
         core_lab = int(lab[cores.core[2 * k]][0])
         out.append([_sub(g, lab == c) for c in range(int(lab.max()) + 1) if c != core_lab])
     return out

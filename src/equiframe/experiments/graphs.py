@@ -201,23 +201,21 @@ def exp_cores(graphs: Sequence[Any], max_states: int = 20_000) -> ExpCores:
         ValueError: odd number of graphs, a canonical search over budget, or a pair that does not differ in
             exactly one component per graph.
     """
-    import numpy as np  # noqa: PLC0415
-    from scipy.sparse import coo_matrix  # noqa: PLC0415
-    from scipy.sparse.csgraph import connected_components  # noqa: PLC0415
     from torch_geometric.data import Batch, Data  # noqa: PLC0415
+
+    from ..frames.graph import connected_components  # noqa: PLC0415
 
     if len(graphs) % 2:
         raise ValueError(f"graphs: expected EXP pairs (an even number of graphs), got {len(graphs)}")
-    comp_of: list[np.ndarray] = []
+    comp_of: list[Tensor] = []
     parts: list[Any] = []  # every component as a graph of its own
     for g in graphs:
         n = int(g.num_nodes)
-        ei = g.edge_index.numpy()
-        _, lab = connected_components(coo_matrix((np.ones(ei.shape[1]), (ei[0], ei[1])), shape=(n, n)), directed=False)
+        lab = torch.unique(connected_components(g.edge_index, n), return_inverse=True)[1]  # components 0..k-1
         comp_of.append(lab)
         types = g.x.argmax(1) if g.x.dim() == 2 else g.x
         for c in range(int(lab.max()) + 1):
-            nodes = torch.from_numpy(np.flatnonzero(lab == c))
+            nodes = (lab == c).nonzero().flatten()
             local = torch.full((n,), -1, dtype=torch.long)
             local[nodes] = torch.arange(nodes.numel())
             keep = local[g.edge_index[0]] >= 0
@@ -236,7 +234,9 @@ def exp_cores(graphs: Sequence[Any], max_states: int = 20_000) -> ExpCores:
             typed = torch.empty_like(x)
             typed[keys] = x  # node types in canonical order
             forms[i] = (len(keys), tuple(lab.certificate[j].tolist()), tuple(typed.tolist()))
-    start = np.cumsum([0] + [int(c.max()) + 1 for c in comp_of])
+    start = [0]
+    for lab in comp_of:
+        start.append(start[-1] + int(lab.max()) + 1)
     core: list[Tensor] = []
     classes: dict[tuple, int] = {}
     core_class = []
@@ -252,7 +252,7 @@ def exp_cores(graphs: Sequence[Any], max_states: int = 20_000) -> ExpCores:
             if len(unmatched) != 1:
                 raise ValueError(f"exp_cores: graphs {k} and {k + 1} differ in {len(unmatched)} components of graph "
                                  f"{a}, expected 1 (not EXP pairs?)")
-            core.append(torch.from_numpy(comp_of[a] == unmatched[0]))
+            core.append(comp_of[a] == unmatched[0])
             core_class.append(classes.setdefault(mine[unmatched[0]], len(classes)))
     return ExpCores(core=core, core_class=torch.tensor(core_class), num_classes=len(classes))
 
