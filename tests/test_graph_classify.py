@@ -203,6 +203,8 @@ def test_train_components_options_and_errors():
         FrameAveraging(torch.nn.Identity(), group="S_n", inputs={"x": "scalar"}, components="random")
     with pytest.raises(ValueError, match="components"):
         FrameAveraging(torch.nn.Identity(), group="E(3)", inputs={"pos": "pos"}, components="shuffled")
+    with pytest.raises(ValueError, match="stochastic"):  # exact averaging never samples: no silent no-op
+        build_graph_model("fa-mlp", in_dim=2, n_max=6, mode="all", train_components="shuffled")
     parser = argparse.ArgumentParser()
     add_cli(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["graphs", "classify", "--dataset", "exp", "--model", "fa-mlp",

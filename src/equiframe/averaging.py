@@ -172,7 +172,7 @@ class FrameAveraging(nn.Module):
         generator: ``torch.Generator`` for stochastic mode (reproducible sampling).
         tol, max_size: see :func:`equiframe.frames.pca_frame`. For ``"S_n"``, ``max_size`` is the largest
             frame averaged exactly; larger frames are sampled (``n_samples`` elements, default 1).
-        components: ``"S_n"`` only. ``"shuffled"``: while sampling (stochastic mode in training), every
+        components: ``"S_n"`` with ``mode="stochastic"`` only. ``"shuffled"``: while sampling in training, every
             graph's connected components come in a uniformly random order, i.e. samples of the component
             frame of :func:`~equiframe.frames.graph.shuffle_components`, so that a position-reading backbone
             sees every component at every offset; evaluation modes use the spectral frame unchanged.
@@ -237,6 +237,8 @@ class FrameAveraging(nn.Module):
             raise ValueError(f"components: expected 'sorted' or 'shuffled', got {components!r}")
         if components != "sorted" and not self.permutation:
             raise ValueError("components: only meaningful with group='S_n'")
+        if components != "sorted" and mode != "stochastic":
+            raise ValueError("components: 'shuffled' acts on sampled training frames; use mode='stochastic'")
         self.components = components
         if n_samples is not None and mode != "stochastic" and not self.permutation:
             raise ValueError("n_samples: only meaningful with mode='stochastic'")

@@ -285,7 +285,7 @@ class FAGraphModel(nn.Module):
         n_samples: samples per graph for larger frames (and per graph in stochastic training).
         generator: ``torch.Generator`` of the frame samples.
         max_states: search budget of :func:`canonical_keys` when keys are computed on the fly.
-        train_components: ``"shuffled"``: when sampling in training (``mode="stochastic"``), every graph's
+        train_components: ``"shuffled"`` (needs ``mode="stochastic"``): when sampling in training, every graph's
             connected components come in a random order (the component frame of
             :func:`~equiframe.frames.graph.shuffle_components`): a position-reading backbone such as the
             FA-MLP then learns each component at every offset instead of the offsets the component sizes of
