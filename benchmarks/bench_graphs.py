@@ -9,6 +9,8 @@
 
 Every job (one model on one data set) stores its result as JSON in ``--cache`` (default
 ``$TMPDIR/equiframe-bench-graphs``) and is skipped when its JSON exists, so an interrupted run continues.
+The cache of the latest full run is committed in ``benchmarks/graphs-cache`` (``--cache
+benchmarks/graphs-cache`` resumes it or rebuilds the table from it; training runs go to ``--runs``).
 The table (benchmarks/results/graphs.md) lists our numbers beside the published ones, with the
 false-positive rate of every count, how frames were averaged (exact / sampled), budgets and wall times.
 EXP and SR25 are read from ``--data-dir`` (default ``$EQUIFRAME_DATA``, else ``../shared/data``).
