@@ -61,12 +61,9 @@ def core_offsets(graphs, masks) -> list[int]:
     out = []
     for g, mask in zip(graphs, masks):
         fr = graph_frames.laplacian_frame(g.edge_index, g.num_nodes, x=g.x)
-        block = fr.block
-        first = torch.full((int(block.max()) + 1,), g.num_nodes, dtype=torch.long)
-        first.scatter_reduce_(0, block, torch.arange(g.num_nodes), "amin")
-        node_block = torch.empty_like(block)
-        node_block[fr.order] = block
-        out.append(int(first[node_block[mask]].min()))
+        sizes = fr.block_sizes()
+        first = torch.cumsum(sizes, 0) - sizes  # first position of every tied block
+        out.append(int(first[fr.node_block()[mask]].min()))
     return out
 
 
@@ -84,11 +81,9 @@ def reverse_key_order() -> None:
 
 def _sub(g, mask):
     """The subgraph on the nodes of ``mask`` (node features kept), as ``(x, edge_index)``."""
-    nodes = mask.nonzero().flatten()
-    local = torch.full((g.num_nodes,), -1, dtype=torch.long)
-    local[nodes] = torch.arange(nodes.numel())
-    keep = local[g.edge_index[0]] >= 0
-    return g.x[nodes], local[g.edge_index[:, keep]]
+    from torch_geometric.utils import subgraph  # noqa: PLC0415
+
+    return g.x[mask], subgraph(mask, g.edge_index, relabel_nodes=True, num_nodes=g.num_nodes)[0]
 
 
 def _join(parts, y):

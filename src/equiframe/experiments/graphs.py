@@ -202,6 +202,7 @@ def exp_cores(graphs: Sequence[Any], max_states: int = 20_000) -> ExpCores:
             exactly one component per graph.
     """
     from torch_geometric.data import Batch, Data  # noqa: PLC0415
+    from torch_geometric.utils import subgraph  # noqa: PLC0415
 
     from ..frames.graph import connected_components  # noqa: PLC0415
 
@@ -215,11 +216,9 @@ def exp_cores(graphs: Sequence[Any], max_states: int = 20_000) -> ExpCores:
         comp_of.append(lab)
         types = g.x.argmax(1) if g.x.dim() == 2 else g.x
         for c in range(int(lab.max()) + 1):
-            nodes = (lab == c).nonzero().flatten()
-            local = torch.full((n,), -1, dtype=torch.long)
-            local[nodes] = torch.arange(nodes.numel())
-            keep = local[g.edge_index[0]] >= 0
-            parts.append(Data(edge_index=local[g.edge_index[:, keep]], x=types[nodes].long(), num_nodes=nodes.numel()))
+            mask = lab == c
+            edges = subgraph(mask, g.edge_index, relabel_nodes=True, num_nodes=n)[0]
+            parts.append(Data(edge_index=edges, x=types[mask].long(), num_nodes=int(mask.sum())))
     forms: list[tuple] = [()] * len(parts)
     by_size: dict[int, list[int]] = {}
     for i, p in enumerate(parts):  # one call per size: certificate rows of one width
