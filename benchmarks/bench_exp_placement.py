@@ -6,7 +6,7 @@
     python benchmarks/bench_exp_placement.py --reverse-keys --models fa-mlp --runs /tmp/exp-reversed
 
 Every EXP graph is one of 6 *cores* (the SAT and UNSAT formula graphs of 16, 24 and 32 nodes,
-:func:`equiframe.experiments.graphs.exp_cores`) next to further components that both graphs of its pair
+``benchmarks/exp_cores.py``) next to further components that both graphs of its pair
 share. The label is the core's; the rest is noise the model must ignore. The spectral frame sorts nodes by
 Laplacian keys whose first column (eigenvalue 0: ``1/sqrt(component size)``) puts larger components first,
 so a core's *offset* (first frame position of its first tied block) depends on the other components. An MLP
@@ -47,7 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, write_result  # noqa: E402
 
 from equiframe.experiments import experiment_from_dict  # noqa: E402
-from equiframe.experiments.graphs import classify, exp_cores, load_separation_graphs  # noqa: E402
+from equiframe.experiments.graphs import classify, load_separation_graphs  # noqa: E402
+from exp_cores import exp_cores  # noqa: E402
 import equiframe.frames.graph as graph_frames  # noqa: E402
 from equiframe.train import load_checkpoint  # noqa: E402
 

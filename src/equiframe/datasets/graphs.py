@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
+from ..frames.canonical import canonical_code, code_edges
 from ._cache import load_or_build
 
 __all__ = [
@@ -214,103 +215,8 @@ def load_sr25(path: PathLike) -> list[Data]:
 
 
 # ----------------------------------------------------------------------------------------------------
-# canonical form of small graphs (partition refinement + individualisation, twin pruning)
+# connected graphs (graph8c)
 # ----------------------------------------------------------------------------------------------------
-
-
-def _refine(nbrs: list[list[int]], col: list[int]) -> list[int]:
-    """1-WL colour refinement to an equitable partition.
-
-    New colour of ``v`` = rank of ``(col[v], sorted(col[u] for u in N(v)))`` among all such signatures;
-    the ranks are a function of the signatures only, hence isomorphism invariant.
-    """
-    n = len(col)
-    uniq0 = sorted(set(col))
-    k = len(uniq0)
-    if uniq0[-1] != k - 1:  # compress to ranks 0..k-1
-        r0 = {c: i for i, c in enumerate(uniq0)}
-        col = [r0[c] for c in col]
-    while True:
-        sig = [(col[v], tuple(sorted([col[u] for u in nbrs[v]]))) for v in range(n)]
-        uniq = sorted(set(sig))
-        if len(uniq) == k:
-            return col
-        rank = {s: i for i, s in enumerate(uniq)}
-        col = [rank[s] for s in sig]
-        k = len(uniq)
-
-
-def canonical_code(n: int, edges: Sequence[tuple[int, int]]) -> int:
-    """Canonical form of a small simple graph as an integer (equal iff the graphs are isomorphic).
-
-    Search tree of equitable ordered partitions: refine (1-WL), pick the first smallest non-singleton
-    cell, individualise each of its vertices in turn, recurse; every leaf (discrete partition) gives
-    an ordering and its certificate ``sum_{i<j adjacent in that order} 2^(j(j-1)/2 + i)`` (graph6 bit
-    order); the code is the maximum certificate over all leaves. Children that are twins
-    (``N(v) - {w} == N(w) - {v}``) give the same certificates, so only one of them is explored.
-    Exponential in the worst case; meant for ``n <= ~12``.
-
-    The code decodes back with :func:`_code_edges`.
-    """
-    nbrs: list[list[int]] = [[] for _ in range(n)]
-    mask = [0] * n
-    for i, j in edges:
-        if i == j:
-            raise ValueError(f"edges: self-loop at node {i}")
-        if not mask[i] >> j & 1:
-            nbrs[i].append(j)
-            nbrs[j].append(i)
-            mask[i] |= 1 << j
-            mask[j] |= 1 << i
-    best = -1
-
-    def leaf_code(col: list[int]) -> int:
-        code = 0
-        for v in range(n):
-            pv = col[v]
-            for u in nbrs[v]:
-                pu = col[u]
-                if pu < pv:
-                    code |= 1 << (pv * (pv - 1) // 2 + pu)
-        return code
-
-    def search(col: list[int]) -> None:
-        nonlocal best
-        col = _refine(nbrs, col)
-        sizes: dict[int, int] = {}
-        for c in col:
-            sizes[c] = sizes.get(c, 0) + 1
-        if len(sizes) == n:
-            code = leaf_code(col)
-            if code > best:
-                best = code
-            return
-        target = min((s, c) for c, s in sizes.items() if s > 1)[1]
-        tried: list[int] = []
-        for v in range(n):
-            if col[v] != target:
-                continue
-            if any((mask[v] & ~(1 << w)) == (mask[w] & ~(1 << v)) for w in tried):
-                continue
-            tried.append(v)
-            child = [2 * c + 1 for c in col]
-            child[v] = 2 * col[v]
-            search(child)
-
-    if n == 0:
-        return 0
-    search([len(nbrs[v]) for v in range(n)])
-    return best
-
-
-def _code_edges(n: int, code: int) -> list[tuple[int, int]]:
-    edges = []
-    for j in range(1, n):
-        base = j * (j - 1) // 2
-        for i in range(j):
-            if code >> (base + i) & 1:
-                edges.append((i, j))
-    return edges
 
 
 def _connected_codes_python(n: int) -> list[int]:
@@ -324,7 +230,7 @@ def _connected_codes_python(n: int) -> list[int]:
     for m in range(2, n + 1):
         nxt: set[int] = set()
         for code in level:
-            base = _code_edges(m - 1, code)
+            base = code_edges(m - 1, code)
             for s in range(1, 1 << (m - 1)):
                 new = base + [(i, m - 1) for i in range(m - 1) if s >> i & 1]
                 nxt.add(canonical_code(m, new))
@@ -402,7 +308,7 @@ def connected_graphs(
     codes = arrays["codes"].tolist()
     if len(codes) != expected:
         raise RuntimeError(f"cache entry for n={n} holds {len(codes)} graphs, expected {expected}; delete it")
-    return [edges_to_data(n, _code_edges(n, c)) for c in codes]
+    return [edges_to_data(n, code_edges(n, c)) for c in codes]
 
 
 def graph8c(

@@ -33,11 +33,12 @@ above; see the class docstring there). Two frame choices (``frame=``):
   ``x`` as extra (least significant) keys; all orders permuting tied nodes. Exactly invariant when the
   frame is enumerated; a sampled frame makes the output a random variable (different outputs for the
   same graph or a relabelled copy).
-* ``"canonical"`` — the spectral frame refined by a canonical labelling (:func:`canonical_keys`:
-  individualisation-refinement search, the textbook method behind nauty): the node keys are the
-  positions of a canonical ordering, so every frame has one element per graph and the average is an
-  exactly invariant single forward pass. Graphs whose search exceeds ``max_states`` keep the spectral
-  frame (reported in :attr:`CanonicalLabels.ok`).
+* ``"canonical"`` — the spectral frame refined by a canonical labelling
+  (:func:`equiframe.frames.canonical.canonical_keys`: individualisation-refinement with automorphism
+  pruning, as in nauty; or nauty itself through ``pynauty``): the node keys are the positions of a
+  canonical ordering, so every frame has one element per graph and the average is an exactly invariant
+  single forward pass. Graphs whose search exceeds ``max_states`` keep the spectral frame, with a
+  :class:`~equiframe.frames.canonical.CanonicalBudgetWarning` and ``GraphFrameInfo.canonical = False``.
 
 ``train_frame=`` (default: the same as ``frame``) picks the frame used while the module is in training
 mode. ``frame="canonical", train_frame="spectral"`` trains on sampled elements of the spectral frame
@@ -54,6 +55,8 @@ Shapes (all models):
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -61,15 +64,18 @@ import torch
 from torch import Tensor, nn
 
 from ..averaging import FrameAveraging, node_ranks
+from ..frames.canonical import CanonicalBudgetWarning, CanonicalLabels, canonical_keys, wl_classes
 
 __all__ = [
     "AdjacencyMLP",
+    "CanonicalBackend",
     "CanonicalLabels",
     "ComponentOrder",
     "FAGraphModel",
     "FrameKind",
     "GINWithIDs",
     "GRAPH_MODEL_NAMES",
+    "GraphFrameInfo",
     "GraphModelName",
     "MessagePassingBaseline",
     "build_graph_model",
@@ -80,6 +86,7 @@ __all__ = [
 GraphModelName = Literal["fa-mlp", "fa-gin-id", "gin", "gcn"]
 GRAPH_MODEL_NAMES: tuple[str, ...] = get_args(GraphModelName)
 FrameKind = Literal["spectral", "canonical"]
+CanonicalBackend = Literal["python", "nauty"]
 FAMode = Literal["all", "canonical", "stochastic"]
 ComponentOrder = Literal["sorted", "shuffled"]
 
@@ -285,6 +292,9 @@ class FAGraphModel(nn.Module):
         n_samples: samples per graph for larger frames (and per graph in stochastic training).
         generator: ``torch.Generator`` of the frame samples.
         max_states: search budget of :func:`canonical_keys` when keys are computed on the fly.
+        canonical_backend: ``"python"`` (default) or ``"nauty"`` (needs ``pynauty``): the labelling backend of
+            :func:`canonical_keys`. The two give different canonical orders, i.e. different functions, so it is
+            a fixed hyper-parameter of a model and never switches with what is installed.
         train_components: ``"shuffled"`` (needs ``mode="stochastic"``): when sampling in training, every graph's
             connected components come in a random order (the component frame of
             :func:`~equiframe.frames.graph.shuffle_components`): a position-reading backbone such as the
@@ -299,7 +309,7 @@ class FAGraphModel(nn.Module):
     def __init__(self, backbone: nn.Module, *, frame: FrameKind = "spectral", train_frame: FrameKind | None = None,
                  mode: FAMode = "all", max_size: int = 1024, n_samples: int = 1,
                  generator: torch.Generator | None = None, max_states: int = 20_000,
-                 train_components: ComponentOrder = "sorted"):
+                 train_components: ComponentOrder = "sorted", canonical_backend: CanonicalBackend = "python"):
         super().__init__()
         if frame not in get_args(FrameKind):
             raise ValueError(f"frame: expected one of {get_args(FrameKind)}, got {frame!r}")
@@ -308,6 +318,9 @@ class FAGraphModel(nn.Module):
         _pos_int("max_size", max_size)
         _pos_int("n_samples", n_samples)
         _pos_int("max_states", max_states)
+        if canonical_backend not in get_args(CanonicalBackend):
+            raise ValueError(f"canonical_backend: expected one of {get_args(CanonicalBackend)}, got {canonical_backend!r}")
+        self.canonical_backend: CanonicalBackend = canonical_backend
         self.frame_kind = frame
         self.train_frame_kind: FrameKind = frame if train_frame is None else train_frame
         self.max_states = max_states
@@ -336,19 +349,77 @@ class FAGraphModel(nn.Module):
         return self.fa.generator
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None, key: Tensor | None = None,
-                *, return_frame: bool = False):
+                *, return_frame: bool = False, return_info: bool = False):
+        """Frame-averaged embeddings ``[B, out]``.
+
+        With ``return_frame`` also returns ``(frame, elements)`` of :class:`~equiframe.FrameAveraging`; with
+        ``return_info`` a :class:`GraphFrameInfo` (per graph: exactly averaged or sampled, canonical or not).
+        If the canonical frame is active and some graph has no canonical labelling (search over
+        ``max_states``), a :class:`~equiframe.frames.canonical.CanonicalBudgetWarning` says so and whether
+        the spectral frame that replaces it was enumerated (still exact) or sampled (not exactly invariant).
+        """
         batch = _check_graph_inputs(x, edge_index, batch)
         kw: dict[str, Tensor] = {"x": x, "edge_index": edge_index, "batch": batch}
+        canonical_ok: Tensor | None = None
         if self._keyed and self.active_frame == "spectral":
             kw["key"] = x  # spectral frame: node features as the tie-breaking keys (as with frame_from="x")
         elif self._keyed:
             if key is None:
-                key = canonical_keys(edge_index, batch=batch, x=x, max_states=self.max_states).keys
+                lab = canonical_keys(edge_index, batch=batch, x=x, max_states=self.max_states,
+                                     backend=self.canonical_backend, on_budget="ignore")
+                key, canonical_ok = lab.keys, lab.ok
             if not isinstance(key, Tensor) or key.shape != (x.shape[0],) or key.is_floating_point():
                 raise ValueError(f"key: expected an integer tensor of shape [{x.shape[0]}], got "
                                  f"{getattr(key, 'dtype', type(key).__name__)} {tuple(getattr(key, 'shape', ()))}")
-            kw["key"] = key.to(x.device)
-        return self.fa(**kw, return_frame=return_frame)
+            key = key.to(x.device)
+            if canonical_ok is None:
+                canonical_ok = _keys_are_orders(key, batch)
+            kw["key"] = key
+        y, (frame, elements) = self.fa(**kw, return_frame=True)
+        if canonical_ok is not None and not bool(canonical_ok.all()):
+            bad = ~canonical_ok.to(elements.exact.device)
+            sampled = int((bad & ~elements.exact).sum())
+            warnings.warn(
+                f"FAGraphModel: {int(bad.sum())} of {bad.numel()} graph(s) have no canonical labelling (search over "
+                f"max_states={self.max_states}); they use the spectral frame: {int(bad.sum()) - sampled} enumerated "
+                f"exactly (still exactly invariant), {sampled} sampled (outputs NOT exactly invariant). Raise "
+                f"max_states or use canonical_backend='nauty'.", CanonicalBudgetWarning, stacklevel=2)
+        out: list[Any] = [y]
+        if return_frame:
+            out.append((frame, elements))
+        if return_info:
+            out.append(GraphFrameInfo(exact=elements.exact, canonical=canonical_ok,
+                                      log10_size=frame.log_size() / math.log(10)))
+        return out[0] if len(out) == 1 else tuple(out)
+
+
+def _keys_are_orders(key: Tensor, batch: Tensor) -> Tensor:
+    """Per graph, whether ``key`` is a permutation of ``0..n-1`` (failed canonical searches give zeros)."""
+    B = int(batch[-1]) + 1
+    n = torch.bincount(batch, minlength=B)
+    inside = (key >= 0) & (key < n[batch])
+    distinct = torch.unique(batch[inside] * (int(n.max()) + 1) + key[inside])
+    return torch.bincount(distinct // (int(n.max()) + 1), minlength=B) == n
+
+
+@dataclass(frozen=True)
+class GraphFrameInfo:
+    """What the frame of every graph was in one :class:`FAGraphModel` call (``return_info=True``).
+
+    Attributes:
+        exact: per graph, whether its frame was enumerated (the output is exactly invariant) rather than
+            sampled.
+        canonical: per graph, whether it has a canonical labelling (``None`` when the spectral frame is
+            active); ``False`` = search over budget, the spectral frame replaced it.
+        log10_size: per graph, ``log10 |F(G)|`` of the frame used.
+
+    Shapes:
+        exact ``[B]`` bool, canonical ``[B]`` bool, log10_size ``[B]`` float64
+    """
+
+    exact: Tensor
+    canonical: Tensor | None
+    log10_size: Tensor
 
 
 def build_graph_model(
@@ -368,6 +439,7 @@ def build_graph_model(
     max_states: int = 20_000,
     gin_eps: float = 0.0,
     train_components: ComponentOrder = "sorted",
+    canonical_backend: CanonicalBackend = "python",
 ) -> nn.Module:
     """One of the models of the graph benchmarks (parameters from the global torch RNG).
 
@@ -377,12 +449,14 @@ def build_graph_model(
         n_max: largest graph (FA-MLP input size, FA-GIN+ID identifier size; unused by GIN/GCN).
         hidden: width; layers: hidden layers (FA-MLP: ``layers - 1``, at least 1) / message passing layers.
         out_dim: embedding size (number of classes for classification).
-        frame, train_frame, mode, max_size, n_samples, generator, max_states, train_components: see
+        frame, train_frame, mode, max_size, n_samples, generator, max_states, train_components,
+            canonical_backend: see
             :class:`FAGraphModel` (FA models only; ignored by GIN / GCN).
         gin_eps: initial ``epsilon`` of the GIN layers of FA-GIN+ID and GIN (see :class:`GINWithIDs`).
     """
     fa = dict(frame=frame, train_frame=train_frame, mode=mode, max_size=max_size, n_samples=n_samples,
-              generator=generator, max_states=max_states, train_components=train_components)
+              generator=generator, max_states=max_states, train_components=train_components,
+              canonical_backend=canonical_backend)
     if name == "fa-mlp":
         return FAGraphModel(AdjacencyMLP(in_dim, n_max, hidden, max(1, layers - 1), out_dim), **fa)
     if name == "fa-gin-id":
@@ -390,367 +464,3 @@ def build_graph_model(
     if name in ("gin", "gcn"):
         return MessagePassingBaseline(name, in_dim, hidden, layers, out_dim, eps=gin_eps)
     raise ValueError(f"name: expected one of {GRAPH_MODEL_NAMES}, got {name!r}")
-
-
-# ================================================================================================ canonical keys
-@dataclass(frozen=True)
-class CanonicalLabels:
-    """Result of :func:`canonical_keys` for a batch of ``B`` graphs (``N`` nodes).
-
-    Attributes:
-        keys: canonical position of every node in its graph (a permutation of ``0..n-1`` per graph);
-            ``0`` for all nodes of graphs whose search failed.
-        ok: per graph, whether the search finished within the budget.
-        states: per graph, search-tree nodes visited.
-        leaves: per graph, leaves (discrete partitions) compared.
-        certificate: per graph, the canonical adjacency bit string (62 bits per int64 word, most
-            significant first; equal rows <=> isomorphic graphs of equal size, with equal initial
-            colours); zeros for failed graphs. The width ``W`` follows the largest graph of the call, so
-            rows of different calls compare equal only after dropping trailing zero words.
-
-    Shapes:
-        keys ``[N]`` int64, ok ``[B]`` bool, states / leaves ``[B]`` int64, certificate ``[B, W]`` int64
-    """
-
-    keys: Tensor
-    ok: Tensor
-    states: Tensor
-    leaves: Tensor
-    certificate: Tensor
-
-
-_M1 = -4658895280553007687  # 0xBF58476D1CE4E5B9 as int64
-_M2 = -7723592293110705685  # 0x94D049BB133111EB as int64
-_GOLD = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64
-_BITS = 62  # certificate bits per int64 word (non-negative words)
-
-
-def _mix(c: Tensor) -> Tensor:
-    """A fixed 64-bit mixing of colour ids (splitmix64-like; int64 arithmetic wraps)."""
-    z = c * _GOLD + 0x632BE59BD9B4E019
-    z = (z ^ (z >> 30)) * _M1
-    z = (z ^ (z >> 27)) * _M2
-    return z ^ (z >> 31)
-
-
-def _rank_within(state: Tensor, col: Tensor, h: Tensor, S: int) -> tuple[Tensor, int]:
-    """Ranks of the pairs ``(col, h)`` within each state (lexicographic order); and the number of classes."""
-    o = torch.argsort(h, stable=True)
-    o = o[torch.argsort(col[o], stable=True)]
-    o = o[torch.argsort(state[o], stable=True)]
-    st, c, hh = state[o], col[o], h[o]
-    new = torch.ones_like(st, dtype=torch.bool)
-    if st.numel() > 1:
-        new[1:] = (st[1:] != st[:-1]) | (c[1:] != c[:-1]) | (hh[1:] != hh[:-1])
-    cls = torch.cumsum(new.long(), 0) - 1
-    first = torch.full((S,), cls.numel(), dtype=torch.long, device=cls.device)
-    first.scatter_reduce_(0, st, cls, reduce="amin")
-    out = torch.empty_like(cls)
-    out[o] = cls - first[st]
-    return out, int(cls[-1]) + 1 if cls.numel() else 0
-
-
-def _refine(col: Tensor, state: Tensor, src: Tensor, dst: Tensor, S: int) -> Tensor:
-    """Colour refinement (1-WL) of ordered partitions, all states at once, to a stable partition.
-
-    New colour of ``v`` = rank of ``(col_v, sum_{u in N(v)} mix(col_u))`` inside its state; the order of
-    the cells refines the previous order, so ranks stay canonical (functions of the isomorphism class).
-    """
-    zero = torch.zeros_like(col)
-    col, classes = _rank_within(state, col, zero, S)
-    while True:
-        h = torch.zeros_like(col).index_add_(0, dst, _mix(col[src]))
-        new, n_new = _rank_within(state, col, h, S)
-        if n_new == classes:
-            return col
-        col, classes = new, n_new
-
-
-def _twin_classes(edge_index: Tensor, batch: Tensor, local: Tensor, counts: Tensor) -> Tensor:
-    """Twin class of every node (exact): nodes with equal open neighbourhoods ``N(v)`` (false twins) or
-    equal closed neighbourhoods ``N[v]`` (true twins) in the same graph share an id; a node is never in a
-    non-trivial class of both kinds. Ids are global integers in ``[0, 2N)``.
-
-    Shapes:
-        edge_index ``[2, E]``, batch / local ``[N]``, counts ``[B]`` -> ``[N]`` int64
-    """
-    N = batch.numel()
-    device = batch.device
-    words = max(1, -(-int(counts.max()) // _BITS))
-    rows = torch.zeros(N * words, dtype=torch.long, device=device)
-    src, dst = edge_index
-    loop = src == dst
-    loops = torch.bincount(src[loop], minlength=N)[:, None]  # self-loops are part of the twin key
-    s_, d_ = src[~loop], dst[~loop]  # simple graph: every neighbour sets one bit
-    lu = local[d_]
-    rows.index_add_(0, s_ * words + lu // _BITS, torch.ones_like(lu) << (lu % _BITS))
-    rows = rows.reshape(N, words)
-    own = torch.zeros(N, words, dtype=torch.long, device=device)
-    lv = local
-    own.view(-1).index_add_(0, torch.arange(N, device=device) * words + lv // _BITS, torch.ones_like(lv) << (lv % _BITS))
-    open_id = torch.unique(torch.cat([batch[:, None], loops, rows], 1), dim=0, return_inverse=True)[1]
-    closed_id = torch.unique(torch.cat([batch[:, None], loops, rows + own], 1), dim=0, return_inverse=True)[1]
-    open_size = torch.bincount(open_id, minlength=N)[open_id]
-    return torch.where(open_size > 1, open_id, closed_id + N)
-
-
-def canonical_keys(
-    edge_index: Tensor,
-    num_nodes: int | None = None,
-    batch: Tensor | None = None,
-    x: Tensor | None = None,
-    *,
-    spectral: bool = True,
-    max_states: int = 20_000,
-) -> CanonicalLabels:
-    """Canonical node orderings by individualisation-refinement, all graphs of a batch at once.
-
-    Search tree (McKay's scheme, without automorphism pruning): the root is the ordered partition of the
-    nodes by their initial colour (Laplacian eigenspace keys of :func:`~equiframe.frames.graph.laplacian_frame`
-    if ``spectral``, then the node features ``x`` by exact value), refined by 1-WL; a non-discrete node
-    branches on every vertex ``v`` of its first smallest non-singleton cell (``v`` is put in front of its
-    cell, then refined); the leaves are discrete partitions ``pi``. The canonical order is a leaf with the
-    lexicographically largest certificate ``vec(A_pi)`` (the adjacency read in leaf order). All choices are
-    functions of the isomorphism class, so relabelling a graph relabels its tree, and the chosen leaves of
-    ``G`` and ``P G`` give the same ordered graph; equal certificates <=> isomorphic graphs.
-
-    Used as the least significant frame key of :class:`FAGraphModel` (``frame="canonical"``): every frame
-    then has a single element and averaging is an exactly invariant single pass. Refinement uses a fixed
-    64-bit hash of neighbour colours; a hash collision would only make the partition coarser (a larger
-    tree), never break invariance.
-
-    Args:
-        edge_index: ``[2, E]``, both directions of every undirected edge; a simple graph (self-loops are
-            allowed, duplicate edges raise ``ValueError``).
-        num_nodes: total nodes (default: from ``batch`` / ``x`` / ``edge_index``).
-        batch: ``[N]`` graph of every node (default: one graph).
-        x: optional node features ``[N]`` or ``[N, F]`` (initial colours by exact value).
-        spectral: start from the Laplacian frame's tied blocks (smaller trees on most graphs).
-        max_states: per graph, the most search-tree nodes visited; a graph needing more is marked
-            ``ok = False`` and gets all-zero keys (the frame then stays spectral).
-
-    Returns:
-        :class:`CanonicalLabels`.
-
-    Shapes:
-        edge_index ``[2, E]``, batch ``[N]``, x ``[N, F]`` -> keys ``[N]`` (see :class:`CanonicalLabels`)
-    """
-    from ..frames.graph import laplacian_frame  # noqa: PLC0415
-
-    if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise ValueError(f"edge_index: expected shape [2, E], got {tuple(getattr(edge_index, 'shape', ()))}")
-    if edge_index.is_floating_point():
-        raise TypeError(f"edge_index: expected an integer tensor, got {edge_index.dtype}")
-    _pos_int("max_states", max_states)
-    device = edge_index.device
-    if num_nodes is None:
-        num_nodes = batch.numel() if batch is not None else (x.shape[0] if x is not None else
-                                                              (int(edge_index.max()) + 1 if edge_index.numel() else 0))
-    if num_nodes < 1:
-        raise ValueError("num_nodes: empty input (0 nodes)")
-    if batch is None:
-        batch = torch.zeros(num_nodes, dtype=torch.long, device=device)
-    if batch.shape != (num_nodes,):
-        raise ValueError(f"batch: expected shape [{num_nodes}], got {tuple(batch.shape)}")
-    edge_index = edge_index.to(torch.long)
-    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
-        raise ValueError(f"edge_index: node ids must lie in [0, {num_nodes})")
-    batch = batch.to(device=device, dtype=torch.long)
-    if edge_index.numel():
-        fwd = edge_index[0] * num_nodes + edge_index[1]
-        ufwd = torch.unique(fwd)
-        if ufwd.numel() != fwd.numel():
-            raise ValueError("edge_index: duplicate edges (a multigraph); canonical_keys needs a simple graph")
-        if not torch.equal(ufwd, torch.unique(edge_index[1] * num_nodes + edge_index[0])):
-            raise ValueError("edge_index: the graph is not undirected (every edge needs both directions)")
-        if not torch.equal(batch[edge_index[0]], batch[edge_index[1]]):
-            raise ValueError("edge_index: an edge joins nodes of different graphs (see batch)")
-    B = int(batch.max()) + 1
-    counts = torch.bincount(batch, minlength=B)
-    ptr = torch.zeros(B + 1, dtype=torch.long, device=device)
-    ptr[1:] = counts.cumsum(0)
-    node_sorted = torch.argsort(batch, stable=True)
-    local = torch.empty(num_nodes, dtype=torch.long, device=device)
-    local[node_sorted] = torch.arange(num_nodes, device=device) - ptr[batch[node_sorted]]
-
-    # ---- initial colours: (spectral block, features) ranked within the graph
-    cols = [batch.to(torch.float64)]
-    if spectral:
-        frame = laplacian_frame(edge_index, num_nodes=num_nodes, batch=batch, num_graphs=B)
-        cols.append(frame.node_block(local=True).to(torch.float64))
-    if x is not None:
-        xx = x[:, None] if x.dim() == 1 else x
-        if xx.shape[0] != num_nodes:
-            raise ValueError(f"x: expected {num_nodes} rows, got {xx.shape[0]}")
-        if xx.is_floating_point() and not bool(torch.isfinite(xx).all()):
-            raise ValueError("x: contains NaN or inf")
-        cols.append(xx.to(torch.float64).reshape(num_nodes, -1))
-    init_rows = torch.cat([c[:, None] if c.dim() == 1 else c for c in cols], dim=1)
-    _, inv = torch.unique(init_rows, dim=0, return_inverse=True)  # sorted rows: (graph, block, x...)
-    first = torch.full((B,), num_nodes, dtype=torch.long, device=device).scatter_reduce_(0, batch, inv, reduce="amin")
-    init = inv - first[batch]
-
-    # ---- per-graph edges in local indices, grouped by graph
-    e_graph = batch[edge_index[0]]
-    eo = torch.argsort(e_graph, stable=True)
-    e_src, e_dst = local[edge_index[0, eo]], local[edge_index[1, eo]]
-    e_count = torch.bincount(e_graph, minlength=B)
-    e_ptr = torch.zeros(B + 1, dtype=torch.long, device=device)
-    e_ptr[1:] = e_count.cumsum(0)
-    n_max = int(counts.max())
-    W = max(1, -(-(n_max * n_max) // _BITS))
-    twin = _twin_classes(edge_index, batch, local, counts)[node_sorted]  # by graph-local position
-
-    # ---- states (search-tree nodes of the current level), entries in local node order
-    gs = torch.arange(B, device=device)  # graph of each state
-    col = init[node_sorted]  # entries of state b: its graph's nodes in local order
-    ok = torch.ones(B, dtype=torch.bool, device=device)
-    visited = torch.zeros(B, dtype=torch.long, device=device)
-    n_leaves = torch.zeros(B, dtype=torch.long, device=device)
-    best_cert = torch.zeros(B, W, dtype=torch.long, device=device)
-    best_keys = torch.zeros(num_nodes, dtype=torch.long, device=device)
-    have_best = torch.zeros(B, dtype=torch.bool, device=device)
-
-    def layout(gs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        n = counts[gs]
-        sptr = torch.zeros(gs.numel() + 1, dtype=torch.long, device=device)
-        sptr[1:] = n.cumsum(0)
-        T = int(sptr[-1])
-        state = torch.repeat_interleave(torch.arange(gs.numel(), device=device), n, output_size=T)
-        ne = e_count[gs]
-        Et = int(ne.sum())
-        es = torch.repeat_interleave(torch.arange(gs.numel(), device=device), ne, output_size=Et)
-        within = torch.arange(Et, device=device) - torch.repeat_interleave(ne.cumsum(0) - ne, ne, output_size=Et)
-        eidx = e_ptr[gs[es]] + within
-        return state, sptr, sptr[es] + e_src[eidx], sptr[es] + e_dst[eidx], n
-
-    state, sptr, src, dst, n = layout(gs)
-    col = _refine(col, state, src, dst, gs.numel())
-    visited += 1
-    while gs.numel():
-        S = gs.numel()
-        K = torch.zeros(S, dtype=torch.long, device=device).scatter_reduce_(0, state, col + 1, reduce="amax")
-        leaf = K == n
-        # ---- leaves: certificates, keep the lexicographic maximum per graph
-        if bool(leaf.any()):
-            lf = torch.nonzero(leaf).flatten()
-            lg = gs[lf]
-            n_leaves += torch.bincount(lg, minlength=B)
-            ne = e_count[lg]
-            Et = int(ne.sum())
-            es = torch.repeat_interleave(torch.arange(lf.numel(), device=device), ne, output_size=Et)
-            within = torch.arange(Et, device=device) - torch.repeat_interleave(ne.cumsum(0) - ne, ne, output_size=Et)
-            eidx = e_ptr[lg[es]] + within
-            base = sptr[lf[es]]
-            bit = col[base + e_src[eidx]] * counts[lg[es]] + col[base + e_dst[eidx]]
-            cert = torch.zeros(lf.numel() * W, dtype=torch.long, device=device)
-            cert.index_add_(0, es * W + bit // _BITS, torch.ones_like(bit) << (_BITS - 1 - bit % _BITS))
-            cert = cert.reshape(-1, W)
-            cand = torch.cat([best_cert[have_best], cert])
-            cand_g = torch.cat([torch.nonzero(have_best).flatten(), lg])
-            alive = torch.ones(cand_g.numel(), dtype=torch.bool, device=device)
-            for w in range(W):
-                v = torch.where(alive, cand[:, w], torch.full_like(cand[:, w], -1))
-                m = torch.full((B,), -1, dtype=torch.long, device=device).scatter_reduce_(0, cand_g, v, reduce="amax")
-                alive &= cand[:, w] == m[cand_g]
-            rows = torch.arange(cand_g.numel(), device=device)
-            win = torch.full((B,), cand_g.numel(), dtype=torch.long, device=device)
-            win.scatter_reduce_(0, cand_g[alive], rows[alive], reduce="amin")
-            n_old = int(have_best.sum())
-            new_win = torch.nonzero((win < cand_g.numel()) & (win >= n_old)).flatten()  # graphs won by a new leaf
-            if new_win.numel():
-                li = win[new_win] - n_old  # index into lf
-                best_cert[new_win] = cert[li]
-                # keys of the winning leaves: position (= colour) of every node
-                s_idx = lf[li]
-                nn_ = counts[new_win]
-                Tn = int(nn_.sum())
-                ks = torch.repeat_interleave(torch.arange(new_win.numel(), device=device), nn_, output_size=Tn)
-                off = torch.arange(Tn, device=device) - torch.repeat_interleave(nn_.cumsum(0) - nn_, nn_, output_size=Tn)
-                nodes = node_sorted[ptr[new_win[ks]] + off]
-                best_keys[nodes] = col[sptr[s_idx[ks]] + off]
-                have_best[new_win] = True
-        inner = torch.nonzero(~leaf).flatten()
-        if inner.numel() == 0:
-            break
-        # ---- branch on the first smallest non-singleton cell of every inner state
-        NM = n_max + 1
-        cell = state * NM + col
-        size = torch.bincount(cell, minlength=S * NM)
-        score = torch.where(size[cell] > 1, size[cell] * NM + col, torch.full_like(col, NM * NM + NM))
-        tgt = torch.full((S,), NM * NM + NM, dtype=torch.long, device=device).scatter_reduce_(0, state, score, reduce="amin")
-        pick = (score == tgt[state]) & ~leaf[state]
-        child_entry = torch.nonzero(pick).flatten()  # one child per entry of a target cell ...
-        # ... except twins: swapping two twins of one cell is an automorphism fixing the partition, so
-        # their subtrees hold the same certificates; keep the first entry of every twin class
-        tw = twin[ptr[gs[state[child_entry]]] + (child_entry - sptr[state[child_entry]])]
-        _, first_of = torch.unique(state[child_entry] * (2 * num_nodes + 1) + tw, return_inverse=True)
-        keep_first = torch.full((int(first_of.max()) + 1 if first_of.numel() else 0,), child_entry.numel(),
-                                dtype=torch.long, device=device)
-        keep_first.scatter_reduce_(0, first_of, torch.arange(child_entry.numel(), device=device), reduce="amin")
-        child_entry = child_entry[keep_first.sort().values]
-        parent = state[child_entry]
-        cg = gs[parent]
-        nchild = torch.bincount(cg, minlength=B)
-        visited += nchild
-        over = visited > max_states
-        if bool(over.any()):
-            ok &= ~over
-            keep = ~over[cg]
-            child_entry, parent, cg = child_entry[keep], parent[keep], cg[keep]
-        if child_entry.numel() == 0:
-            break
-        # ---- children: copy the parent's colours, individualise the chosen vertex, refine
-        cn = counts[cg]
-        cptr = torch.zeros(cg.numel() + 1, dtype=torch.long, device=device)
-        cptr[1:] = cn.cumsum(0)
-        Tc = int(cptr[-1])
-        cs = torch.repeat_interleave(torch.arange(cg.numel(), device=device), cn, output_size=Tc)
-        off = torch.arange(Tc, device=device) - cptr[cs]
-        new_col = 2 * col[sptr[parent[cs]] + off] + 1
-        new_col[cptr[:-1] + (child_entry - sptr[parent])] -= 1
-        gs = cg
-        state, sptr, src, dst, n = layout(gs)
-        col = _refine(new_col, state, src, dst, gs.numel())
-
-    ok &= have_best
-    fail_nodes = ~ok[batch]
-    best_keys[fail_nodes] = 0
-    best_cert[~ok] = 0
-    return CanonicalLabels(keys=best_keys, ok=ok, states=visited, leaves=n_leaves, certificate=best_cert)
-
-
-def wl_classes(edge_index: Tensor, batch: Tensor, x: Tensor | None = None) -> Tensor:
-    """1-WL (colour refinement) equivalence classes of the graphs of a batch.
-
-    Refines the disjoint union of all graphs (so colours are shared between graphs) to its stable
-    partition, starting from the node features ``x`` (exact values; default: one colour). Two graphs get
-    the same id iff their stable colour histograms agree, i.e. 1-WL does not distinguish them (the bound
-    of GIN-like models). Uses the hashed refinement of :func:`canonical_keys` (a 64-bit hash collision
-    could only merge classes).
-
-    Shapes:
-        edge_index ``[2, E]``, batch ``[N]``, x ``[N, F]`` -> ``[B]`` int64 class ids
-    """
-    if not isinstance(batch, Tensor) or batch.dim() != 1 or batch.numel() == 0:
-        raise ValueError(f"batch: expected a non-empty [N] tensor, got {tuple(getattr(batch, 'shape', ()))}")
-    N = batch.numel()
-    device = batch.device
-    batch = batch.long()
-    if x is None:
-        init = torch.zeros(N, dtype=torch.long, device=device)
-    else:
-        xx = (x[:, None] if x.dim() == 1 else x).to(torch.float64)
-        init = torch.unique(xx, dim=0, return_inverse=True)[1]
-    state = torch.zeros(N, dtype=torch.long, device=device)
-    col = _refine(init, state, edge_index[0].long(), edge_index[1].long(), 1)
-    B = int(batch.max()) + 1
-    counts = torch.bincount(batch, minlength=B)
-    # equal histograms <=> equal sorted colour lists (padded with -1)
-    o = torch.argsort(col, stable=True)
-    o = o[torch.argsort(batch[o], stable=True)]
-    start = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(N, device=device) - start[batch[o]]
-    lists = torch.full((B, int(counts.max())), -1, dtype=torch.long, device=device)
-    lists[batch[o], rank] = col[o]
-    return torch.unique(torch.cat([counts[:, None], lists], 1), dim=0, return_inverse=True)[1]
