@@ -150,6 +150,7 @@ def individualisation_refinement(
     *,
     twins: Sequence[int] | None = None,
     max_nodes: int | None = None,
+    prune: bool = True,
 ) -> SearchResult:
     """Depth-first individualisation-refinement search with automorphism pruning (see module docstring).
 
@@ -162,6 +163,8 @@ def individualisation_refinement(
             a function of the ordered graph: equal certificates <=> equal ordered graphs.
         twins: optional twin class of every node (nodes of one class are swapped by automorphisms).
         max_nodes: abort after visiting this many search-tree nodes (``None``: no limit).
+        prune: use the automorphisms found (orbit pruning and backjumping). ``False`` searches the whole tree
+            (apart from ``twins``) and gives the same result: a reference for tests.
 
     Returns:
         :class:`SearchResult`.
@@ -182,7 +185,7 @@ def individualisation_refinement(
         for v, p in enumerate(col):
             lab[p] = v
         for ref in (first, best):
-            if ref is not None and cert == ref[0]:
+            if prune and ref is not None and cert == ref[0]:
                 gamma = [0] * n
                 for p in range(n):
                     gamma[lab[p]] = ref[1][p]
@@ -235,7 +238,7 @@ def individualisation_refinement(
                 if twins[v] in frame[7]:
                     continue
                 frame[7].add(twins[v])
-            if frame[4]:
+            if frame[4] and gens:
                 if frame[6] != len(gens):
                     frame[5] = _orbits(n, gens, path)
                     frame[6] = len(gens)
