@@ -502,6 +502,8 @@ def canonical_keys(
         raise TypeError(f"batch: expected a torch.Tensor, got {type(batch).__name__}")
     if x is not None and not isinstance(x, Tensor):
         raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+    if batch is not None and x is not None and batch.dim() == 1 and x.dim() >= 1 and batch.shape[0] != x.shape[0]:
+        raise ValueError(f"batch: expected one entry per row of x ({x.shape[0]}), got {batch.shape[0]}")
     device = edge_index.device
     if num_nodes is None:
         num_nodes = batch.numel() if batch is not None else (x.shape[0] if x is not None else
@@ -696,8 +698,14 @@ def wl_classes(edge_index: Tensor, batch: Tensor, x: Tensor | None = None) -> Te
     Shapes:
         edge_index ``[2, E]``, batch ``[N]``, x ``[N, F]`` -> ``[B]`` int64 class ids
     """
-    if not isinstance(batch, Tensor) or batch.dim() != 1 or batch.numel() == 0:
-        raise ValueError(f"batch: expected a non-empty [N] tensor, got {tuple(getattr(batch, 'shape', ()))}")
+    if not isinstance(batch, Tensor):
+        raise TypeError(f"batch: expected a torch.Tensor, got {type(batch).__name__}")
+    if batch.dtype.is_floating_point or batch.dtype.is_complex or batch.dtype == torch.bool:
+        raise TypeError(f"batch: expected an integer tensor, got {batch.dtype}")
+    if batch.dim() != 1 or batch.numel() == 0:
+        raise ValueError(f"batch: expected a non-empty [N] tensor, got {tuple(batch.shape)}")
+    if int(batch.min()) < 0:
+        raise ValueError("batch: graph indices must be >= 0")
     _check_edge_index(edge_index)
     N = batch.numel()
     if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= N):
@@ -710,6 +718,8 @@ def wl_classes(edge_index: Tensor, batch: Tensor, x: Tensor | None = None) -> Te
         xx = (x[:, None] if x.dim() == 1 else x).to(torch.float64)
         if xx.shape[0] != N:
             raise ValueError(f"x: expected {N} rows, got {xx.shape[0]}")
+        if not bool(torch.isfinite(xx).all()):
+            raise ValueError("x: contains NaN or inf")
         init = torch.unique(xx, dim=0, return_inverse=True)[1]
     state = torch.zeros(N, dtype=torch.long, device=device)
     col = _refine_batched(init, state, edge_index[0].long(), edge_index[1].long(), 1)

@@ -373,6 +373,9 @@ def laplacian_frame(
     E = edge_index.shape[1]
 
     # -- number of nodes, batch ---------------------------------------------------------------------
+    if batch is not None and x is not None and isinstance(batch, Tensor) and isinstance(x, Tensor) \
+            and batch.dim() == 1 and x.dim() >= 1 and batch.shape[0] != x.shape[0]:
+        raise ValueError(f"batch: expected one entry per row of x ({x.shape[0]}), got {batch.shape[0]}")
     if num_nodes is None:
         if batch is not None:
             num_nodes = batch.numel()
@@ -516,6 +519,12 @@ def connected_components(edge_index: Tensor, num_nodes: int) -> Tensor:
     ``edge_index``. Components never cross graphs of a PyG batch (edges do not), so this labels a batch too.
     """
     _check_index("edge_index", edge_index)
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"edge_index: expected shape [2, E], got {tuple(edge_index.shape)}")
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 0:
+        raise ValueError(f"num_nodes: expected a non-negative integer, got {num_nodes!r}")
+    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
+        raise ValueError(f"edge_index: node indices must lie in [0, {num_nodes})")
     lab = torch.arange(num_nodes, device=edge_index.device)
     if edge_index.numel() == 0:
         return lab
@@ -795,6 +804,14 @@ def permute_graph(
         edge_index ``[2, E]``, perm ``[N]``, x ``[N, ...]`` -> ``[2, E]``, ``[N, ...]``
     """
     _check_index("perm", perm)
+    _check_index("edge_index", edge_index)
+    n = perm.numel()
+    if perm.dim() != 1 or not torch.equal(torch.sort(perm).values, torch.arange(n, device=perm.device)):
+        raise ValueError(f"perm: expected a permutation of [0, {n})")
+    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= n):
+        raise ValueError(f"edge_index: node indices must lie in [0, {n}) (the length of perm)")
+    if x is not None and (not isinstance(x, Tensor) or x.dim() < 1 or x.shape[0] != n):
+        raise ValueError(f"x: expected a tensor with {n} rows (one per node)")
     ei = perm[edge_index]
     if x is None:
         return ei, None

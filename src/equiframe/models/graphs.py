@@ -93,23 +93,39 @@ ComponentOrder = Literal["sorted", "shuffled"]
 
 # ================================================================================================ helpers
 def _check_graph_inputs(x: Tensor, edge_index: Tensor, batch: Tensor | None) -> Tensor:
-    if not isinstance(x, Tensor) or x.dim() != 2:
-        raise ValueError(f"x: expected node features of shape [N, F], got {tuple(getattr(x, 'shape', ()))}")
+    """Validate a PyG-style batch (finite float ``x [N, F]``, integer ``edge_index [2, E]`` in range, sorted
+    integer ``batch [N]``); returns ``batch`` (zeros when ``None``). Errors name the argument."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"x: expected node features of shape [N, F], got {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError("x: empty graph batch (0 nodes)")
     if not x.is_floating_point():
         raise TypeError(f"x: expected floating point node features, got {x.dtype}")
-    if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise ValueError(f"edge_index: expected shape [2, E], got {tuple(getattr(edge_index, 'shape', ()))}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x: contains NaN or inf")
+    if not isinstance(edge_index, Tensor):
+        raise TypeError(f"edge_index: expected a torch.Tensor, got {type(edge_index).__name__}")
+    if edge_index.dtype.is_floating_point or edge_index.dtype.is_complex or edge_index.dtype == torch.bool:
+        raise TypeError(f"edge_index: expected an integer tensor, got {edge_index.dtype}")
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"edge_index: expected shape [2, E], got {tuple(edge_index.shape)}")
     if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= x.shape[0]):
-        raise ValueError(f"edge_index: node ids must lie in [0, {x.shape[0]})")
+        raise ValueError(f"edge_index: node ids must lie in [0, {x.shape[0]}) (one per row of x)")
     if batch is None:
         return torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-    if not isinstance(batch, Tensor) or batch.shape != (x.shape[0],):
-        raise ValueError(f"batch: expected shape [{x.shape[0]}], got {tuple(getattr(batch, 'shape', ()))}")
+    if not isinstance(batch, Tensor):
+        raise TypeError(f"batch: expected a torch.Tensor, got {type(batch).__name__}")
+    if batch.dtype.is_floating_point or batch.dtype.is_complex or batch.dtype == torch.bool:
+        raise TypeError(f"batch: expected an integer tensor, got {batch.dtype}")
+    if batch.shape != (x.shape[0],):
+        raise ValueError(f"batch: expected shape [{x.shape[0]}] (one entry per row of x), got {tuple(batch.shape)}")
+    if int(batch.min()) < 0:
+        raise ValueError("batch: graph indices must be >= 0")
     if batch.numel() > 1 and bool((batch[1:] < batch[:-1]).any()):
         raise ValueError("batch: expected a sorted batch vector (nodes grouped by graph, as in PyG batches)")
-    return batch
+    return batch.long()
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
