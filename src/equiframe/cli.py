@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     # data
-    data = sub.add_parser("data", help="generate (and cache) a data set and show its statistics",
+    data = sub.add_parser("data", help="generate (and cache) a data set, or fetch EXP / SR25",
                           formatter_class=_Formatter)
     dsub = data.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     dn = dsub.add_parser(
@@ -273,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     dn.add_argument("--json", action="store_true", help="also print the statistics as JSON")
     dn.add_argument("--quiet", action="store_true", help="no progress bar")
     dn.set_defaults(func=_cmd_data)
+    from .datasets.fetch import add_cli as _add_fetch_cli  # noqa: PLC0415
+
+    _add_fetch_cli(dsub)  # equiframe data fetch exp|sr25
 
     # train
     tr = sub.add_parser("train", help="train models of an experiment (several seeds; resumable; DDP under torchrun)",

@@ -1,11 +1,12 @@
-"""Graph data sets for the expressive-power benchmarks: graph8c, CSL, EXP, SR25 (no downloads).
+"""Graph data sets for the expressive-power benchmarks: graph8c, CSL, EXP, SR25.
 
 * **graph8c**: all 11117 connected non-isomorphic graphs on 8 nodes, generated here (Debian ``nauty``'s
   ``geng -c 8`` when it is on ``PATH``, otherwise a pure-Python orderly generator) and cached on disk.
 * **CSL** (Murphy et al., 2019): circulant graphs ``C_41(1, s)`` for 10 skip lengths, 15 randomly
   relabelled copies each; label = skip class.
-* **EXP** (Abboud et al., 2021): 1200 planar graphs in SAT/UNSAT pairs, read from an ``.npz`` file.
-* **SR25**: the 15 strongly regular graphs SRG(25, 12, 5, 6), read from a graph6 file.
+* **EXP** (Abboud et al., 2021): 1200 planar graphs in SAT/UNSAT pairs, read from the converted ``.npz`` or the
+  original ``GRAPHSAT.txt`` (``equiframe data fetch exp``, :mod:`equiframe.datasets.fetch`).
+* **SR25**: the 15 strongly regular graphs SRG(25, 12, 5, 6), read from a graph6 file (``equiframe data fetch sr25``).
 
 Every loader returns a list of :class:`torch_geometric.data.Data` with ``edge_index`` (both directions,
 sorted, int64), ``num_nodes``, ``x`` (float32 node features: EXP one-hot node type ``[n, 2]``, others
@@ -47,6 +48,8 @@ __all__ = [
     "load_graph6",
     "load_sr25",
     "parse_graph6",
+    "srg_parameters",
+    "to_exp_txt",
     "to_graph6",
 ]
 
@@ -119,6 +122,9 @@ def parse_graph6(line: str | bytes) -> tuple[int, list[tuple[int, int]]]:
     need = (nbits + 5) // 6
     if len(body) != need:
         raise ValueError(f"graph6: expected {need} data bytes for n={n}, got {len(body)}")
+    pad = need * 6 - nbits
+    if pad and (body[-1] - 63) & ((1 << pad) - 1):
+        raise ValueError(f"graph6: non-zero padding bits in the last byte (corrupted string) for n={n}")
     edges = []
     k = 0
     for j in range(1, n):
@@ -206,11 +212,41 @@ def load_graph6(path: PathLike) -> list[Data]:
     return out
 
 
+def srg_parameters(edge_index: Tensor, num_nodes: int) -> tuple[int, int, int, int] | None:
+    """``(n, k, lambda, mu)`` if the simple undirected graph is strongly regular, else ``None``.
+
+    Strongly regular: ``k``-regular, every two adjacent nodes have ``lambda`` common neighbours and every two
+    non-adjacent ones ``mu`` (``A^2 = k I + lambda A + mu (J - I - A)``). Complete and empty graphs count
+    (one of ``lambda`` / ``mu`` is then vacuous and reported as 0).
+    """
+    n = int(num_nodes)
+    A = torch.zeros(n, n, dtype=torch.long)
+    A[edge_index[0], edge_index[1]] = 1
+    deg = A.sum(1)
+    if n == 0 or not bool((deg == deg[0]).all()):
+        return None
+    A2 = A @ A
+    off = ~torch.eye(n, dtype=torch.bool)
+    lam, mu = A2[(A == 1) & off].unique(), A2[(A == 0) & off].unique()
+    if lam.numel() > 1 or mu.numel() > 1:
+        return None
+    return n, int(deg[0]), int(lam[0]) if lam.numel() else 0, int(mu[0]) if mu.numel() else 0
+
+
 def load_sr25(path: PathLike) -> list[Data]:
-    """SR25: the 15 strongly regular graphs SRG(25, 12, 5, 6) from ``sr251256.g6`` (checked: 15 graphs of 25 nodes)."""
+    """SR25: the 15 strongly regular graphs SRG(25, 12, 5, 6) from ``sr251256.g6``.
+
+    Checked: a graph6 file of 15 graphs, every one on 25 nodes with the SRG parameters (25, 12, 5, 6);
+    otherwise ``ValueError`` naming the file (:func:`load_graph6` reports malformed lines).
+    """
     graphs = load_graph6(path)
     if len(graphs) != 15 or any(g.num_nodes != 25 for g in graphs):
-        raise ValueError(f"path: expected 15 graphs on 25 nodes (SR25), got {len(graphs)} graphs")
+        raise ValueError(f"path: expected 15 graphs on 25 nodes (SR25), got {len(graphs)} graphs "
+                         f"with {sorted({g.num_nodes for g in graphs})} nodes in {path}")
+    for i, g in enumerate(graphs):
+        prm = srg_parameters(g.edge_index, g.num_nodes)
+        if prm != (25, 12, 5, 6):
+            raise ValueError(f"path: graph {i} of {path} is not an SRG(25, 12, 5, 6) (parameters {prm})")
     return graphs
 
 
@@ -367,53 +403,153 @@ def csl_dataset(
     return out
 
 
-def load_exp(path: PathLike) -> list[Data]:
-    """EXP (Abboud et al., 2021) from ``exp_graphsat.npz`` (see ``shared/data/README.md``).
+def _exp_graph(g: int, n: int, types: np.ndarray, ei: np.ndarray, y: int, where: str) -> Data:
+    """One EXP graph, checked: node types 0/1, label 0/1, ids in range, undirected, simple."""
+    if types.size and (types.min() < 0 or types.max() > 1):
+        raise ValueError(f"{where}: graph {g} has node types outside {{0, 1}}")
+    if y not in (0, 1):
+        raise ValueError(f"{where}: graph {g} has label {y}, expected 0 (UNSAT) or 1 (SAT)")
+    if ei.size and (ei.min() < 0 or ei.max() >= n):
+        raise ValueError(f"{where}: graph {g} has node ids outside [0, {n})")
+    if ei.size and bool((ei[0] == ei[1]).any()):
+        raise ValueError(f"{where}: graph {g} has a self-loop")
+    fwd = ei[0] * max(n, 1) + ei[1]
+    if np.unique(fwd).size != fwd.size:
+        raise ValueError(f"{where}: graph {g} has duplicate edges")
+    if not np.array_equal(np.sort(fwd), np.sort(ei[1] * max(n, 1) + ei[0])):
+        raise ValueError(f"{where}: graph {g} is not undirected (an edge lacks its reverse)")
+    t = torch.from_numpy(types.astype(np.int64))
+    return Data(edge_index=torch.from_numpy(ei.astype(np.int64)), num_nodes=n,
+                x=torch.nn.functional.one_hot(t, 2).float(), node_type=t, y=torch.tensor([y]))
 
-    The npz holds ``node_ptr`` [1201], ``x`` int8 [N] node type (0/1), ``edge_ptr`` [1201],
-    ``edge_index`` int16 [2, E] (both directions, node ids local to their graph), ``y`` int8 [1200]
-    (1 = SAT). Graphs ``2k`` and ``2k + 1`` form a pair (:func:`consecutive_pairs`).
+
+def _read_exp_npz(p: Path) -> list[Data]:
+    import zipfile  # noqa: PLC0415
+
+    where = f"path: {p}"
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in ("node_ptr", "x", "edge_ptr", "edge_index", "y") if k in z.files}
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError) as err:
+        raise ValueError(f"{where} is not a readable .npz file of integer arrays (truncated, corrupted or "
+                         f"pickled objects?): {err}") from None
+    missing = {"node_ptr", "x", "edge_ptr", "edge_index", "y"} - set(arrays)
+    if missing:
+        raise ValueError(f"{where} lacks arrays {sorted(missing)}")
+    for k, v in arrays.items():
+        if v.dtype.kind not in "iu":
+            raise ValueError(f"{where}: array {k!r} has dtype {v.dtype}, expected integers")
+    node_ptr, x, edge_ptr = (arrays[k].astype(np.int64) for k in ("node_ptr", "x", "edge_ptr"))
+    edge_index, y = arrays["edge_index"].astype(np.int64), arrays["y"].astype(np.int64)
+    G = y.shape[0] if y.ndim == 1 else -1
+    if G < 0 or node_ptr.shape != (G + 1,) or edge_ptr.shape != (G + 1,) or x.ndim != 1 or edge_index.ndim != 2 \
+            or edge_index.shape[0] != 2:
+        raise ValueError(f"{where}: inconsistent array shapes (y {y.shape}, node_ptr {node_ptr.shape}, edge_ptr "
+                         f"{edge_ptr.shape}, x {x.shape}, edge_index {edge_index.shape})")
+    for name, ptr, total in (("node_ptr", node_ptr, x.shape[0]), ("edge_ptr", edge_ptr, edge_index.shape[1])):
+        if ptr[0] != 0 or bool((np.diff(ptr) < 0).any()) or ptr[-1] != total:
+            raise ValueError(f"{where}: {name} must rise from 0 to {total} (the length of its array)")
+    return [_exp_graph(g, int(node_ptr[g + 1] - node_ptr[g]), x[node_ptr[g]: node_ptr[g + 1]],
+                       edge_index[:, edge_ptr[g]: edge_ptr[g + 1]], int(y[g]), where) for g in range(G)]
+
+
+def _read_exp_txt(p: Path) -> list[Data]:
+    """The text format of the GNN-RNI repository (that of PPGN's benchmark graphs)."""
+    try:
+        lines = p.read_text(encoding="ascii").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"path: {p} is not an ASCII text file: {err}") from None
+    pos = 0
+
+    def ints(expect: str) -> list[int]:
+        nonlocal pos
+        while pos < len(lines) and not lines[pos].strip():
+            pos += 1
+        if pos >= len(lines):
+            raise ValueError(f"path: {p}: the file ends early (expected {expect})")
+        pos += 1
+        try:
+            return [int(t) for t in lines[pos - 1].split()]
+        except ValueError:
+            raise ValueError(f"path: {p}:{pos}: expected integers ({expect}), got {lines[pos - 1][:60]!r}") from None
+
+    head = ints("the number of graphs")
+    if len(head) != 1 or head[0] < 0:
+        raise ValueError(f"path: {p}:{pos}: expected the number of graphs on the first line")
+    out = []
+    for g in range(head[0]):
+        hdr = ints(f"'n label' of graph {g}")
+        if len(hdr) != 2 or hdr[0] < 0:
+            raise ValueError(f"path: {p}:{pos}: expected 'n label' for graph {g}, got {hdr}")
+        n, label = hdr
+        types, src, dst = np.zeros(n, dtype=np.int64), [], []
+        for v in range(n):
+            row = ints(f"node {v} of graph {g}")
+            if len(row) < 2 or row[1] != len(row) - 2:
+                raise ValueError(f"path: {p}:{pos}: node {v} of graph {g}: expected 'type degree' and degree "
+                                 f"neighbours, got {row[:8]}")
+            types[v] = row[0]
+            src += [v] * row[1]
+            dst += row[2:]
+        out.append(_exp_graph(g, n, types, np.array([src, dst], dtype=np.int64).reshape(2, -1), label,
+                              f"path: {p}"))
+    if any(line.strip() for line in lines[pos:]):
+        raise ValueError(f"path: {p}:{pos + 1}: unexpected data after the {head[0]} graphs the header announces")
+    return out
+
+
+def _check_exp_pairs(graphs: list[Data], p: Path) -> None:
+    if len(graphs) % 2:
+        raise ValueError(f"path: {p} holds {len(graphs)} graphs; EXP comes in pairs (2k, 2k+1)")
+    for k in range(0, len(graphs), 2):
+        a, b = graphs[k], graphs[k + 1]
+        if a.num_nodes != b.num_nodes or a.edge_index.shape[1] != b.edge_index.shape[1] or int(a.y) == int(b.y):
+            raise ValueError(f"path: {p}: graphs {k} and {k + 1} are not an EXP pair (equal node and edge counts, "
+                             f"one SAT and one UNSAT)")
+
+
+def load_exp(path: PathLike) -> list[Data]:
+    """EXP (Abboud et al., 2021): 1-WL-equivalent SAT / UNSAT pairs of planar formula graphs.
+
+    Two formats, told apart by their content:
+
+    * the converted NumPy file ``exp_graphsat.npz`` (read with ``allow_pickle=False``): ``node_ptr`` [G+1],
+      ``x`` [N] node type (0/1), ``edge_ptr`` [G+1], ``edge_index`` [2, E] (both directions, node ids local
+      to their graph), ``y`` [G] (1 = SAT);
+    * the original text release ``GRAPHSAT.txt`` of the GNN-RNI repository: the number of graphs, then per
+      graph a line ``n label`` and ``n`` lines ``type degree neighbour...``.
+
+    The pickled ``GRAPHSAT.pkl`` is never read (unpickling runs code from the file). Everything is checked:
+    array kinds and shapes, pointers, node ids, node types and labels in ``{0, 1}``, undirected simple
+    graphs, and the pairing (graphs ``2k`` and ``2k + 1`` have equal node and edge counts and opposite
+    labels; :func:`consecutive_pairs`). A malformed file raises ``ValueError`` naming it.
 
     Returns:
-        1200 ``Data`` with ``x`` = one-hot node type ``[n, 2]`` float32, ``node_type`` ``[n]`` int64,
-        ``edge_index`` int64 (as stored), ``y`` ``[1]`` int64.
+        ``Data`` with ``x`` = one-hot node type ``[n, 2]`` float32, ``node_type`` ``[n]`` int64,
+        ``edge_index`` int64 (both directions), ``y`` ``[1]`` int64.
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"path: no EXP npz file at {p}")
-    with np.load(p) as z:
-        missing = {"node_ptr", "x", "edge_ptr", "edge_index", "y"} - set(z.files)
-        if missing:
-            raise ValueError(f"path: {p} lacks arrays {sorted(missing)}")
-        node_ptr = z["node_ptr"].astype(np.int64)
-        x = z["x"].astype(np.int64)
-        edge_ptr = z["edge_ptr"].astype(np.int64)
-        edge_index = z["edge_index"].astype(np.int64)
-        y = z["y"].astype(np.int64)
-    G = y.shape[0]
-    if node_ptr.shape != (G + 1,) or edge_ptr.shape != (G + 1,) or edge_index.ndim != 2 or edge_index.shape[0] != 2:
-        raise ValueError(f"path: inconsistent array shapes in {p}")
-    if node_ptr[-1] != x.shape[0] or edge_ptr[-1] != edge_index.shape[1]:
-        raise ValueError(f"path: node_ptr/edge_ptr do not match x/edge_index in {p}")
-    out = []
-    for g in range(G):
-        n = int(node_ptr[g + 1] - node_ptr[g])
-        ei = torch.from_numpy(edge_index[:, edge_ptr[g] : edge_ptr[g + 1]].copy())
-        if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= n):
-            raise ValueError(f"path: graph {g} has node ids outside [0, {n})")
-        t = torch.from_numpy(x[node_ptr[g] : node_ptr[g + 1]].copy())
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) > 1):
-            raise ValueError(f"path: graph {g} has node types outside {{0, 1}}")
-        out.append(
-            Data(
-                edge_index=ei,
-                num_nodes=n,
-                x=torch.nn.functional.one_hot(t, 2).float(),
-                node_type=t,
-                y=torch.tensor([int(y[g])]),
-            )
-        )
-    return out
+        raise FileNotFoundError(f"path: no EXP file at {p}")
+    with open(p, "rb") as fh:
+        magic = fh.read(4)
+    graphs = _read_exp_npz(p) if magic.startswith(b"PK") else _read_exp_txt(p)
+    _check_exp_pairs(graphs, p)
+    return graphs
+
+
+def to_exp_txt(graphs: Sequence[Data]) -> str:
+    """Write EXP graphs (``node_type`` or one-hot ``x``, ``y``) in the GNN-RNI text format (see :func:`load_exp`)."""
+    out = [str(len(graphs))]
+    for g in graphs:
+        n = int(g.num_nodes)
+        t = g.node_type if getattr(g, "node_type", None) is not None else g.x.argmax(1)
+        out.append(f"{n} {int(g.y)}")
+        nb: list[list[int]] = [[] for _ in range(n)]
+        for u, v in g.edge_index.t().tolist():
+            nb[u].append(v)
+        out += [" ".join(map(str, [int(t[v]), len(nb[v])] + nb[v])) for v in range(n)]
+    return "\n".join(out) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -95,30 +95,27 @@ def default_data_dir() -> Path | None:
     return Path(v) if v else None
 
 
-def _data_file(data_dir: str | os.PathLike | None, name: str) -> Path:
-    d = Path(data_dir) if data_dir is not None else default_data_dir()
-    if d is None:
-        raise FileNotFoundError(f"data_dir: give the directory holding {name} (or set $EQUIFRAME_DATA)")
-    p = d / name
-    if not p.is_file():
-        raise FileNotFoundError(f"data_dir: no {name} in {d}")
-    return p
+def _data_file(data_dir: str | os.PathLike | None, dataset: str) -> Path:
+    from ..datasets.fetch import find_data_file  # noqa: PLC0415
+
+    return find_data_file(dataset, data_dir)  # type: ignore[arg-type]
 
 
 def load_separation_graphs(dataset: SeparationDataset | ClassifyDataset, data_dir: str | os.PathLike | None = None):
     """The graphs of a benchmark as PyG ``Data`` (``x`` float features: EXP one-hot node type, others ones).
 
     ``graph8c`` is generated (cached); ``csl`` is built (seed 0); ``exp`` / ``sr25`` are read from
-    ``data_dir`` (``exp_graphsat.npz`` / ``sr251256.g6``).
+    ``data_dir`` (default ``$EQUIFRAME_DATA``, else ``~/.cache/equiframe/data``, where ``equiframe data fetch``
+    puts them): ``exp_graphsat.npz`` or ``GRAPHSAT.txt`` / ``sr251256.g6``.
     """
     from ..datasets.graphs import csl_dataset, graph8c, load_exp, load_sr25  # noqa: PLC0415
 
     if dataset == "graph8c":
         return graph8c()
     if dataset == "exp":
-        return load_exp(_data_file(data_dir, "exp_graphsat.npz"))
+        return load_exp(_data_file(data_dir, "exp"))
     if dataset == "sr25":
-        return load_sr25(_data_file(data_dir, "sr251256.g6"))
+        return load_sr25(_data_file(data_dir, "sr25"))
     if dataset == "csl":
         return csl_dataset()
     raise ValueError(f"dataset: expected one of {SEPARATION_DATASETS + ('csl',)}, got {dataset!r}")
