@@ -65,7 +65,7 @@ def main() -> None:
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(0)
     nauty = nauty_available()
-    rows = ["| graph | n | edges | SRG (n, k, λ, μ) | |Aut| (nauty) | tree nodes | leaves | automorphisms found | "
+    rows = ["| graph | n | edges | SRG (n, k, λ, μ) | automorphism group order (nauty) | tree nodes | leaves | automorphisms found | "
             "time python (s) | exact w/o pruning (≤ 20000 nodes) | time nauty (s) |",
             "|---|---:|---:|---|---:|---:|---:|---:|---:|---|---:|"]
     largest = (0, "", 0.0)
