@@ -444,17 +444,18 @@ NOTES = """### Protocol
   k = 100 samples per graph still give fp = 1 (largest copy distance 0.33 -> 0.11 -> 0.028, the 1/sqrt(k)
   Monte-Carlo error; tau = 1e-3 would need roughly 1e5 samples per graph). On graph8c one sampled element gives fp 0.23 (72 % of the
   graphs have |F| > 1, but many frame elements differ by an automorphism only and give identical inputs).
-* **What drives fp to 0: canonical frames** (`frame="canonical"`). `equiframe.models.graphs.canonical_keys`
+* **What drives fp to 0: canonical frames** (`frame="canonical"`). `equiframe.frames.canonical.canonical_keys`
   computes a canonical labelling by individualisation-refinement (ordered partitions; initial colours =
   Laplacian eigenspace keys + node features; hashed 1-WL refinement; branching on the first smallest
-  non-singleton cell with twin pruning; the leaf with the lexicographically largest adjacency certificate),
-  for all graphs of a batch at once in torch. Its positions enter `FrameAveraging(group="S_n", frame_from="key")`
+  non-singleton cell; pruning by twins and by the automorphisms found, as in nauty; the first leaf with the
+  lexicographically largest adjacency certificate). Its positions enter `FrameAveraging(group="S_n", frame_from="key")`
   as the least significant frame key, so every frame has a single element (orders differing by an
   automorphism give identical inputs): exact averaging in one pass, fp = 0 on all three sets, and FA-MLP
   becomes a complete invariant: 0 undistinguished pairs on graph8c, EXP **and SR25** (beyond 3-WL / PPGN).
-  Cost for all graphs: graph8c ~2 s, EXP ~5-10 s, SR25 ~1 s (search-tree nodes per graph, median / max:
-  2 / 81, 25 / 2471, 418 / 1046); the budget (`max_states` = 20000 per graph) was never reached (graphs that
-  exceed it keep the spectral frame, reported as `failed`). Certificates checked: 11117 distinct on graph8c,
+  Cost for all graphs (one thread, loaded machine): graph8c ~18 s, EXP ~12 s, SR25 ~1 s (search-tree nodes per
+  graph, median / max: 2 / 14, 10 / 38, 135 / 370; before automorphism pruning 2 / 81, 25 / 2471, 418 / 1046,
+  with the same labels); the budget (`max_states` = 20000 per graph) was never reached (graphs that exceed it
+  keep the spectral frame with a warning, reported as `failed`). Certificates checked: 11117 distinct on graph8c,
   identical for relabelled copies.
 * **FA-GIN+ID with exact spectral frames misses 25 graph8c pairs**: PyG's `GINConv` starts with eps = 0, so
   every update sums the closed neighbourhood N[v] without marking v, and the exact average over a full
