@@ -1,6 +1,8 @@
-"""Frames: global PCA frames (O(d)/SO(d)/E(d)/SE(d)), permutation frames for graphs, local frames."""
+"""Frames: global PCA frames (O(d)/SO(d)/E(d)/SE(d)), permutation frames and canonical labelling for graphs,
+local frames."""
 
 from .base import Frame
+from .canonical import CanonicalBudgetWarning, CanonicalLabels, canonical_keys
 from .graph import PermutationFrame, canonical_ranks, frame_elements, laplacian_frame, shuffle_components
 from .local import (
     LearnedFrames,
@@ -13,11 +15,14 @@ from .local import (
 from .pca import Tolerances, covariance, pca_frame
 
 __all__ = [
+    "CanonicalBudgetWarning",
+    "CanonicalLabels",
     "Frame",
     "LearnedFrames",
     "LocalPCAFrames",
     "PermutationFrame",
     "Tolerances",
+    "canonical_keys",
     "canonical_ranks",
     "covariance",
     "frame_elements",
