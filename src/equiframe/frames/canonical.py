@@ -446,6 +446,82 @@ def _nauty_positions(n: int, nbrs: Sequence[Sequence[int]], init: Sequence[int])
     return pos
 
 
+def _checked_batch(edge_index: Tensor, num_nodes: int | None, batch: Tensor | None,
+                   x: Tensor | None) -> tuple[Tensor, Tensor, int]:
+    """Validate a batch of simple undirected graphs; returns int64 ``edge_index``, ``batch`` and ``num_nodes``."""
+    if batch is not None and not isinstance(batch, Tensor):
+        raise TypeError(f"batch: expected a torch.Tensor, got {type(batch).__name__}")
+    if x is not None and not isinstance(x, Tensor):
+        raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+    if batch is not None and x is not None and batch.dim() == 1 and x.dim() >= 1 and batch.shape[0] != x.shape[0]:
+        raise ValueError(f"batch: expected one entry per row of x ({x.shape[0]}), got {batch.shape[0]}")
+    device = edge_index.device
+    if num_nodes is None:
+        num_nodes = batch.numel() if batch is not None else (x.shape[0] if x is not None else
+                                                              (int(edge_index.max()) + 1 if edge_index.numel() else 0))
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
+        raise ValueError(f"num_nodes: expected a positive integer (a non-empty graph), got {num_nodes!r}")
+    if batch is None:
+        batch = torch.zeros(num_nodes, dtype=torch.long, device=device)
+    if batch.shape != (num_nodes,):
+        raise ValueError(f"batch: expected shape [{num_nodes}], got {tuple(batch.shape)}")
+    if batch.dtype.is_floating_point or batch.dtype == torch.bool:
+        raise TypeError(f"batch: expected an integer tensor, got {batch.dtype}")
+    if int(batch.min()) < 0:
+        raise ValueError("batch: graph indices must be >= 0")
+    edge_index = edge_index.to(torch.long)
+    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
+        raise ValueError(f"edge_index: node ids must lie in [0, {num_nodes})")
+    batch = batch.to(device=device, dtype=torch.long)
+    if edge_index.numel():
+        fwd = edge_index[0] * num_nodes + edge_index[1]
+        ufwd = torch.unique(fwd)
+        if ufwd.numel() != fwd.numel():
+            raise ValueError("edge_index: duplicate edges (a multigraph); canonical_keys needs a simple graph")
+        if not torch.equal(ufwd, torch.unique(edge_index[1] * num_nodes + edge_index[0])):
+            raise ValueError("edge_index: the graph is not undirected (every edge needs both directions)")
+        if not torch.equal(batch[edge_index[0]], batch[edge_index[1]]):
+            raise ValueError("edge_index: an edge joins nodes of different graphs (see batch)")
+    return edge_index, batch, num_nodes
+
+
+def _initial_colours(edge_index: Tensor, batch: Tensor, x: Tensor | None, B: int, spectral: bool) -> Tensor:
+    """Initial colour of every node: the rank of ``(graph, spectral block, x)`` (blocks of the Laplacian frame)."""
+    from .graph import laplacian_frame  # noqa: PLC0415
+
+    num_nodes, device = batch.numel(), batch.device
+    cols = [batch.to(torch.float64)]
+    if spectral:
+        frame = laplacian_frame(edge_index, num_nodes=num_nodes, batch=batch, num_graphs=B)
+        cols.append(frame.node_block(local=True).to(torch.float64))
+    if x is not None:
+        xx = x[:, None] if x.dim() == 1 else x
+        if xx.shape[0] != num_nodes:
+            raise ValueError(f"x: expected {num_nodes} rows, got {xx.shape[0]}")
+        if xx.is_floating_point() and not bool(torch.isfinite(xx).all()):
+            raise ValueError("x: contains NaN or inf")
+        cols.append(xx.to(device=device, dtype=torch.float64).reshape(num_nodes, -1))
+    init_rows = torch.cat([c[:, None] if c.dim() == 1 else c for c in cols], dim=1)
+    _, inv = torch.unique(init_rows, dim=0, return_inverse=True)  # sorted rows: (graph, block, x...)
+    return inv
+
+
+def _label_graph(n: int, src: np.ndarray, dst: np.ndarray, init: list[int], backend: str,
+                 max_states: int) -> tuple[list[int] | None, int, int, int]:
+    """Canonical positions (``None`` over budget), certificate, tree nodes and leaves of one graph."""
+    out_nbrs: list[list[int]] = [[] for _ in range(n)]
+    for u, v in zip(src.tolist(), dst.tolist()):
+        out_nbrs[u].append(v)
+    if backend == "nauty":
+        pos = _nauty_positions(n, out_nbrs, init)
+        return pos, _matrix_certificate(n, out_nbrs)(pos), 1, 1
+    res = individualisation_refinement(n, init, _HashRefiner(n, src, dst), _matrix_certificate(n, out_nbrs),
+                                       twins=_twin_classes(n, out_nbrs), max_nodes=max_states)
+    if not res.complete:
+        return None, 0, res.nodes, res.leaves
+    return res.positions, res.certificate, res.nodes, res.leaves
+
+
 def canonical_keys(
     edge_index: Tensor,
     num_nodes: int | None = None,
@@ -485,8 +561,6 @@ def canonical_keys(
     Shapes:
         edge_index ``[2, E]``, batch ``[N]``, x ``[N, F]`` -> keys ``[N]`` (see :class:`CanonicalLabels`)
     """
-    from .graph import laplacian_frame  # noqa: PLC0415
-
     _check_edge_index(edge_index)
     if isinstance(max_states, bool) or not isinstance(max_states, int) or max_states < 1:
         raise ValueError(f"max_states: expected a positive integer, got {max_states!r}")
@@ -498,39 +572,8 @@ def canonical_keys(
         backend = "nauty" if nauty_available() else "python"
     elif backend == "nauty" and not nauty_available():
         raise ImportError("backend: 'nauty' needs the optional package pynauty (pip install equiframe[nauty])")
-    if batch is not None and not isinstance(batch, Tensor):
-        raise TypeError(f"batch: expected a torch.Tensor, got {type(batch).__name__}")
-    if x is not None and not isinstance(x, Tensor):
-        raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
-    if batch is not None and x is not None and batch.dim() == 1 and x.dim() >= 1 and batch.shape[0] != x.shape[0]:
-        raise ValueError(f"batch: expected one entry per row of x ({x.shape[0]}), got {batch.shape[0]}")
+    edge_index, batch, num_nodes = _checked_batch(edge_index, num_nodes, batch, x)
     device = edge_index.device
-    if num_nodes is None:
-        num_nodes = batch.numel() if batch is not None else (x.shape[0] if x is not None else
-                                                              (int(edge_index.max()) + 1 if edge_index.numel() else 0))
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
-        raise ValueError(f"num_nodes: expected a positive integer (a non-empty graph), got {num_nodes!r}")
-    if batch is None:
-        batch = torch.zeros(num_nodes, dtype=torch.long, device=device)
-    if batch.shape != (num_nodes,):
-        raise ValueError(f"batch: expected shape [{num_nodes}], got {tuple(batch.shape)}")
-    if batch.dtype.is_floating_point or batch.dtype == torch.bool:
-        raise TypeError(f"batch: expected an integer tensor, got {batch.dtype}")
-    if int(batch.min()) < 0:
-        raise ValueError("batch: graph indices must be >= 0")
-    edge_index = edge_index.to(torch.long)
-    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
-        raise ValueError(f"edge_index: node ids must lie in [0, {num_nodes})")
-    batch = batch.to(device=device, dtype=torch.long)
-    if edge_index.numel():
-        fwd = edge_index[0] * num_nodes + edge_index[1]
-        ufwd = torch.unique(fwd)
-        if ufwd.numel() != fwd.numel():
-            raise ValueError("edge_index: duplicate edges (a multigraph); canonical_keys needs a simple graph")
-        if not torch.equal(ufwd, torch.unique(edge_index[1] * num_nodes + edge_index[0])):
-            raise ValueError("edge_index: the graph is not undirected (every edge needs both directions)")
-        if not torch.equal(batch[edge_index[0]], batch[edge_index[1]]):
-            raise ValueError("edge_index: an edge joins nodes of different graphs (see batch)")
     B = int(batch.max()) + 1
     counts = torch.bincount(batch, minlength=B)
     ptr = torch.zeros(B + 1, dtype=torch.long, device=device)
@@ -539,21 +582,7 @@ def canonical_keys(
     local = torch.empty(num_nodes, dtype=torch.long, device=device)
     local[node_sorted] = torch.arange(num_nodes, device=device) - ptr[batch[node_sorted]]
 
-    # ---- initial colours: (graph, spectral block, features) ranked within the graph
-    cols = [batch.to(torch.float64)]
-    if spectral:
-        frame = laplacian_frame(edge_index, num_nodes=num_nodes, batch=batch, num_graphs=B)
-        cols.append(frame.node_block(local=True).to(torch.float64))
-    if x is not None:
-        xx = x[:, None] if x.dim() == 1 else x
-        if xx.shape[0] != num_nodes:
-            raise ValueError(f"x: expected {num_nodes} rows, got {xx.shape[0]}")
-        if xx.is_floating_point() and not bool(torch.isfinite(xx).all()):
-            raise ValueError("x: contains NaN or inf")
-        cols.append(xx.to(device=device, dtype=torch.float64).reshape(num_nodes, -1))
-    init_rows = torch.cat([c[:, None] if c.dim() == 1 else c for c in cols], dim=1)
-    _, inv = torch.unique(init_rows, dim=0, return_inverse=True)  # sorted rows: (graph, block, x...)
-    init = inv[node_sorted].cpu().tolist()  # graph by graph, local order
+    init = _initial_colours(edge_index, batch, x, B, spectral)[node_sorted].cpu().tolist()  # local order
 
     # ---- per-graph edges in local indices
     e_graph = batch[edge_index[0]]
@@ -572,21 +601,9 @@ def canonical_keys(
         n, lo = n_list[b], p_list[b]
         if n == 0:
             continue
-        s, d = e_src[e_ptr[b]: e_ptr[b + 1]], e_dst[e_ptr[b]: e_ptr[b + 1]]
-        out_nbrs: list[list[int]] = [[] for _ in range(n)]
-        for u, v in zip(s.tolist(), d.tolist()):
-            out_nbrs[u].append(v)
-        g_init = init[lo: lo + n]
-        if backend == "nauty":
-            pos = _nauty_positions(n, out_nbrs, g_init)
-            cert, st, lv = _matrix_certificate(n, out_nbrs)(pos), 1, 1
-        else:
-            res = individualisation_refinement(n, g_init, _HashRefiner(n, s, d), _matrix_certificate(n, out_nbrs),
-                                               twins=_twin_classes(n, out_nbrs), max_nodes=max_states)
-            pos, cert, st, lv = res.positions, res.certificate, res.nodes, res.leaves
-            if not res.complete:
-                ok[b], pos, cert = False, None, 0
-        states[b], n_leaves[b] = st, lv
+        pos, cert, states[b], n_leaves[b] = _label_graph(
+            n, e_src[e_ptr[b]: e_ptr[b + 1]], e_dst[e_ptr[b]: e_ptr[b + 1]], init[lo: lo + n], backend, max_states)
+        ok[b] = pos is not None
         if pos is not None:
             keys[lo: lo + n] = pos
             certs[b] = cert << (W * _BITS - n * n)
