@@ -491,8 +491,8 @@ def _read_exp_txt(p: Path) -> list[Data]:
             types[v] = row[0]
             src += [v] * row[1]
             dst += row[2:]
-        out.append(_exp_graph(g, n, types, np.array([src, dst], dtype=np.int64).reshape(2, -1), label,
-                              f"path: {p}"))
+        ei = np.array([src, dst], dtype=np.int64).reshape(2, -1)
+        out.append(_exp_graph(g, n, types, ei[:, np.lexsort((ei[1], ei[0]))], label, f"path: {p}"))
     if any(line.strip() for line in lines[pos:]):
         raise ValueError(f"path: {p}:{pos + 1}: unexpected data after the {head[0]} graphs the header announces")
     return out
@@ -508,7 +508,7 @@ def _check_exp_pairs(graphs: list[Data], p: Path) -> None:
                              f"one SAT and one UNSAT)")
 
 
-def load_exp(path: PathLike) -> list[Data]:
+def load_exp(path: PathLike, *, check_pairs: bool = True) -> list[Data]:
     """EXP (Abboud et al., 2021): 1-WL-equivalent SAT / UNSAT pairs of planar formula graphs.
 
     Two formats, told apart by their content:
@@ -524,6 +524,10 @@ def load_exp(path: PathLike) -> list[Data]:
     graphs, and the pairing (graphs ``2k`` and ``2k + 1`` have equal node and edge counts and opposite
     labels; :func:`consecutive_pairs`). A malformed file raises ``ValueError`` naming it.
 
+    Args:
+        path: the ``.npz`` or ``.txt`` file.
+        check_pairs: check the EXP pairing (``False`` for other data sets in these formats).
+
     Returns:
         ``Data`` with ``x`` = one-hot node type ``[n, 2]`` float32, ``node_type`` ``[n]`` int64,
         ``edge_index`` int64 (both directions), ``y`` ``[1]`` int64.
@@ -534,7 +538,8 @@ def load_exp(path: PathLike) -> list[Data]:
     with open(p, "rb") as fh:
         magic = fh.read(4)
     graphs = _read_exp_npz(p) if magic.startswith(b"PK") else _read_exp_txt(p)
-    _check_exp_pairs(graphs, p)
+    if check_pairs:
+        _check_exp_pairs(graphs, p)
     return graphs
 
 
