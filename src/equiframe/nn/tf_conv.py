@@ -30,18 +30,10 @@ import torch
 from torch import Tensor, nn
 
 from ..reps import Block, TensorReps
-from .tensor_frames import (
-    TFGraph,
-    _as_graph,
-    _check_edge_index,
-    _check_features,
-    _check_pos,
-    _features_on_graph,
-    _pair,
-    _resolve_reps,
-    geometry_dim,
-    local_edge_geometry,
-)
+from .tensor_frames.checks import _check_edge_index, _check_features, _check_pos, _pair
+from .tensor_frames.geometry import geometry_dim, local_edge_geometry
+from .tensor_frames.graph import TFGraph, _as_graph, _features_on_graph
+from .tensor_frames.local import _resolve_reps
 from .tf_transport import receiver_layout, transport_edges
 
 __all__ = ["TensorFrameConv"]
