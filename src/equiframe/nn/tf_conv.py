@@ -188,7 +188,7 @@ class TensorFrameConv(nn.Module):
         x_src, x_dst, homogeneous = _pair(x, "x")
         graph = None
         if isinstance(edge_index, TFGraph) or frames is not None:
-            graph = _as_graph(edge_index, frames, pos)
+            graph = _as_graph(edge_index, frames, pos, self.reps_in.dim)
             x_src, x_dst, (f_src, f_dst), (p_src, p_dst) = _features_on_graph(graph, reps, x_src, x_dst, homogeneous)
             dtype = x_src.dtype
             if p_src is None and (self.geometry or reps.has_pos):

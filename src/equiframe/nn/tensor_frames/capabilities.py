@@ -29,9 +29,22 @@ from torch import Tensor, nn
 from ...groups import random_orthogonal
 from ..tf_transport import transport_edges
 from .graph import TFGraph
+from .hooks import _NotHookable
 from .strategies import Call, Strategy
 
-__all__ = ["LayerCaps", "Prober", "inspect_layer"]
+__all__ = ["LayerCaps", "Prober", "UnsupportedLayerError", "inspect_layer"]
+
+
+class UnsupportedLayerError(TypeError):
+    """``TFConv`` refuses a layer: no strategy reproduces the per-receiver reference on the probe.
+
+    Attributes:
+        reasons: per mode, why it does not work for this layer.
+    """
+
+    def __init__(self, message: str, reasons: dict[str, str]):
+        super().__init__(message)
+        self.reasons = dict(reasons)
 
 #: forward arguments TFConv provides itself (everything else must have a default)
 _PROVIDED = ("x", "edge_index", "edge_attr", "pos", "edge_weight", "size", "return_attention_weights", "batch")
@@ -90,7 +103,7 @@ def inspect_layer(layer: nn.Module) -> LayerCaps:
         raise TypeError(f"layer: expected a torch_geometric MessagePassing instance, got {type(layer).__name__}")
     name = type(layer).__name__
     if type(layer).forward is MessagePassing.forward:
-        raise TypeError(f"layer: {name} is not supported: it defines no `forward`")
+        raise TypeError(f"layer: {name} is not supported: it defines no `forward`; no mode works")
     params = inspect.signature(layer.forward).parameters
     names = tuple(p for p, v in params.items() if v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD))
     if "x" not in names or "edge_index" not in names:
@@ -171,29 +184,34 @@ def _first(out: Any) -> Any:
     return out[0] if isinstance(out, tuple) else out
 
 
-def _reference(conv: Any, p: _Probe) -> Tensor:
-    """The layer run once per receiver with every node moved into that receiver's frame (row ``i``)."""
-    call, reps = p.call, conv.reps_in
-    n = p.x.shape[0]
-    src = torch.arange(n, device=p.x.device)
+def reference_output(conv: Any, layer: nn.Module, call: Call) -> Tensor:
+    """The layer run once per receiver with every node moved into that receiver's frame (row ``i``).
+
+    Shapes:
+        call.x_src: ``[N, reps_in.size]`` (homogeneous graph) -> ``[N, reps_out.size]``
+    """
+    reps, x = conv.reps_in, call.x_src
+    n = x.shape[0]
+    src = torch.arange(n, device=x.device)
     rows = []
     for i in range(n):
         dst = torch.full_like(src, i)
         if conv.transport and not reps.is_scalar:
-            x_i = transport_edges(reps, p.x, call.f_src, call.f_dst, src, dst, pos_src=call.p_src,
+            x_i = transport_edges(reps, x, call.f_src, call.f_dst, src, dst, pos_src=call.p_src,
                                   pos_dst=call.p_dst)
         else:
-            x_i = p.x
+            x_i = x
         kwargs = dict(call.kwargs)
         if conv.caps.reads_pos:
             kwargs["pos"] = (call.p_src - call.p_src[i]) @ call.f_src[i].T
-        rows.append(_first(p.layer(x=x_i, edge_index=call.graph.edge_index, **kwargs))[i])
+        rows.append(_first(layer(x=x_i, edge_index=call.graph.edge_index, **kwargs))[i])
     return torch.stack(rows)
 
 
 def _describe(err: BaseException) -> str:
     text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"[:200]
+    first = text[0] if text else ""
+    return (first if isinstance(err, _NotHookable) else f"{type(err).__name__}: {first}")[:160]
 
 
 def _try(conv: Any, strategy: Strategy, p: _Probe) -> str | None:
@@ -208,7 +226,7 @@ def _try(conv: Any, strategy: Strategy, p: _Probe) -> str | None:
                 conv._check_out(out)
                 return None
             if p.reference is None:
-                p.reference = _reference(conv, p)
+                p.reference = reference_output(conv, p.layer, p.call)
     except Exception as err:  # noqa: BLE001 -- any failure of the layer on the probe means: not this way
         return f"fails on a probe graph ({_describe(err)})"
     if not isinstance(out, Tensor) or out.shape != p.reference.shape:
@@ -249,5 +267,5 @@ class Prober:
                 if first:
                     break
             else:
-                reasons.setdefault(mode, why)
+                reasons[mode] = why  # the last variant's reason (the most general one)
         return ok, reasons

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ...reps import TensorReps
-from .capabilities import LayerCaps, Prober, inspect_layer
+from .capabilities import _PROVIDED, LayerCaps, Prober, UnsupportedLayerError, inspect_layer, reference_output
 from .checks import _check_tensor, _pair
 from .geometry import EdgeGeometry, geometry_dim
 from .graph import PairTensor, TFGraph, _as_graph, _features_on_graph
@@ -232,8 +232,14 @@ class TFConv(nn.Module):
                     f"mode: {mode!r} is invalid for {name} ({detail}); "
                     + (f"modes that work: {works}" if works else "no mode works with these reps")
                 )
-            raise TypeError(f"layer: {name} is not supported with reps_in={str(self.reps_in)!r} ({detail}); "
-                            + self._what_would_work())
+            others = [p for p in self.caps.forward_params if p not in _PROVIDED]
+            if others:
+                reasons["note"] = (f"its forward also takes {', '.join(map(repr, others))}, which the "
+                                   "construction probe cannot provide")
+                detail = "; ".join(f"{m}: {r}" for m, r in reasons.items())
+            raise UnsupportedLayerError(
+                f"layer: {name} is not supported with reps_in={str(self.reps_in)!r} ({detail}); "
+                + self._what_would_work(), reasons)
         strategy = ok[0][1]
         fallback = None
         if strategy.hooked:
@@ -310,7 +316,7 @@ class TFConv(nn.Module):
         edge_attr: Tensor | None = None,
         **kwargs: Any,
     ) -> Tensor:
-        graph = _as_graph(edge_index, frames, pos)
+        graph = _as_graph(edge_index, frames, pos, self.reps_in.dim)
         reps = self.reps_in
         x_src, x_dst, (f_src, f_dst), (p_src, p_dst) = _features_on_graph(graph, reps, *_pair(x, "x"))
         needs_pos = self.edge_geometry != "none" or self.caps.reads_pos or reps.has_pos
@@ -339,6 +345,33 @@ class TFConv(nn.Module):
             raise ValueError(
                 f"mode: {strategy.name!r} is invalid for {type(self.layer).__name__} on this input: {err}"
             ) from None
+
+    def reference(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        frames: Tensor,
+        pos: Tensor | None = None,
+        edge_attr: Tensor | None = None,
+        **kwargs: Any,
+    ) -> Tensor:
+        r"""The per-receiver reference of this layer (slow: one call of the layer per node; for tests).
+
+        Row :math:`i` is the layer's output at :math:`i` when every node's features are moved into
+        :math:`i`'s frame, :math:`x^{(i)}_k = \rho(R_i R_k^\top) f_k` (positions :math:`R_i (x_k - x_i)`):
+        the tensor-frame layer by definition. Every mode but ``"message"`` computes it.
+
+        Shapes:
+            x: ``[N, reps_in.size]``, edge_index: ``[2, E]``, frames: ``[N, d, d]``, pos: ``[N, d]``
+            -> ``[N, reps_out.size]``
+        """
+        graph = _as_graph(edge_index, frames, pos, self.reps_in.dim)
+        x_src, _, (f_src, _), (p_src, _) = _features_on_graph(graph, self.reps_in, x, x, True)
+        extra = self._edge_features(graph, edge_attr, f_src, x_src.dtype)
+        if extra is not None:
+            kwargs["edge_attr"] = extra
+        call = Call(x_src, x_src, True, f_src, f_src, p_src, p_src, graph, kwargs)
+        return self._check_out(reference_output(self, self.layer, call))
 
     def _check_out(self, out: Any) -> Any:
         y = out[0] if isinstance(out, tuple) else out

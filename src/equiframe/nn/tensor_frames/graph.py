@@ -132,14 +132,21 @@ class TFGraph:
                 f"dim={self.dim}, pos={self.has_pos})")
 
 
-def _as_graph(edge_index: "Tensor | TFGraph", frames: Any, pos: Any) -> TFGraph:
-    """A :class:`TFGraph` from a layer's ``(edge_index, frames, pos)`` arguments (or the graph itself)."""
+def _as_graph(edge_index: "Tensor | TFGraph", frames: Any, pos: Any, dim: int | None = None) -> TFGraph:
+    """A :class:`TFGraph` from a layer's ``(edge_index, frames, pos)`` arguments (or the graph itself);
+    ``dim``: the layer's space dimension, checked against the frames first (so that a wrong frame shape
+    is reported as ``frames``, not as a mismatch of ``pos``)."""
     if isinstance(edge_index, TFGraph):
         if frames is not None or pos is not None:
             raise ValueError("frames: pass frames and pos either through the TFGraph or as arguments, not both")
         return edge_index
     if frames is None:
         raise ValueError("frames: node frames are required (or pass a TFGraph as edge_index)")
+    if dim is not None:
+        for k, f in enumerate(frames if isinstance(frames, (tuple, list)) else (frames,)):
+            if isinstance(f, Tensor) and (f.dim() != 3 or f.shape[-2:] != (dim, dim)):
+                name = "frames" if isinstance(frames, Tensor) else f"frames[{k}]"
+                raise ValueError(f"{name}: expected shape [N, {dim}, {dim}] (reps of dim {dim}), got {tuple(f.shape)}")
     return TFGraph(edge_index, frames, pos)
 
 
