@@ -50,7 +50,9 @@ __all__ = [
     "LocalPCAFrames",
     "LearnedFrames",
     "gram_schmidt_frames",
+    "neighbourhood_ties",
     "polynomial_envelope",
+    "tie_tolerance",
 ]
 
 Center = Literal["node", "centroid"]
@@ -149,6 +151,95 @@ def _resolve_graph(
     if k is not None:
         return knn_graph(pos, k, batch)
     return radius_graph(pos, r, batch, max_num_neighbors=max_num_neighbors)
+
+
+#: safety factor of the tie tolerance over the rounding error of one computed distance
+TIE_FACTOR = 64.0
+
+
+def tie_tolerance(pos: Tensor, dist: Tensor) -> Tensor:
+    """Distances closer than this are treated as tied (per node): ``TIE_FACTOR * eps(dtype) * (|x_i|_inf + dist)``.
+
+    A distance ``|x_j - x_i|`` computed in floating point is off by a few ``eps |x|`` (the rounding of
+    the coordinates, and of a rotation/translation applied to them, is relative to their magnitude), so
+    two distances closer than that may swap order between a cloud and its transformed copy. The factor
+    64 covers the rounding of the distance and of an E(d) transform of the coordinates with margin:
+    about ``7.6e-6 |x|`` in float32 and ``1.4e-14 |x|`` in float64.
+
+    Shapes:
+        pos ``[N, d]``, dist ``[N]`` -> ``[N]``
+    """
+    eps = torch.finfo(pos.dtype).eps
+    return TIE_FACTOR * eps * (pos.detach().abs().amax(1) + dist)
+
+
+def _sorted_neighbour_distances(pos: Tensor, edge_index: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """Per target, the ascending distances to its sources ``[N, width]`` (``inf`` padded) and the counts."""
+    n = pos.shape[0]
+    x = pos.detach()
+    src, dst = edge_index[0], edge_index[1]
+    dist = (x[src] - x[dst]).norm(dim=1)
+    order = torch.argsort(dist, stable=True)
+    order = order[torch.argsort(dst[order], stable=True)]
+    dst_s, dist_s = dst[order], dist[order]
+    counts = torch.bincount(dst, minlength=n)
+    start = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(dst_s.numel(), device=pos.device) - start[dst_s]
+    keep = rank < width
+    D = torch.full((n, width), float("inf"), dtype=x.dtype, device=x.device)
+    D[dst_s[keep], rank[keep]] = dist_s[keep]
+    return D, counts
+
+
+def neighbourhood_ties(
+    pos: Tensor,
+    *,
+    k: int | None = None,
+    r: float | None = None,
+    batch: Tensor | None = None,
+    max_num_neighbors: int | None = None,
+    boundary: bool = True,
+) -> Tensor:
+    r"""Nodes whose k-NN / radius neighbourhood is not determined by the geometry (a tie decides it).
+
+    * k-NN: the ``k``-th and ``(k+1)``-th nearest distances tie (regular lattices, crystals): which of the
+      tied points is a neighbour depends on the labelling, not on the geometry.
+    * radius ``r`` with a cap: more than ``max_num_neighbors`` points within ``r`` and the cap falls
+      between tied distances.
+    * radius ``r`` (``boundary=True``): a point lies on the sphere of radius ``r`` (within the tolerance),
+      so rounding decides whether it is a neighbour.
+
+    Distances tie when they differ by at most :func:`tie_tolerance`. A graph that has fewer points
+    than ``k + 1`` gives each node all of them (no tie).
+
+    Shapes:
+        pos ``[N, d]``, batch ``[N]`` -> ``[N]`` (bool)
+    """
+    n = pos.shape[0]
+    ties = torch.zeros(n, dtype=torch.bool, device=pos.device)
+    if n == 0:
+        return ties
+    if k is not None:
+        ei = knn_graph(pos.detach(), k + 1, batch)
+        D, counts = _sorted_neighbour_distances(pos, ei, k + 1)
+        full = counts >= k + 1
+        dk = torch.where(full, D[:, k], D.new_zeros(()))
+        return full & (dk - D[:, k - 1] <= tie_tolerance(pos, dk))
+    assert r is not None
+    margin = float(tie_tolerance(pos, pos.new_full((n,), float(r))).max())
+    cap = None if max_num_neighbors is None else max_num_neighbors + 1
+    ei = radius_graph(pos.detach(), float(r) + margin, batch, max_num_neighbors=cap)
+    width = int(torch.bincount(ei[1], minlength=n).max()) if ei.numel() else 1
+    D, counts = _sorted_neighbour_distances(pos, ei, max(width, 1))
+    tol = tie_tolerance(pos, pos.new_full((n,), float(r)))
+    if boundary:
+        ties |= ((D - r).abs() <= tol[:, None]).any(1)
+    if max_num_neighbors is not None and width > max_num_neighbors:
+        m = max_num_neighbors
+        inside = counts > m
+        dm = torch.where(inside, D[:, m], D.new_zeros(()))
+        ties |= inside & (dm <= r) & (dm - D[:, m - 1] <= tie_tolerance(pos, dm))
+    return ties
 
 
 def _default_tol(dtype: torch.dtype) -> float:
@@ -299,7 +390,10 @@ def local_pca_frames(
     Degenerate neighbourhoods. The eigenbasis of a covariance with (nearly) repeated eigenvalues is
     arbitrary, and a vanishing moment leaves a sign undetermined; equivariance is guaranteed only
     for nodes whose spectrum is separated, ``lambda_k - lambda_{k+1} > gap_tol * lambda_1`` for all
-    ``k``, and whose ``d`` signs were decided by a moment. Other nodes are flagged ``degenerate``
+    ``k``, whose ``d`` signs were decided by a moment, and -- when the graph is built here from ``k`` or
+    ``r`` -- whose neighbourhood is not decided by a distance tie (:func:`neighbourhood_ties`: the
+    ``k``-th and ``(k+1)``-th nearest distances tie, as on regular lattices and crystals, or a point
+    lies on the radius). Other nodes are flagged ``degenerate``
     and get a deterministic orthogonal matrix: isolated nodes / all-identical neighbourhoods
     (``C_i = 0``) get ``I``; rank-deficient ones (a single neighbour, collinear or coplanar points,
     duplicates) get the solver's eigenbasis (orthonormal) with the moment signs where defined,
@@ -346,6 +440,7 @@ def local_pca_frames(
     if handedness not in ("free", "right"):
         raise ValueError(f"handedness: expected 'free' or 'right', got {handedness!r}")
     N, d = pos.shape
+    built = edge_index is None
     edge_index = _resolve_graph(pos, edge_index, batch, k, r, max_num_neighbors)
     src, dst = edge_index[0], edge_index[1]
     E = src.shape[0]
@@ -408,6 +503,9 @@ def local_pca_frames(
     degenerate = ~(use3 | use1).all(1) | (lam1 <= 0)
     if d > 1:
         degenerate |= (gaps <= gap_tol * lam1.clamp_min(0)[:, None]).any(1)
+    if built:  # a k-NN / radius neighbourhood decided by a tie is not a function of the geometry
+        degenerate |= neighbourhood_ties(pos, k=k, r=r, batch=batch,
+                                         max_num_neighbors=max_num_neighbors if r is not None else None)
     zero = (lam1 <= 0).detach()
     if bool(zero.any()):
         eye = torch.eye(d, dtype=R.dtype, device=R.device).expand_as(R)
@@ -781,6 +879,7 @@ class LearnedFrames(nn.Module):
             h = h.to(pos.dtype)
         elif h is not None:
             raise ValueError("h: this module was built with in_features=0; pass h=None or set in_features")
+        built = edge_index is None
         if edge_index is None:
             if self.k is not None:
                 edge_index = _resolve_graph(pos, None, batch, self.k, None, None)
@@ -788,10 +887,19 @@ class LearnedFrames(nn.Module):
                 edge_index = _resolve_graph(pos, None, batch, None, self.cutoff, self.max_num_neighbors)
         else:
             edge_index = _resolve_graph(pos, edge_index, batch, None, None, None)
+        ties = None
+        if built and (self.k is not None or self.max_num_neighbors is not None):
+            # a k-NN neighbourhood (or a capped radius one) decided by a distance tie is not a function of
+            # the geometry; points on the cutoff sphere do not matter (the envelope vanishes there)
+            ties = neighbourhood_ties(pos, k=self.k, r=None if self.k is not None else self.cutoff, batch=batch,
+                                      max_num_neighbors=self.max_num_neighbors, boundary=False)
         v = self.predict_vectors(pos, edge_index, h)
-        return gram_schmidt_frames(
-            v, handedness=self.handedness, eps=self.min_norm, tol=self.tol, return_mask=self.return_mask
+        R, degenerate = gram_schmidt_frames(
+            v, handedness=self.handedness, eps=self.min_norm, tol=self.tol, return_mask=True
         )
+        if ties is not None:
+            degenerate = degenerate | ties
+        return (R, degenerate) if self.return_mask else R
 
     def extra_repr(self) -> str:
         return (
