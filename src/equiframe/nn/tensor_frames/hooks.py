@@ -153,6 +153,7 @@ class _HookSession:
         self._edge_in: Tensor | None = None  # edge projection input stashed by edge_lin_pre_hook
         self._g: Tensor | None = None  # global-frame sender features (global mode)
         self.n_global = 0  # propagates aggregated in the global frame, awaiting their aggregate hook
+        self.n_propagate = 0  # propagate calls so far
         self.agg_reps: list[TensorReps] = []  # type of each of those aggregates
         self.x_src = x_src
         self.frames_src, self.frames_dst = frames_src, frames_dst
@@ -219,6 +220,11 @@ class _HookSession:
             return "global" if (self.global_mode and in_message) else "x"
         if self.kind == "message" or not self.need_transport:
             return None  # invariant per-node quantities (attention logits, ...): any function of them is too
+        if self.n_propagate > 1:
+            raise _NotHookable(
+                f"the layer propagates again (call {self.n_propagate}) over features it aggregated before "
+                "(multi-hop): the next hop would need a transport inside the layer"
+            )
         raise _NotHookable(
             f"the layer passes {base!r} (not the raw input features) to propagate and reads {name!r}: it "
             "transforms x per node before message passing"
@@ -226,6 +232,7 @@ class _HookSession:
 
     # -- hooks -------------------------------------------------------------------------------------------
     def pre_propagate(self, module: nn.Module, inputs: tuple):
+        self.n_propagate += 1
         edge_index, size, kwargs = inputs
         if not isinstance(edge_index, Tensor) or edge_index.is_sparse:
             raise _NotHookable("the layer propagates over a sparse adjacency (fused message_and_aggregate)")
