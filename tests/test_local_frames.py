@@ -547,3 +547,22 @@ def test_pca_degenerate_lattice_gradients_finite():
         assert bool(m.any())
         (R * torch.linspace(0, 1, R.numel(), dtype=R.dtype).view_as(R)).sum().backward()
         assert bool(torch.isfinite(R).all()) and bool(torch.isfinite(x.grad).all())
+
+
+def test_knn_graph_with_ties_is_knn_graph():
+    """The (k+1)-NN search that also finds the ties returns exactly knn_graph(k) (lattices: tied order)."""
+    from equiframe.frames.neighbourhood import knn_graph_with_ties
+
+    g = torch.Generator().manual_seed(0)
+    clouds = [torch.randn(50, 3, generator=g, dtype=torch.float64), _lattice("square"), _lattice("fcc").float()]
+    for pos in clouds:
+        batch = torch.arange(pos.shape[0]) * 3 // pos.shape[0]
+        for k in (1, 4, 12):
+            ei, ties = knn_graph_with_ties(pos, k, batch)
+            assert torch.equal(ei, knn_graph(pos, k, batch, backend="torch"))
+            assert torch.equal(ties, neighbourhood_ties(pos, k=k, batch=batch))
+    tiny = torch.randn(3, 2, generator=g)  # fewer points than k + 1: all of them, no tie
+    ei, ties = knn_graph_with_ties(tiny, 4)
+    assert torch.equal(ei, knn_graph(tiny, 4, backend="torch")) and not bool(ties.any())
+    with pytest.raises(ValueError, match="k"):
+        knn_graph_with_ties(tiny, 0)

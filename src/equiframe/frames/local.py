@@ -48,6 +48,7 @@ from .neighbourhood import (
     _check_pos,
     _default_tol,
     _resolve_graph,
+    knn_graph_with_ties,
     neighbourhood_ties,
     tie_tolerance,
 )
@@ -263,8 +264,14 @@ def local_pca_frames(
     if handedness not in ("free", "right"):
         raise ValueError(f"handedness: expected 'free' or 'right', got {handedness!r}")
     N, d = pos.shape
-    built = edge_index is None
-    edge_index = _resolve_graph(pos, edge_index, batch, k, r, max_num_neighbors)
+    ties = None
+    if edge_index is None and k is not None and r is None:  # one search gives the graph and its ties
+        edge_index, ties = knn_graph_with_ties(pos, k, _check_batch(batch, N, pos.device))
+    else:
+        built = edge_index is None
+        edge_index = _resolve_graph(pos, edge_index, batch, k, r, max_num_neighbors)
+        if built:
+            ties = neighbourhood_ties(pos, r=r, batch=batch, max_num_neighbors=max_num_neighbors)
     src, dst = edge_index[0], edge_index[1]
     E = src.shape[0]
     gap_tol = _default_tol(pos.dtype) if gap_tol is None else float(gap_tol)
@@ -326,9 +333,8 @@ def local_pca_frames(
     degenerate = ~(use3 | use1).all(1) | (lam1 <= 0)
     if d > 1:
         degenerate |= (gaps <= gap_tol * lam1.clamp_min(0)[:, None]).any(1)
-    if built:  # a k-NN / radius neighbourhood decided by a tie is not a function of the geometry
-        degenerate |= neighbourhood_ties(pos, k=k, r=r, batch=batch,
-                                         max_num_neighbors=max_num_neighbors if r is not None else None)
+    if ties is not None:  # a k-NN / radius neighbourhood decided by a tie is not a function of the geometry
+        degenerate |= ties
     zero = (lam1 <= 0).detach()
     if bool(zero.any()):
         eye = torch.eye(d, dtype=R.dtype, device=R.device).expand_as(R)
@@ -702,20 +708,18 @@ class LearnedFrames(nn.Module):
             h = h.to(pos.dtype)
         elif h is not None:
             raise ValueError("h: this module was built with in_features=0; pass h=None or set in_features")
-        built = edge_index is None
-        if edge_index is None:
-            if self.k is not None:
-                edge_index = _resolve_graph(pos, None, batch, self.k, None, None)
-            else:
-                edge_index = _resolve_graph(pos, None, batch, None, self.cutoff, self.max_num_neighbors)
+        ties = None
+        if edge_index is None and self.k is not None:  # one search gives the graph and its ties
+            edge_index, ties = knn_graph_with_ties(pos, self.k, _check_batch(batch, pos.shape[0], pos.device))
+        elif edge_index is None:
+            edge_index = _resolve_graph(pos, None, batch, None, self.cutoff, self.max_num_neighbors)
+            if self.max_num_neighbors is not None:
+                # a capped radius neighbourhood decided by a distance tie is not a function of the geometry;
+                # points on the cutoff sphere do not matter (the envelope vanishes there)
+                ties = neighbourhood_ties(pos, r=self.cutoff, batch=batch, max_num_neighbors=self.max_num_neighbors,
+                                          boundary=False)
         else:
             edge_index = _resolve_graph(pos, edge_index, batch, None, None, None)
-        ties = None
-        if built and (self.k is not None or self.max_num_neighbors is not None):
-            # a k-NN neighbourhood (or a capped radius one) decided by a distance tie is not a function of
-            # the geometry; points on the cutoff sphere do not matter (the envelope vanishes there)
-            ties = neighbourhood_ties(pos, k=self.k, r=None if self.k is not None else self.cutoff, batch=batch,
-                                      max_num_neighbors=self.max_num_neighbors, boundary=False)
         v = self.predict_vectors(pos, edge_index, h)
         R, degenerate = gram_schmidt_frames(
             v, handedness=self.handedness, eps=self.min_norm, tol=self.tol, return_mask=True

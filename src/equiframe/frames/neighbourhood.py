@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..geometry import knn_graph, radius_graph
 
-__all__ = ["TIE_FACTOR", "neighbourhood_ties", "tie_tolerance"]
+__all__ = ["TIE_FACTOR", "knn_graph_with_ties", "neighbourhood_ties", "tie_tolerance"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,22 +129,63 @@ def tie_tolerance(pos: Tensor, dist: Tensor) -> Tensor:
     return TIE_FACTOR * eps * (pos.detach().abs().amax(1) + dist)
 
 
-def _sorted_neighbour_distances(pos: Tensor, edge_index: Tensor, width: int) -> tuple[Tensor, Tensor]:
-    """Per target, the ascending distances to its sources ``[N, width]`` (``inf`` padded) and the counts."""
+def _sort_by_target(pos: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Edges sorted by target, then distance, then source: ``(order, distances, rank within target,
+    counts per target)`` (sorted edge ``e`` is ``edge_index[:, order[e]]``)."""
     n = pos.shape[0]
     x = pos.detach()
     src, dst = edge_index[0], edge_index[1]
     dist = (x[src] - x[dst]).norm(dim=1)
-    order = torch.argsort(dist, stable=True)
-    order = order[torch.argsort(dst[order], stable=True)]
-    dst_s, dist_s = dst[order], dist[order]
+    new_target = dst[1:] != dst[:-1]
+    if bool((dst[1:] >= dst[:-1]).all()) and bool((new_target | (dist[1:] >= dist[:-1])).all()):
+        order = torch.arange(dst.numel(), device=dst.device)  # already sorted (the torch k-NN backend)
+    else:
+        order = torch.argsort(src, stable=True)
+        order = order[torch.argsort(dist[order], stable=True)]
+        order = order[torch.argsort(dst[order], stable=True)]
+    dst_s = dst[order]
     counts = torch.bincount(dst, minlength=n)
     start = torch.cumsum(counts, 0) - counts
     rank = torch.arange(dst_s.numel(), device=pos.device) - start[dst_s]
+    return order, dist[order], rank, counts
+
+
+def _sorted_neighbour_distances(pos: Tensor, edge_index: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """Per target, the ascending distances to its sources ``[N, width]`` (``inf`` padded) and the counts."""
+    order, dist_s, rank, counts = _sort_by_target(pos, edge_index)
+    dst_s = edge_index[1][order]
     keep = rank < width
-    D = torch.full((n, width), float("inf"), dtype=x.dtype, device=x.device)
+    D = torch.full((pos.shape[0], width), float("inf"), dtype=pos.dtype, device=pos.device)
     D[dst_s[keep], rank[keep]] = dist_s[keep]
     return D, counts
+
+
+def _knn_ties(pos: Tensor, ei: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """From a ``(k+1)``-NN graph: the ``k``-NN graph (first ``k`` sources per target by distance, then
+    index) and the tie flags."""
+    order, dist_s, rank, counts = _sort_by_target(pos, ei)
+    n = pos.shape[0]
+    D = torch.full((n, k + 1), float("inf"), dtype=pos.dtype, device=pos.device)
+    dst_s = ei[1][order]
+    D[dst_s, rank] = dist_s
+    full = counts >= k + 1
+    dk = torch.where(full, D[:, k], D.new_zeros(()))
+    ties = full & (dk - D[:, k - 1] <= tie_tolerance(pos, dk))
+    return ei[:, order[rank < k]], ties
+
+
+def knn_graph_with_ties(pos: Tensor, k: int, batch: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """:func:`equiframe.geometry.knn_graph` ``(pos, k, batch)`` (the same edges, sorted by target, distance,
+    source) and :func:`neighbourhood_ties` for it, from one ``(k+1)``-NN search.
+
+    Shapes:
+        pos ``[N, d]``, batch ``[N]`` -> edge_index ``[2, E]``, ties ``[N]`` (bool)
+    """
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k: expected an integer, got {type(k).__name__}")
+    if k < 1:
+        raise ValueError(f"k: expected >= 1, got {k}")
+    return _knn_ties(pos, knn_graph(pos.detach(), k + 1, batch), k)
 
 
 def neighbourhood_ties(
@@ -176,11 +217,7 @@ def neighbourhood_ties(
     if n == 0:
         return ties
     if k is not None:
-        ei = knn_graph(pos.detach(), k + 1, batch)
-        D, counts = _sorted_neighbour_distances(pos, ei, k + 1)
-        full = counts >= k + 1
-        dk = torch.where(full, D[:, k], D.new_zeros(()))
-        return full & (dk - D[:, k - 1] <= tie_tolerance(pos, dk))
+        return knn_graph_with_ties(pos, k, batch)[1]
     assert r is not None
     margin = float(tie_tolerance(pos, pos.new_full((n,), float(r))).max())
     cap = None if max_num_neighbors is None else max_num_neighbors + 1
