@@ -188,20 +188,6 @@ class _HookSession:
         set of the layer (e.g. with added self-loops) shares."""
         return self.graph.cache
 
-    def typed_edges(self, t: Tensor, name: str, src: Tensor, dst: Tensor, layout: ReceiverLayout,
-                    edge_index: Tensor) -> Tensor:
-        """Per-edge ``rho(R_i R_j^T) t_j`` of a per-node projection ``t`` (computed once per edge set)."""
-        for proj, ei, done in self._typed_done:
-            if proj is t and ei is edge_index:
-                return done
-        reps = _typed_reps(self.owner.reps_out, t, name)
-        n = t.shape[0]
-        y = transport_edges(reps, t.reshape(n, reps.size), self.frames_src, self.frames_dst, src, dst,
-                            layout=layout, cache=self._cache_for(edge_index))
-        y = y.view(src.shape[0], *t.shape[1:])
-        self._typed_done.append((t, edge_index, y))
-        return y
-
     def global_x(self) -> Tensor:
         """Sender features in the global frame, ``rho(R_j^T) f_j`` (computed once per call)."""
         if self._g is None:
@@ -269,29 +255,11 @@ class _HookSession:
             value = kwargs[base]
             tgt = value[1] if isinstance(value, (tuple, list)) else value
             kwargs[base] = (self.global_x(), tgt)  # PyG gathers g_j = rho(R_j^T) f_j: no per-edge work
-            self.n_global += 1
-            self.agg_reps.append(self.owner.reps_in)
-            self.pending.append(({}, src, dst, layout, edge_index))
+            self._aggregate_globally(self.owner.reps_in, (src, dst, layout, edge_index))
             return edge_index, size, kwargs
         if self._message_global_ok(plan, kwargs, message_args, user_args, linear_aggr):
-            reps = None
-            for base, (_kind, t) in plan.items():
-                # sum_j a_ij rho(R_i R_j^T) t_j = rho(R_i) sum_j a_ij rho(R_j^T) t_j, and inner products
-                # <u_i, rho(R_i R_j^T) t_j> = <rho(R_i^T) u_i, rho(R_j^T) t_j>: every projection per node
-                reps = _typed_reps(self.owner.reps_out, t, base)
-                glob = reps.to_global(t.reshape(t.shape[0], reps.size), self.frames_src).view(t.shape)
-                value = kwargs[base]
-                kwargs[base] = (glob, value[1] if isinstance(value, (tuple, list)) else value)
-            for name in self.spec.receiver_args:
-                value = kwargs[name]
-                u = value[1] if isinstance(value, (tuple, list)) else value
-                r_u = _typed_reps(self.owner.reps_out, u, name)
-                glob = r_u.to_global(u.reshape(u.shape[0], r_u.size), self.frames_dst).view(u.shape)
-                kwargs[name] = (value[0], glob) if isinstance(value, (tuple, list)) else glob
-            self.edge_global = True
-            self.n_global += 1
-            self.agg_reps.append(reps)
-            self.pending.append(({}, src, dst, layout, edge_index))
+            self._projections_to_global(plan, kwargs)
+            self._aggregate_globally(self._projection_reps, (src, dst, layout, edge_index))
             return edge_index, size, kwargs
         self.pending.append((plan, src, dst, layout, edge_index))
         # The sender rows are gathered by the transport itself: let PyG gather a zero-width view instead
@@ -307,66 +275,16 @@ class _HookSession:
         return (edge_index, size, kwargs) if changed else None
 
     def _message_global_ok(self, plan, kwargs, message_args, user_args, linear_aggr) -> bool:
-        """Message mode through the global frame: all named projections present and read only as
-        ``<name>_j`` (receiver projections only as ``<name>_i``), a linear aggregation."""
-        spec = self.spec
-        if self.kind != "message" or not spec.global_frame or not linear_aggr or not plan:
-            return False
-        if set(plan) != set(spec.args) or any(k != "typed" for k, _ in plan.values()):
-            return False
-        if any(b + "_i" in message_args or b in user_args for b in plan):
-            return False
-        for name in spec.receiver_args:
-            value = kwargs.get(name, None)
-            u = value[1] if isinstance(value, (tuple, list)) else value
-            if not isinstance(u, Tensor) or name + "_j" in message_args or name in user_args:
-                return False
-        return True
+        """Whether a message-mode propagate can run through the global frame (:class:`_MessageSession`)."""
+        return False
 
-    def edge_lin_pre_hook(self, module: nn.Module, inputs: tuple):
-        r"""Message mode through the global frame, edge projection :math:`e_{ij} = W a_{ij} + b` (receiver
-        frame), needed in the global frame as :math:`\rho(R_i^\top) e_{ij}`. For a linear map of few edge
-        channels on a blocked graph the rotation is folded into the weights,
-        :math:`(\rho(R_i^\top) W) a_{ij} + \rho(R_i^\top) b` (rotating ``F + 1`` weight rows per receiver
-        instead of ``k`` edge rows); the module itself then runs on one dummy row only."""
-        self._edge_in = None
-        if not self.edge_global or self.current is None or not inputs:
-            return None
-        a, layout = inputs[0], self.current[2]()
-        weight = getattr(module, "weight", None)
-        if (
-            layout.kind == "blocked" and len(layout.segments) == 1 and isinstance(a, Tensor) and a.dim() == 2
-            and a.shape[0] == layout.n_edges and isinstance(weight, Tensor) and weight.dim() == 2
-            and weight.shape[1] == a.shape[1] and (a.shape[1] + 1) * layout.n_dst <= a.shape[0]
-            and is_linear(module)
-        ):
-            self._edge_in = a
-            return (a[:1],)
-        return None
-
-    def edge_lin_hook(self, module: nn.Module, inputs: tuple, output: Tensor):
-        """Forward hook of the edge projection (see :meth:`edge_lin_pre_hook`)."""
-        if not self.edge_global or self.current is None:
-            return None
-        _src, _dst, get_layout, edge_index = self.current
-        layout = get_layout()
-        a, self._edge_in = self._edge_in, None
-        if a is not None:  # rotated weights, one small product per receiver
-            reps = _typed_reps(self.owner.reps_out, output, "edge projection")
-            weight, bias = module.weight, module.bias
-            n, k, nf = layout.n_dst, layout.segments[0][2], a.shape[1]
-            rows = weight.t() if bias is None else torch.cat([weight.t(), bias.view(1, -1)], 0)  # [F (+1), C]
-            nr = rows.shape[0]
-            w_t = reps.to_global(  # rows rho(R_i^T) W[:, c] (and rho(R_i^T) b) of every receiver i
-                rows.unsqueeze(0).expand(n, nr, reps.size).reshape(n * nr, reps.size),
-                self.frames_dst.repeat_interleave(nr, 0),
-            ).view(n, nr, reps.size)
-            a3 = a.view(n, k, nf)
-            y = torch.bmm(a3, w_t) if bias is None else torch.baddbmm(w_t[:, nf:], a3, w_t[:, :nf])
-            return y.view(a.shape[0], *output.shape[1:])
-        reps = _typed_reps(self.owner.reps_out, output, "edge projection")
-        return rotate_edges(reps, output.reshape(output.shape[0], reps.size), self.frames_dst, layout,
-                            inverse=True, cache=self._cache_for(edge_index), in_place=True).view(output.shape)
+    def _aggregate_globally(self, reps: TensorReps, edges: tuple) -> None:
+        """This propagate aggregates global-frame features of type ``reps``: its aggregate is rotated back
+        by :meth:`post_aggregate`; its message needs no per-edge work."""
+        src, dst, layout, edge_index = edges
+        self.n_global += 1
+        self.agg_reps.append(reps)
+        self.pending.append(({}, src, dst, layout, edge_index))
 
     def lin_hook(self, module: nn.Module, inputs: tuple, output: Tensor):
         """GCNConv: skip its per-node ``lin`` on the input (applied after aggregation instead)."""
@@ -462,3 +380,103 @@ class _HookSession:
         return ident, new_size, new_kwargs
 
 
+class _MessageSession(_HookSession):
+    """Message mode: transports the layer's own per-node projections (``spec.args``), per edge or, when the
+    message allows it (``spec.global_frame``), through the global frame per node."""
+
+    _projection_reps: TensorReps | None = None
+
+    def typed_edges(self, t: Tensor, name: str, src: Tensor, dst: Tensor, layout: ReceiverLayout,
+                    edge_index: Tensor) -> Tensor:
+        """Per-edge ``rho(R_i R_j^T) t_j`` of a per-node projection ``t`` (computed once per edge set)."""
+        for proj, ei, done in self._typed_done:
+            if proj is t and ei is edge_index:
+                return done
+        reps = _typed_reps(self.owner.reps_out, t, name)
+        n = t.shape[0]
+        y = transport_edges(reps, t.reshape(n, reps.size), self.frames_src, self.frames_dst, src, dst,
+                            layout=layout, cache=self._cache_for(edge_index))
+        y = y.view(src.shape[0], *t.shape[1:])
+        self._typed_done.append((t, edge_index, y))
+        return y
+
+    def _projections_to_global(self, plan: dict, kwargs: dict) -> None:
+        """Move the named sender projections (and receiver projections) to the global frame, per node."""
+        reps = None
+        for base, (_kind, t) in plan.items():
+            # sum_j a_ij rho(R_i R_j^T) t_j = rho(R_i) sum_j a_ij rho(R_j^T) t_j, and inner products
+            # <u_i, rho(R_i R_j^T) t_j> = <rho(R_i^T) u_i, rho(R_j^T) t_j>: every projection per node
+            reps = _typed_reps(self.owner.reps_out, t, base)
+            glob = reps.to_global(t.reshape(t.shape[0], reps.size), self.frames_src).view(t.shape)
+            value = kwargs[base]
+            kwargs[base] = (glob, value[1] if isinstance(value, (tuple, list)) else value)
+        for name in self.spec.receiver_args:
+            value = kwargs[name]
+            u = value[1] if isinstance(value, (tuple, list)) else value
+            r_u = _typed_reps(self.owner.reps_out, u, name)
+            glob = r_u.to_global(u.reshape(u.shape[0], r_u.size), self.frames_dst).view(u.shape)
+            kwargs[name] = (value[0], glob) if isinstance(value, (tuple, list)) else glob
+        self.edge_global = True
+        self._projection_reps = reps
+
+    def _message_global_ok(self, plan, kwargs, message_args, user_args, linear_aggr) -> bool:
+        """Message mode through the global frame: all named projections present and read only as
+        ``<name>_j`` (receiver projections only as ``<name>_i``), a linear aggregation."""
+        spec = self.spec
+        if self.kind != "message" or not spec.global_frame or not linear_aggr or not plan:
+            return False
+        if set(plan) != set(spec.args) or any(k != "typed" for k, _ in plan.values()):
+            return False
+        if any(b + "_i" in message_args or b in user_args for b in plan):
+            return False
+        for name in spec.receiver_args:
+            value = kwargs.get(name, None)
+            u = value[1] if isinstance(value, (tuple, list)) else value
+            if not isinstance(u, Tensor) or name + "_j" in message_args or name in user_args:
+                return False
+        return True
+
+    def edge_lin_pre_hook(self, module: nn.Module, inputs: tuple):
+        r"""Message mode through the global frame, edge projection :math:`e_{ij} = W a_{ij} + b` (receiver
+        frame), needed in the global frame as :math:`\rho(R_i^\top) e_{ij}`. For a linear map of few edge
+        channels on a blocked graph the rotation is folded into the weights,
+        :math:`(\rho(R_i^\top) W) a_{ij} + \rho(R_i^\top) b` (rotating ``F + 1`` weight rows per receiver
+        instead of ``k`` edge rows); the module itself then runs on one dummy row only."""
+        self._edge_in = None
+        if not self.edge_global or self.current is None or not inputs:
+            return None
+        a, layout = inputs[0], self.current[2]()
+        weight = getattr(module, "weight", None)
+        if (
+            layout.kind == "blocked" and len(layout.segments) == 1 and isinstance(a, Tensor) and a.dim() == 2
+            and a.shape[0] == layout.n_edges and isinstance(weight, Tensor) and weight.dim() == 2
+            and weight.shape[1] == a.shape[1] and (a.shape[1] + 1) * layout.n_dst <= a.shape[0]
+            and is_linear(module)
+        ):
+            self._edge_in = a
+            return (a[:1],)
+        return None
+
+    def edge_lin_hook(self, module: nn.Module, inputs: tuple, output: Tensor):
+        """Forward hook of the edge projection (see :meth:`edge_lin_pre_hook`)."""
+        if not self.edge_global or self.current is None:
+            return None
+        _src, _dst, get_layout, edge_index = self.current
+        layout = get_layout()
+        a, self._edge_in = self._edge_in, None
+        if a is not None:  # rotated weights, one small product per receiver
+            reps = _typed_reps(self.owner.reps_out, output, "edge projection")
+            weight, bias = module.weight, module.bias
+            n, k, nf = layout.n_dst, layout.segments[0][2], a.shape[1]
+            rows = weight.t() if bias is None else torch.cat([weight.t(), bias.view(1, -1)], 0)  # [F (+1), C]
+            nr = rows.shape[0]
+            w_t = reps.to_global(  # rows rho(R_i^T) W[:, c] (and rho(R_i^T) b) of every receiver i
+                rows.unsqueeze(0).expand(n, nr, reps.size).reshape(n * nr, reps.size),
+                self.frames_dst.repeat_interleave(nr, 0),
+            ).view(n, nr, reps.size)
+            a3 = a.view(n, k, nf)
+            y = torch.bmm(a3, w_t) if bias is None else torch.baddbmm(w_t[:, nf:], a3, w_t[:, :nf])
+            return y.view(a.shape[0], *output.shape[1:])
+        reps = _typed_reps(self.owner.reps_out, output, "edge projection")
+        return rotate_edges(reps, output.reshape(output.shape[0], reps.size), self.frames_dst, layout,
+                            inverse=True, cache=self._cache_for(edge_index), in_place=True).view(output.shape)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ..tf_transport import transport_edges
 from .checks import _check_tensor
 from .geometry import local_edge_geometry
-from .hooks import LINEAR_AGGR, _HookSession, _NotHookable, is_linear
+from .hooks import LINEAR_AGGR, _HookSession, _MessageSession, _NotHookable, is_linear
 
 if TYPE_CHECKING:
     from .graph import TFGraph
@@ -109,7 +109,8 @@ def _run_hooked(conv, layer, call: Call, kind: str, *, spec=None, skip_lin: bool
         pos_token_src = torch.zeros_like(call.p_src)
         pos_token_dst = pos_token_src if call.homogeneous else torch.zeros_like(call.p_dst)
         kwargs["pos"] = pos_token_src if call.homogeneous else (pos_token_src, pos_token_dst)
-    session = _HookSession(conv, call.x_src, call.f_src, call.f_dst, call.p_src, call.p_dst, pos_token_src,
+    session_cls = _MessageSession if kind == "message" else _HookSession
+    session = session_cls(conv, call.x_src, call.f_src, call.f_dst, call.p_src, call.p_dst, pos_token_src,
                            call.graph, kind=kind, spec=spec, skip_lin=skip_lin)
     handles = [
         layer.register_propagate_forward_pre_hook(session.pre_propagate),
