@@ -13,6 +13,7 @@ from equiframe.frames.local import (
     gram_schmidt_frames,
     identity_frames,
     local_pca_frames,
+    neighbourhood_ties,
     polynomial_envelope,
     random_global_frames,
     random_local_frames,
@@ -431,3 +432,137 @@ def test_learned_validation():
         LearnedFrames(3, cutoff=1.0, handedness="left")
     with pytest.raises(ValueError, match="dim"):
         LearnedFrames(0, cutoff=1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# neighbourhood ties: lattices and crystals (unflagged => equivariant)
+# ----------------------------------------------------------------------------------------------
+def _lattice(kind: str) -> torch.Tensor:
+    """A finite patch of a lattice (float64): square/rectangular/hexagonal in 2-D, cubic/fcc in 3-D."""
+    if kind in ("square", "rect"):
+        g = torch.stack(torch.meshgrid(torch.arange(6.0), torch.arange(6.0), indexing="ij"), -1).reshape(-1, 2)
+        return g.double() * (torch.tensor([1.0, 1.37], dtype=torch.float64) if kind == "rect" else 1.0)
+    if kind == "hex":
+        i, j = torch.meshgrid(torch.arange(6.0), torch.arange(6.0), indexing="ij")
+        return torch.stack([i + 0.5 * j, j * math.sqrt(3) / 2], -1).reshape(-1, 2).double()
+    cube = torch.stack(torch.meshgrid(*[torch.arange(4.0)] * 3, indexing="ij"), -1).reshape(-1, 3).double()
+    if kind == "cubic":
+        return cube
+    basis = torch.tensor([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]], dtype=torch.float64)
+    return (cube[:27, None, :] + basis[None]).reshape(-1, 3)  # fcc, 3x3x3 conventional cells
+
+
+LATTICE_CASES = [("square", 2), ("square", 6), ("rect", 3), ("hex", 2), ("hex", 4), ("cubic", 5), ("fcc", 8),
+                 ("fcc", 14)]
+
+
+def _transformed(pos: torch.Tensor, dtype, g: torch.Generator):
+    d = pos.shape[1]
+    Q = EuclideanGroup.parse(f"E({d})").sample((), generator=g, dtype=torch.float64, translation_scale=3.0)
+    perm = torch.randperm(pos.shape[0], generator=g)
+    return Q, perm, (pos @ Q.Q.T + Q.s)[perm].to(dtype)
+
+
+@pytest.mark.parametrize(("kind", "k"), LATTICE_CASES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pca_lattice_unflagged_nodes_are_equivariant(kind, k, dtype):
+    """Rotations, reflections, translations and relabelling of lattice patches: every node left
+    unflagged gets the transformed frame, and the flags themselves are invariant."""
+    pos64 = _lattice(kind)
+    pos = pos64.to(dtype)
+    R, m = local_pca_frames(pos, k=k, return_mask=True)
+    for seed in (0, 1):  # a rotation and (seed 1) a reflection, each with a relabelling
+        g = torch.Generator().manual_seed(seed)
+        Q, perm, pos2 = _transformed(pos64, dtype, g)
+        if (torch.linalg.det(Q.Q) > 0) == bool(seed):
+            Q = GroupElement(Q.Q * torch.tensor([-1.0] + [1.0] * (pos.shape[1] - 1), dtype=torch.float64)[:, None],
+                             Q.s)
+            pos2 = (pos64 @ Q.Q.T + Q.s)[perm].to(dtype)
+        R2, m2 = local_pca_frames(pos2, k=k, return_mask=True)
+        assert torch.equal(m2, m[perm]), "the degenerate flags must not depend on the pose or the labels"
+        ok = ~m[perm]
+        want = (R[perm] @ Q.Q.T.to(dtype))
+        if bool(ok.any()):
+            assert float((R2 - want)[ok].abs().max()) <= (1e-3 if dtype == torch.float32 else 1e-9)
+        assert bool(torch.isfinite(R2).all())
+
+
+@pytest.mark.parametrize(("kind", "k"), [("fcc", 8)])
+def test_lattice_ties_were_silently_wrong_without_the_flag(kind, k):
+    """Negative control: with the same k-NN graphs given explicitly (no tie check), some unflagged nodes
+    of a lattice get frames that are not equivariant -- the case the tie flag exists for -- and the tie
+    flag catches every one of them."""
+    pos = _lattice(kind)
+    g = torch.Generator().manual_seed(0)
+    Q, perm, pos2 = _transformed(pos, torch.float64, g)
+    R, m = local_pca_frames(pos, knn_graph(pos, k), return_mask=True)
+    R2, m2 = local_pca_frames(pos2, knn_graph(pos2, k), return_mask=True)
+    bad = (~m[perm]) & (~m2) & ((R2 - R[perm] @ Q.Q.T).abs().amax((1, 2)) > 1e-6)
+    assert bool(bad.any())
+    assert bool(neighbourhood_ties(pos, k=k)[perm][bad].all())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [2, 3])
+def test_random_clouds_mostly_unflagged_and_equivariant(dtype, d):
+    g = torch.Generator().manual_seed(d)
+    pos64 = torch.randn(60, d, generator=g, dtype=torch.float64) * torch.linspace(1.0, 0.6, d, dtype=torch.float64)
+    R, m = local_pca_frames(pos64.to(dtype), k=2 * d + 2, return_mask=True)
+    ties = neighbourhood_ties(pos64.to(dtype), k=2 * d + 2)
+    assert float(ties.float().mean()) == 0.0 and float(m.float().mean()) < 0.15
+    Q, perm, pos2 = _transformed(pos64, dtype, g)
+    R2, m2 = local_pca_frames(pos2, k=2 * d + 2, return_mask=True)
+    ok = ~m[perm] & ~m2
+    assert float((R2 - R[perm] @ Q.Q.T.to(dtype))[ok].abs().max()) <= (1e-3 if dtype == torch.float32 else 1e-9)
+
+
+def test_tie_rules_radius_cap_and_learned_frames():
+    pos = _lattice("square")
+    # radius exactly through the second shell (sqrt 2): on the sphere -> flagged; strictly between -> not
+    assert bool(neighbourhood_ties(pos, r=math.sqrt(2.0)).all())
+    assert not bool(neighbourhood_ties(pos, r=1.2).any())
+    # cap inside the first shell (4 points at distance 1, cap 2): tie -> interior nodes flagged
+    capped = neighbourhood_ties(pos, r=1.2, max_num_neighbors=2)
+    interior = ((pos > 0) & (pos < 5)).all(1)
+    assert bool(capped[interior].all())
+    # a tie of the k-th and (k+1)-th distance within rounding: flagged in float32, not a real gap
+    tiny = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0 + 1e-9], [5.0, 5.0]], dtype=torch.float32)
+    assert bool(neighbourhood_ties(tiny, k=1)[0])
+    assert not bool(neighbourhood_ties(tiny.double() * torch.tensor([1.0, 1.1], dtype=torch.float64), k=1)[0])
+    # learned frames on a k-NN lattice graph flag the tied neighbourhoods, and stay finite with gradients
+    torch.manual_seed(0)
+    net = LearnedFrames(2, cutoff=3.0, k=3, return_mask=True).double()
+    x = pos.clone().requires_grad_(True)
+    R, m = net(x)
+    assert bool(m[interior].all())
+    R.sum().backward()
+    assert bool(torch.isfinite(R).all()) and bool(torch.isfinite(x.grad).all())
+
+
+def test_pca_degenerate_lattice_gradients_finite():
+    """detach=False on a lattice (repeated eigenvalues, ties): values and gradients stay finite."""
+    for kind, k in (("square", 4), ("cubic", 6), ("hex", 6)):
+        x = _lattice(kind).clone().requires_grad_(True)
+        R, m = local_pca_frames(x, k=k, detach=False, return_mask=True)
+        assert bool(m.any())
+        (R * torch.linspace(0, 1, R.numel(), dtype=R.dtype).view_as(R)).sum().backward()
+        assert bool(torch.isfinite(R).all()) and bool(torch.isfinite(x.grad).all())
+
+
+def test_knn_graph_with_ties_is_knn_graph():
+    """The (k+1)-NN search that also finds the ties returns exactly knn_graph(k) (lattices: tied order)."""
+    from equiframe.frames.neighbourhood import knn_graph_with_ties
+
+    g = torch.Generator().manual_seed(0)
+    clouds = [torch.randn(50, 3, generator=g, dtype=torch.float64), _lattice("square"), _lattice("fcc").float()]
+    for pos in clouds:
+        batch = torch.arange(pos.shape[0]) * 3 // pos.shape[0]
+        for k in (1, 4, 12):
+            ei, ties = knn_graph_with_ties(pos, k, batch)
+            assert torch.equal(ei, knn_graph(pos, k, batch, backend="torch"))
+            assert torch.equal(ties, neighbourhood_ties(pos, k=k, batch=batch))
+    tiny = torch.randn(3, 2, generator=g)  # fewer points than k + 1: all of them, no tie
+    ei, ties = knn_graph_with_ties(tiny, 4)
+    assert torch.equal(ei, knn_graph(tiny, 4, backend="torch")) and not bool(ties.any())
+    with pytest.raises(ValueError, match="k"):
+        knn_graph_with_ties(tiny, 0)

@@ -19,8 +19,7 @@ TOL = {torch.float32: 2e-5, torch.float64: 1e-12}
 
 
 def _torch_path(monkeypatch, fn):
-    with monkeypatch.context() as m:
-        m.setenv("EQUIFRAME_NATIVE", "0")
+    with _native.use_native(False):
         return fn()
 
 
@@ -62,15 +61,20 @@ def test_gather_indices_and_out(d):
     det = torch.linalg.det(R)
     xidx = torch.randint(0, 20, (50,), generator=gen)
     ridx = torch.randint(0, 9, (50,), generator=gen)
-    got = _native.rotate_rows(x, R, reps._native_entries, det, xidx=xidx, ridx=ridx)
+    assert _native.native_applies(reps, x, R, det)
+    got = _native.rotate(reps, x, R, det, xidx=xidx, ridx=ridx)
     want = reps.transform(x[xidx], R[ridx])
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
     out = torch.full((50, reps.size), float("nan"), dtype=torch.float64)
-    assert _native.rotate_rows(x, R, reps._native_entries, det, xidx=xidx, ridx=ridx, out=out) is out
+    assert _native.rotate(reps, x, R, det, xidx=xidx, ridx=ridx, out=out) is out
     torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
-    # a transposed view of R is read in place as R^T
-    got_t = _native.rotate_rows(x[:9], R.transpose(1, 2), reps._native_entries, det)
+    # R^T (read in place from the transposed view), and the PyTorch path of the same function
+    got_t = _native.rotate(reps, x[:9], R, det, transpose=True)
     torch.testing.assert_close(got_t, reps.transform(x[:9], R.transpose(1, 2)), rtol=0, atol=1e-12)
+    with _native.use_native(False):
+        assert not _native.native_applies(reps, x, R, det)
+        torch.testing.assert_close(_native.rotate(reps, x, R, det, xidx=xidx, ridx=ridx), want, rtol=0, atol=1e-12)
+        torch.testing.assert_close(_native.rotate(reps, x[:9], R, transpose=True), got_t, rtol=0, atol=1e-12)
 
 
 @needs_native
@@ -82,9 +86,9 @@ def test_threads_split_rows_identically():
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = _native.rotate_rows(x, R, reps._native_entries)
+        one = _native.rotate(reps, x, R)
         torch.set_num_threads(3)  # 5000 x 64 entries > the parallel threshold: three threads
-        three = _native.rotate_rows(x, R, reps._native_entries)
+        three = _native.rotate(reps, x, R)
     finally:
         torch.set_num_threads(old)
     assert torch.equal(one, three)
@@ -100,7 +104,7 @@ def test_gradients_for_x_twice_differentiable():
     ridx = torch.tensor([1, 1, 0, 4, 5, 2, 3])
     x = torch.randn(6, reps.size, generator=gen, dtype=torch.float64, requires_grad=True)
     for kw in ({}, {"xidx": xidx, "ridx": ridx}):
-        f = lambda x_: _native.rotate_rows(x_, R, reps._native_entries, det, **kw)  # noqa: E731
+        f = lambda x_: _native.rotate(reps, x_, R, det, **kw)  # noqa: E731
         assert torch.autograd.gradcheck(f, (x,))
         assert torch.autograd.gradgradcheck(f, (x,))
 
@@ -191,35 +195,47 @@ def test_validation_and_modes(monkeypatch):
     with pytest.raises(ValueError, match="EQUIFRAME_NATIVE"):
         _native.available()
     monkeypatch.setenv("EQUIFRAME_NATIVE", "off")
-    assert not _native.available() and not _native.supports(x, R, 1)
+    assert not _native.available() and not _native.native_applies(reps, x, R)
     assert _native.status()["reason"] == "disabled by EQUIFRAME_NATIVE"
+    with _native.use_native(None):  # overrides the environment inside the block
+        assert _native.status()["mode"] == "auto"
     monkeypatch.setenv("EQUIFRAME_NATIVE", "auto")
+    with pytest.raises(TypeError, match="enabled"):
+        with _native.use_native("yes"):  # type: ignore[arg-type]
+            pass
+    det = torch.linalg.det(R)
     if _native.available():
-        with pytest.raises(ValueError, match="det"):
-            _native.rotate_rows(x, R, reps._native_entries)
-        det = torch.linalg.det(R)
         with pytest.raises(IndexError, match="xidx"):
-            _native.rotate_rows(x, R, reps._native_entries, det, xidx=torch.tensor([0, 4]))
+            _native.rotate(reps, x, R, det, xidx=torch.tensor([0, 4]))
         with pytest.raises(IndexError, match="ridx"):
-            _native.rotate_rows(x, R, reps._native_entries, det, ridx=torch.tensor([-1]))
+            _native.rotate(reps, x, R, det, ridx=torch.tensor([-1]))
         with pytest.raises(ValueError, match="out"):
-            _native.rotate_rows(x, R, reps._native_entries, det, out=torch.empty(3, 3))
-    # out of scope -> not supported (the callers fall back): order 3, d = 5, float16, mixed dtypes
-    assert TensorReps("1x3n", dim=3)._native_entries is None
-    assert not _native.supports(torch.randn(4, 5), random_orthogonal(4, 5, dtype=torch.float32), 1)
-    assert not _native.supports(x.half(), R.half(), 1)
-    assert not _native.supports(x.double(), R, 1)
+            _native.rotate(reps, x, R, det, out=torch.empty(3, 3))
+    with pytest.raises(ValueError, match="pos"):
+        _native.rotate(TensorReps("1xpos", dim=3), x, R)
+    # out of scope -> the PyTorch path: order 3, d = 5, float16, mixed dtypes
+    assert not _native.native_applies(TensorReps("1x3n", dim=3), torch.randn(4, 27), R)
+    assert not _native.native_applies(TensorReps("1x1n", dim=5), torch.randn(4, 5),
+                                      random_orthogonal(4, 5, dtype=torch.float32))
+    assert not _native.native_applies(reps, x.half(), R.half())
+    assert not _native.native_applies(reps, x.double(), R)
+    y3 = _native.rotate(TensorReps("1x3n", dim=3), torch.randn(4, 27, dtype=torch.float64), R.double())
+    assert y3.shape == (4, 27)
 
 
 def test_require_mode_raises_without_compiler(monkeypatch):
-    monkeypatch.setenv("EQUIFRAME_NATIVE", "require")
-    monkeypatch.setattr(_native, "_state", {"lib": None, "tried": False, "reason": "", "path": None})
-    monkeypatch.setattr(_native, "_compiler", lambda: None)
-    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
-        _native.available()
-    monkeypatch.setenv("EQUIFRAME_NATIVE", "auto")
-    assert not _native.available()  # auto: falls back silently
-    assert "no C++ compiler" in _native.status()["reason"]
+    """``$CXX`` names the compiler; when it does not exist, 'require' raises and 'auto' falls back."""
+    monkeypatch.setenv("CXX", "/nonexistent/equiframe-test-c++")
+    with _native.use_native(True):
+        with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
+            _native.available()
+        assert not _native.status()["available"]
+    with _native.use_native(None):
+        assert not _native.available()  # auto: falls back silently
+        assert "no C++ compiler" in _native.status()["reason"]
+        reps = TensorReps("1x1n", dim=3)
+        x, R = torch.randn(3, 3), random_orthogonal(3, 3, dtype=torch.float32)
+        torch.testing.assert_close(_native.rotate(reps, x, R), reps.transform(x, R))
 
 
 _FORK_CASE: dict = {}
@@ -236,7 +252,7 @@ def test_threads_work_in_a_forked_child():
     old = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        want = _native.rotate_rows(x, R, reps._native_entries)  # starts the pool in the parent
+        want = _native.rotate(reps, x, R)  # starts the pool in the parent
         _FORK_CASE.update(x=x, R=R, want=want)  # inherited by the child (no tensors through the queues)
         with mp.get_context("fork").Pool(1) as pool:
             same = pool.apply_async(_rotate_in_child).get(timeout=60)
@@ -249,7 +265,7 @@ def test_threads_work_in_a_forked_child():
 def _rotate_in_child() -> bool:
     torch.set_num_threads(2)  # two native threads (our own pool, rebuilt after fork)
     c = _FORK_CASE
-    y = _native.rotate_rows(c["x"], c["R"], TensorReps("1x0n+7x2n", dim=3)._native_entries)
+    y = _native.rotate(TensorReps("1x0n+7x2n", dim=3), c["x"], c["R"])
     torch.set_num_threads(1)  # torch's own OpenMP pool is not fork safe: compare without it
     return torch.equal(y, c["want"])
 

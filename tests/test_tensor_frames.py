@@ -835,12 +835,8 @@ def test_message_mode_options_and_validation():
     assert TFConv(MyGat(reps.size, reps.size, edge_dim=4), reps, mode="message", message_args=("x",))
     # concatenated heads must hold whole tensors
     r_out = TensorReps("1x0n+1x1n", dim=3)  # 4 channels = 2 heads of 2: the vector straddles them
-    conv = TFConv(GATConv(reps.size, 2, heads=2, edge_dim=4), reps, r_out, mode="message")
-    gen = torch.Generator().manual_seed(0)
-    pos, _, ei = knn_batch([6], 3, 2, gen, torch.float32)
-    x = torch.randn(6, reps.size)
-    with pytest.raises(ValueError, match="straddles"):
-        conv(x, ei, random_orthogonal(6, 3, dtype=torch.float32), pos)
+    with pytest.raises(ValueError, match="straddles"):  # found by the construction probe
+        TFConv(GATConv(reps.size, 2, heads=2, edge_dim=4), reps, r_out, mode="message")
 
 
 @pytest.mark.parametrize("name", ["GATConv", "TransformerConv", "PointTransformerConv", "GATv2Conv"])
@@ -915,12 +911,10 @@ def test_tfgraph_bipartite():
 
 
 @pytest.mark.parametrize("case", LAYOUT_CASES)
-def test_transport_no_grad_chunks_equal_autograd_path(case, monkeypatch):
+def test_transport_no_grad_chunks_equal_autograd_path(case):
     """The chunked in-place path (no autograd) and the out-of-place path agree; tiny chunks force many."""
-    import equiframe.nn.tf_transport as tt
     from equiframe.nn.tf_transport import rotate_edges
 
-    monkeypatch.setattr(tt, "_CHUNK", 64)
     gen = torch.Generator().manual_seed(22)
     d = 3
     reps = TensorReps("2x0n+1x0p+2x1n+1x1p+1x2n+1x2p+1xpos+1x1n", dim=d)
@@ -936,9 +930,11 @@ def test_transport_no_grad_chunks_equal_autograd_path(case, monkeypatch):
     R = random_orthogonal(n, d, generator=gen)
     p = torch.randn(n, d, generator=gen, dtype=torch.float64)
     lay = receiver_layout(src, dst, n)
-    with_grad = transport_edges(reps, x, R, R, src, dst, pos_src=p, pos_dst=p, layout=lay)
+    with_grad = transport_edges(reps, x, R, R, src, dst, pos_src=p, pos_dst=p, layout=lay, chunk_size=64)
     with torch.no_grad():
-        chunked = transport_edges(reps, x, R, R, src, dst, pos_src=p, pos_dst=p, layout=lay)
+        chunked = transport_edges(reps, x, R, R, src, dst, pos_src=p, pos_dst=p, layout=lay, chunk_size=64)
+    with pytest.raises(ValueError, match="chunk_size"):
+        transport_edges(reps, x, R, R, src, dst, pos_src=p, pos_dst=p, layout=lay, chunk_size=0)
     torch.testing.assert_close(chunked, with_grad, rtol=0, atol=1e-12)
     w = torch.randn(with_grad.shape, generator=gen, dtype=torch.float64)
     (g_fast,) = torch.autograd.grad((with_grad * w).sum(), x)
@@ -952,6 +948,6 @@ def test_transport_no_grad_chunks_equal_autograd_path(case, monkeypatch):
     torch.testing.assert_close(rotate_edges(r_e, y, R, lay, inverse=True), ref, rtol=0, atol=1e-12)
     with torch.no_grad():
         y2 = y.clone()
-        out = rotate_edges(r_e, y2, R, lay, inverse=True, in_place=True)
+        out = rotate_edges(r_e, y2, R, lay, inverse=True, in_place=True, chunk_size=64)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
     torch.testing.assert_close(rotate_edges(r_e, ref, R, lay), y, rtol=0, atol=1e-12)

@@ -30,6 +30,8 @@ GIL during the call).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ctypes
 import hashlib
 import os
@@ -44,7 +46,18 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["available", "status", "supports", "rotate_rows", "edge_geometry", "MAX_ORDER", "DIMS"]
+__all__ = [
+    "DIMS",
+    "MAX_ORDER",
+    "available",
+    "edge_geometry",
+    "native_applies",
+    "rotate",
+    "rotate_rows",
+    "status",
+    "supports",
+    "use_native",
+]
 
 MAX_ORDER = 2
 DIMS = (2, 3, 4)
@@ -54,11 +67,18 @@ _ABI = 2
 _PARALLEL_MIN = 1 << 17  # entries of y below which one thread does the whole call
 
 _lock = threading.Lock()
-_state: dict = {"lib": None, "tried": False, "reason": "not built yet", "path": None}
+# build results per requested compiler ($CXX): {"lib", "reason", "path"}
+_builds: dict[str, dict] = {}
+# use_native(...) override of $EQUIFRAME_NATIVE for the current context (thread / task)
+_state_path: dict = {}
+_override: contextvars.ContextVar[str | None] = contextvars.ContextVar("equiframe_native", default=None)
 _pool: dict = {"executor": None, "workers": 0}
 
 
 def _mode() -> str:
+    forced = _override.get()
+    if forced is not None:
+        return forced
     v = os.environ.get("EQUIFRAME_NATIVE", "auto").strip().lower()
     if v in ("0", "off", "false", "no"):
         return "off"
@@ -69,9 +89,17 @@ def _mode() -> str:
     raise ValueError(f"EQUIFRAME_NATIVE: expected auto, 0/off or 1/require, got {v!r}")
 
 
+def _compiler_request() -> str:
+    """The compiler asked for: ``$CXX`` when set (then nothing else is tried), else the first found."""
+    return os.environ.get("CXX", "").strip()
+
+
 def _compiler() -> str | None:
-    for c in (os.environ.get("CXX", ""), "c++", "g++", "clang++"):
-        if c and shutil.which(c):
+    cxx = _compiler_request()
+    if cxx:
+        return shutil.which(cxx)
+    for c in ("c++", "g++", "clang++"):
+        if shutil.which(c):
             return shutil.which(c)
     return None
 
@@ -90,7 +118,9 @@ def _build() -> ctypes.CDLL:
 
     cxx = _compiler()
     if cxx is None:
-        raise RuntimeError("no C++ compiler found (set $CXX, or install g++)")
+        asked = _compiler_request()
+        raise RuntimeError(f"no C++ compiler found ($CXX={asked!r} is not on PATH)" if asked else
+                           "no C++ compiler found (set $CXX, or install g++)")
     source = _SOURCE.read_bytes()
     key = hashlib.sha256(
         b"\0".join([source, cxx.encode(), " ".join(_FLAGS).encode(), platform.machine().encode(),
@@ -123,7 +153,7 @@ def _build() -> ctypes.CDLL:
         for suffix in ("_f32", "_f64"):
             fn = getattr(lib, stem + suffix)
             fn.restype, fn.argtypes = ctypes.c_int, argtypes
-    _state["path"] = str(path)
+    _state_path["path"] = str(path)
     return lib
 
 
@@ -131,18 +161,38 @@ def _lib() -> ctypes.CDLL | None:
     mode = _mode()
     if mode == "off":
         return None
-    if not _state["tried"]:
+    key = _compiler_request()
+    if key not in _builds:
         with _lock:
-            if not _state["tried"]:
+            if key not in _builds:
                 try:
-                    _state["lib"] = _build()
-                    _state["reason"] = "ok"
+                    lib = _build()
+                    _builds[key] = {"lib": lib, "reason": "ok", "path": _state_path.pop("path", None)}
                 except Exception as err:  # noqa: BLE001 -- any failure means: use the PyTorch path
-                    _state["lib"], _state["reason"] = None, f"{type(err).__name__}: {err}"
-                _state["tried"] = True
-    if _state["lib"] is None and mode == "require":
-        raise RuntimeError(f"EQUIFRAME_NATIVE=require but the native kernel is unavailable: {_state['reason']}")
-    return _state["lib"]
+                    _builds[key] = {"lib": None, "reason": f"{type(err).__name__}: {err}", "path": None}
+    state = _builds[key]
+    if state["lib"] is None and mode == "require":
+        raise RuntimeError(f"EQUIFRAME_NATIVE=require but the native kernel is unavailable: {state['reason']}")
+    return state["lib"]
+
+
+@contextlib.contextmanager
+def use_native(enabled: bool | None):
+    """Context manager: ``True`` requires the compiled kernel (``RuntimeError`` if it cannot be built),
+    ``False`` uses the PyTorch path only, ``None`` decides by availability (like ``$EQUIFRAME_NATIVE``,
+    which it overrides inside the block, for the current thread/task only).
+
+    Example:
+        >>> with use_native(False):
+        ...     y = reps.to_local(x, frames)   # pure PyTorch
+    """
+    if enabled is not None and not isinstance(enabled, bool):
+        raise TypeError(f"enabled: expected True, False or None, got {enabled!r}")
+    token = _override.set({True: "require", False: "off", None: "auto"}[enabled])
+    try:
+        yield
+    finally:
+        _override.reset(token)
 
 
 def available() -> bool:
@@ -152,9 +202,15 @@ def available() -> bool:
 
 def status() -> dict:
     """``{"mode", "available", "reason", "path"}``: what :func:`available` decided and why."""
-    lib = _lib() if _mode() != "off" else None
-    reason = "disabled by EQUIFRAME_NATIVE" if _mode() == "off" else _state["reason"]
-    return {"mode": _mode(), "available": lib is not None, "reason": reason, "path": _state["path"]}
+    mode = _mode()
+    if mode == "off":
+        return {"mode": mode, "available": False, "reason": "disabled by EQUIFRAME_NATIVE", "path": None}
+    try:
+        lib = _lib()
+    except RuntimeError:  # mode "require" and no kernel: status reports, it does not raise
+        lib = None
+    state = _builds.get(_compiler_request(), {"reason": "not built yet", "path": None})
+    return {"mode": mode, "available": lib is not None, "reason": state["reason"], "path": state["path"]}
 
 
 def supports(x: Tensor, R: Tensor, max_order: int) -> bool:
@@ -340,3 +396,74 @@ def edge_geometry(pos_src: Tensor, pos_dst: Tensor, frames_dst: Tensor | None, s
     if rc != 0:
         raise RuntimeError(f"native edge_geometry: unsupported dimension d={d}")
     return out
+
+
+# ------------------------------------------------------------------------------------------------ backend
+_entries_cache: dict = {}
+
+
+def _entries(reps) -> Tensor | None:
+    """The kernel's block table of ``reps`` (``[n, 4]`` int32 rows ``(offset, order, count, pseudo)``), or
+    ``None`` when some order is above :data:`MAX_ORDER`; cached per (hashable) reps."""
+    if reps not in _entries_cache:
+        rows = [[sl.start, b.order, b.mul, int(b.parity == "p")] for b, sl in reps.slices()]
+        ok = bool(rows) and reps.max_order <= MAX_ORDER
+        _entries_cache[reps] = torch.tensor(rows, dtype=torch.int32) if ok else None
+    return _entries_cache[reps]
+
+
+def native_applies(reps, x: Tensor, R: Tensor, det: Tensor | None = None) -> bool:
+    """Whether :func:`rotate` runs the compiled kernel for these inputs (CPU, float32/64, ``d`` in
+    :data:`DIMS`, orders up to :data:`MAX_ORDER`, no ``pos`` blocks, no gradient wanted for ``R``/``det``,
+    enabled by :func:`use_native` / ``$EQUIFRAME_NATIVE``); callers with a faster PyTorch algorithm of
+    their own use it to choose."""
+    if reps.has_pos or _entries(reps) is None:
+        return False
+    if det is not None and torch.is_grad_enabled() and det.requires_grad:
+        return False
+    return supports(x, R, reps.max_order)
+
+
+def rotate(
+    reps,
+    x: Tensor,
+    R: Tensor,
+    det: Tensor | None = None,
+    *,
+    transpose: bool = False,
+    xidx: Tensor | None = None,
+    ridx: Tensor | None = None,
+    out: Tensor | None = None,
+) -> Tensor:
+    r"""Rotate typed features row by row: :math:`y_r = \rho(M_r)\, x_{xidx_r}`, :math:`M_r = R_{ridx_r}`
+    (:math:`R_{ridx_r}^\top` with ``transpose=True``), with the compiled kernel when it applies
+    (:func:`native_applies`) and PyTorch otherwise. The one entry point to the kernel.
+
+    Args:
+        reps: the :class:`~equiframe.TensorReps` of ``x`` (no ``pos`` blocks).
+        x: ``[N, reps.size]`` features.
+        R: ``[M, d, d]`` matrices.
+        det: ``[M]`` ``det R`` for pseudo blocks (computed when needed and not given).
+        transpose: use :math:`R^\top`.
+        xidx, ridx: ``[B]`` row indices into ``x`` / ``R`` (``None``: identity).
+        out: optional ``[B, reps.size]`` tensor to write into.
+
+    Shapes:
+        x ``[N, C]``, R ``[M, d, d]``, det ``[M]``, xidx/ridx ``[B]`` -> ``[B, C]``
+    """
+    if reps.has_pos:
+        raise ValueError("reps: 'pos' blocks are affine; rotate them with reps.transform(x, R, shift)")
+    need_det = any(b.parity == "p" for b in reps.blocks)
+    if need_det and det is None:
+        det = torch.linalg.det(R)
+    M = R.transpose(-1, -2) if transpose else R
+    if native_applies(reps, x, R, det):
+        return rotate_rows(x, M, _entries(reps), det if need_det else None, xidx=xidx, ridx=ridx, out=out)
+    xs = x if xidx is None else x.index_select(0, xidx)
+    Ms = M if ridx is None else M.index_select(0, ridx)
+    ds = None
+    if need_det:
+        ds = det if ridx is None else det.index_select(0, ridx)
+    with use_native(False):
+        y = reps.transform(xs, Ms, det=ds)
+    return y if out is None else out.copy_(y)

@@ -9,6 +9,7 @@ from .local import (
     LocalPCAFrames,
     identity_frames,
     local_pca_frames,
+    neighbourhood_ties,
     random_global_frames,
     random_local_frames,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "identity_frames",
     "laplacian_frame",
     "local_pca_frames",
+    "neighbourhood_ties",
     "pca_frame",
     "random_global_frames",
     "random_local_frames",

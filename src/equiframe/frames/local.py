@@ -39,8 +39,19 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ..geometry import knn_graph, radius_graph
 from ..groups import random_orthogonal
+from .neighbourhood import (
+    _check_batch,
+    _check_count,
+    _check_dim,
+    _check_float_dtype,
+    _check_pos,
+    _default_tol,
+    _resolve_graph,
+    knn_graph_with_ties,
+    neighbourhood_ties,
+    tie_tolerance,
+)
 
 __all__ = [
     "identity_frames",
@@ -50,110 +61,14 @@ __all__ = [
     "LocalPCAFrames",
     "LearnedFrames",
     "gram_schmidt_frames",
+    "neighbourhood_ties",
     "polynomial_envelope",
+    "tie_tolerance",
 ]
 
 Center = Literal["node", "centroid"]
 Handedness = Literal["free", "right"]
 RBF = Literal["gaussian", "bessel"]
-
-
-# ----------------------------------------------------------------------------------------------
-# validation
-# ----------------------------------------------------------------------------------------------
-
-
-def _check_dim(dim, name: str = "dim") -> int:
-    if isinstance(dim, bool) or not isinstance(dim, int):
-        raise TypeError(f"{name}: expected an integer, got {type(dim).__name__}")
-    if dim < 1:
-        raise ValueError(f"{name}: expected >= 1, got {dim}")
-    return dim
-
-
-def _check_count(n, name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"{name}: expected an integer, got {type(n).__name__}")
-    if n < 0:
-        raise ValueError(f"{name}: expected >= 0, got {n}")
-    return n
-
-
-def _check_float_dtype(dtype: torch.dtype | None) -> torch.dtype:
-    dtype = torch.get_default_dtype() if dtype is None else dtype
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype: expected a floating point torch.dtype, got {dtype!r}")
-    return dtype
-
-
-def _check_pos(pos: Tensor, dim: int | None = None, name: str = "pos") -> None:
-    if not isinstance(pos, Tensor):
-        raise TypeError(f"{name}: expected a tensor [N, d], got {type(pos).__name__}")
-    if pos.dim() != 2:
-        raise ValueError(f"{name}: expected shape [N, d], got {tuple(pos.shape)}")
-    if not pos.is_floating_point():
-        raise TypeError(f"{name}: expected a floating point tensor, got {pos.dtype}")
-    if pos.shape[1] < 1:
-        raise ValueError(f"{name}: expected d >= 1 coordinates, got shape {tuple(pos.shape)}")
-    if dim is not None and pos.shape[1] != dim:
-        raise ValueError(f"{name}: expected {dim} coordinates per point (dim={dim}), got shape {tuple(pos.shape)}")
-    if pos.numel() and not bool(torch.isfinite(pos).all()):
-        raise ValueError(f"{name}: contains NaN or inf")
-
-
-def _check_batch(batch: Tensor | None, num_nodes: int, device) -> Tensor | None:
-    if batch is None:
-        return None
-    if not isinstance(batch, Tensor):
-        raise TypeError(f"batch: expected a tensor [N], got {type(batch).__name__}")
-    if batch.dim() != 1 or batch.shape[0] != num_nodes:
-        raise ValueError(f"batch: expected shape [{num_nodes}], got {tuple(batch.shape)}")
-    if batch.dtype.is_floating_point or batch.dtype == torch.bool or batch.is_complex():
-        raise TypeError(f"batch: expected an integer tensor, got {batch.dtype}")
-    if batch.numel() and int(batch.min()) < 0:
-        raise ValueError("batch: graph indices must be >= 0")
-    return batch.to(device=device, dtype=torch.long)
-
-
-def _check_edge_index(edge_index: Tensor, num_nodes: int, batch: Tensor | None) -> Tensor:
-    if not isinstance(edge_index, Tensor):
-        raise TypeError(f"edge_index: expected a tensor [2, E], got {type(edge_index).__name__}")
-    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise ValueError(f"edge_index: expected shape [2, E], got {tuple(edge_index.shape)}")
-    if edge_index.dtype.is_floating_point or edge_index.dtype == torch.bool or edge_index.is_complex():
-        raise TypeError(f"edge_index: expected an integer tensor, got {edge_index.dtype}")
-    edge_index = edge_index.long()
-    if edge_index.numel():
-        lo, hi = int(edge_index.min()), int(edge_index.max())
-        if lo < 0 or hi >= num_nodes:
-            raise ValueError(f"edge_index: node indices must lie in [0, {num_nodes}), got range [{lo}, {hi}]")
-        if batch is not None and not bool((batch[edge_index[0]] == batch[edge_index[1]]).all()):
-            raise ValueError("edge_index: contains edges between different graphs of the batch")
-    return edge_index
-
-
-def _resolve_graph(
-    pos: Tensor,
-    edge_index: Tensor | None,
-    batch: Tensor | None,
-    k: int | None,
-    r: float | None,
-    max_num_neighbors: int | None,
-) -> Tensor:
-    """``edge_index`` as given (validated), or a kNN / radius graph built from ``pos``."""
-    batch = _check_batch(batch, pos.shape[0], pos.device)
-    if edge_index is not None:
-        return _check_edge_index(edge_index.to(pos.device), pos.shape[0], batch)
-    if (k is None) == (r is None):
-        raise ValueError("edge_index: give edge_index, or exactly one of k (kNN graph) and r (radius graph)")
-    if k is not None:
-        return knn_graph(pos, k, batch)
-    return radius_graph(pos, r, batch, max_num_neighbors=max_num_neighbors)
-
-
-def _default_tol(dtype: torch.dtype) -> float:
-    """``10 sqrt(eps)``: ``3.5e-3`` in float32, ``1.5e-7`` in float64."""
-    return 10.0 * math.sqrt(torch.finfo(dtype).eps)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -299,7 +214,10 @@ def local_pca_frames(
     Degenerate neighbourhoods. The eigenbasis of a covariance with (nearly) repeated eigenvalues is
     arbitrary, and a vanishing moment leaves a sign undetermined; equivariance is guaranteed only
     for nodes whose spectrum is separated, ``lambda_k - lambda_{k+1} > gap_tol * lambda_1`` for all
-    ``k``, and whose ``d`` signs were decided by a moment. Other nodes are flagged ``degenerate``
+    ``k``, whose ``d`` signs were decided by a moment, and -- when the graph is built here from ``k`` or
+    ``r`` -- whose neighbourhood is not decided by a distance tie (:func:`neighbourhood_ties`: the
+    ``k``-th and ``(k+1)``-th nearest distances tie, as on regular lattices and crystals, or a point
+    lies on the radius). Other nodes are flagged ``degenerate``
     and get a deterministic orthogonal matrix: isolated nodes / all-identical neighbourhoods
     (``C_i = 0``) get ``I``; rank-deficient ones (a single neighbour, collinear or coplanar points,
     duplicates) get the solver's eigenbasis (orthonormal) with the moment signs where defined,
@@ -346,7 +264,14 @@ def local_pca_frames(
     if handedness not in ("free", "right"):
         raise ValueError(f"handedness: expected 'free' or 'right', got {handedness!r}")
     N, d = pos.shape
-    edge_index = _resolve_graph(pos, edge_index, batch, k, r, max_num_neighbors)
+    ties = None
+    if edge_index is None and k is not None and r is None:  # one search gives the graph and its ties
+        edge_index, ties = knn_graph_with_ties(pos, k, _check_batch(batch, N, pos.device))
+    else:
+        built = edge_index is None
+        edge_index = _resolve_graph(pos, edge_index, batch, k, r, max_num_neighbors)
+        if built:
+            ties = neighbourhood_ties(pos, r=r, batch=batch, max_num_neighbors=max_num_neighbors)
     src, dst = edge_index[0], edge_index[1]
     E = src.shape[0]
     gap_tol = _default_tol(pos.dtype) if gap_tol is None else float(gap_tol)
@@ -408,6 +333,8 @@ def local_pca_frames(
     degenerate = ~(use3 | use1).all(1) | (lam1 <= 0)
     if d > 1:
         degenerate |= (gaps <= gap_tol * lam1.clamp_min(0)[:, None]).any(1)
+    if ties is not None:  # a k-NN / radius neighbourhood decided by a tie is not a function of the geometry
+        degenerate |= ties
     zero = (lam1 <= 0).detach()
     if bool(zero.any()):
         eye = torch.eye(d, dtype=R.dtype, device=R.device).expand_as(R)
@@ -781,17 +708,25 @@ class LearnedFrames(nn.Module):
             h = h.to(pos.dtype)
         elif h is not None:
             raise ValueError("h: this module was built with in_features=0; pass h=None or set in_features")
-        if edge_index is None:
-            if self.k is not None:
-                edge_index = _resolve_graph(pos, None, batch, self.k, None, None)
-            else:
-                edge_index = _resolve_graph(pos, None, batch, None, self.cutoff, self.max_num_neighbors)
+        ties = None
+        if edge_index is None and self.k is not None:  # one search gives the graph and its ties
+            edge_index, ties = knn_graph_with_ties(pos, self.k, _check_batch(batch, pos.shape[0], pos.device))
+        elif edge_index is None:
+            edge_index = _resolve_graph(pos, None, batch, None, self.cutoff, self.max_num_neighbors)
+            if self.max_num_neighbors is not None:
+                # a capped radius neighbourhood decided by a distance tie is not a function of the geometry;
+                # points on the cutoff sphere do not matter (the envelope vanishes there)
+                ties = neighbourhood_ties(pos, r=self.cutoff, batch=batch, max_num_neighbors=self.max_num_neighbors,
+                                          boundary=False)
         else:
             edge_index = _resolve_graph(pos, edge_index, batch, None, None, None)
         v = self.predict_vectors(pos, edge_index, h)
-        return gram_schmidt_frames(
-            v, handedness=self.handedness, eps=self.min_norm, tol=self.tol, return_mask=self.return_mask
+        R, degenerate = gram_schmidt_frames(
+            v, handedness=self.handedness, eps=self.min_norm, tol=self.tol, return_mask=True
         )
+        if ties is not None:
+            degenerate = degenerate | ties
+        return (R, degenerate) if self.return_mask else R
 
     def extra_repr(self) -> str:
         return (

@@ -27,7 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from ..reps import TensorReps
-from .tensor_frames import _check_edge_index, _check_features, _resolve_reps, check_frames, edge_frames
+from .tensor_frames.checks import _check_edge_index, _check_features, check_frames
+from .tensor_frames.geometry import edge_frames
+from .tensor_frames.local import _resolve_reps
 
 __all__ = ["TensorFrameAttention"]
 

@@ -30,18 +30,10 @@ import torch
 from torch import Tensor, nn
 
 from ..reps import Block, TensorReps
-from .tensor_frames import (
-    TFGraph,
-    _as_graph,
-    _check_edge_index,
-    _check_features,
-    _check_pos,
-    _features_on_graph,
-    _pair,
-    _resolve_reps,
-    geometry_dim,
-    local_edge_geometry,
-)
+from .tensor_frames.checks import _check_edge_index, _check_features, _check_pos, _pair
+from .tensor_frames.geometry import geometry_dim, local_edge_geometry
+from .tensor_frames.graph import TFGraph, _as_graph, _features_on_graph
+from .tensor_frames.local import _resolve_reps
 from .tf_transport import receiver_layout, transport_edges
 
 __all__ = ["TensorFrameConv"]
@@ -196,7 +188,7 @@ class TensorFrameConv(nn.Module):
         x_src, x_dst, homogeneous = _pair(x, "x")
         graph = None
         if isinstance(edge_index, TFGraph) or frames is not None:
-            graph = _as_graph(edge_index, frames, pos)
+            graph = _as_graph(edge_index, frames, pos, self.reps_in.dim)
             x_src, x_dst, (f_src, f_dst), (p_src, p_dst) = _features_on_graph(graph, reps, x_src, x_dst, homogeneous)
             dtype = x_src.dtype
             if p_src is None and (self.geometry or reps.has_pos):

@@ -49,8 +49,16 @@ __all__ = [
     "transport_edges",
 ]
 
-# Output elements per chunk of receivers on the no-grad path (about 1 MB of float32: stays in cache).
-_CHUNK = 1 << 18
+#: default ``chunk_size``: output elements per chunk of receivers (about 1 MB of float32: stays in cache)
+DEFAULT_CHUNK = 1 << 18
+
+
+def _chunk(chunk_size: int | None) -> int:
+    if chunk_size is None:
+        return DEFAULT_CHUNK
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
+    return chunk_size
 
 
 @dataclass(frozen=True)
@@ -140,7 +148,8 @@ def _block_product(G: Tensor, M: Tensor, offset: Tensor | None) -> Tensor:
 
 
 def _blocked_group(
-    table: Tensor, src: Tensor | None, M: Tensor, k: int, offset: Tensor | None, dest: Tensor | None
+    table: Tensor, src: Tensor | None, M: Tensor, k: int, offset: Tensor | None, dest: Tensor | None,
+    chunk: int = DEFAULT_CHUNK,
 ) -> Tensor | None:
     """One tensor type on one blocked segment: ``dest[e] = M[dst_e] table[src_e]`` per tensor, or
     ``M[dst_e] table[e]`` when ``src`` is ``None`` (``table`` holds one row per edge of the segment).
@@ -155,7 +164,7 @@ def _blocked_group(
         Y = _block_product(G.reshape(n, k * m, q), M, offset)
         return Y.view(n, q, k, m).permute(0, 2, 3, 1).reshape(n * k, m * q)
     d4 = dest.unflatten(0, (n, k)).unflatten(2, (m, q))
-    cs = max(1, _CHUNK // max(1, k * m * q))
+    cs = max(1, chunk // max(1, k * m * q))
     for s in range(0, n, cs):
         e = min(n, s + cs)
         G = table.index_select(0, src[s * k : e * k]) if src is not None else table[s * k : e * k]
@@ -173,6 +182,7 @@ def _apply(
     layout: ReceiverLayout,
     offset: Tensor | None = None,
     dest: Tensor | None = None,
+    chunk: int = DEFAULT_CHUNK,
 ) -> Tensor | None:
     """``y_e = table[src_e].view(m, q) @ M[dst_e]^T - offset[dst_e]`` for every edge (flattened); with
     ``src=None``, ``table`` has one row per edge (``table[e]``, no gather).
@@ -190,7 +200,7 @@ def _apply(
 
         if dest is not None:
             for start, stop, k in layout.segments:
-                _blocked_group(*seg(start, stop), M, k, offset, dest[start:stop])
+                _blocked_group(*seg(start, stop), M, k, offset, dest[start:stop], chunk)
             return None
         outs = [_blocked_group(*seg(start, stop), M, k, offset, None) for start, stop, k in layout.segments]
         return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
@@ -319,13 +329,15 @@ def rotate_edges(
     inverse: bool = False,
     cache: dict | None = None,
     in_place: bool = False,
+    chunk_size: int | None = None,
 ) -> Tensor:
     r"""Per-edge typed features moved by their receiver's frame: :math:`\rho(R_i)\,y_e`, or
     :math:`\rho(R_i^\top)\,y_e` with ``inverse=True`` (receiver frame -> global frame), ``i = dst[e]``.
 
     No gather: the rows are grouped by receiver as in :func:`transport_edges`. ``pos`` blocks are not
     allowed (a per-edge feature has no node origin). ``in_place=True`` overwrites ``y`` (only without
-    autograd; otherwise ignored), which saves allocating another ``[E, C]`` tensor.
+    autograd; otherwise ignored), which saves allocating another ``[E, C]`` tensor. ``chunk_size``: output
+    elements per chunk of receivers on the no-grad path (default :data:`DEFAULT_CHUNK`).
 
     Shapes:
         y: ``[E, reps.size]``, frames_dst: ``[N_dst, d, d]`` -> ``[E, reps.size]``
@@ -334,10 +346,10 @@ def rotate_edges(
         raise ValueError("reps: 'pos' blocks cannot be rotated per edge (no node origin)")
     if reps.is_scalar:
         return y
-    if layout.dst is not None and reps._native_ok(y, frames_dst):
-        R = frames_dst.transpose(1, 2) if inverse else frames_dst
+    chunk = _chunk(chunk_size)
+    if layout.dst is not None and _native.native_applies(reps, y, frames_dst):
         det = _receiver_det(frames_dst, cache) if _needs_det(reps) else None
-        return _native.rotate_rows(y, R, reps._native_entries, det, ridx=layout.dst)
+        return _native.rotate(reps, y, frames_dst, det, transpose=inverse, ridx=layout.dst)
     mats = receiver_matrices(reps, frames_dst, None, cache)
     groups = _groups(reps)
     grad = torch.is_grad_enabled() and (y.requires_grad or frames_dst.requires_grad)
@@ -356,7 +368,7 @@ def rotate_edges(
                 if out is not y:
                     out[:, cols] = part
             else:
-                _apply(part, None, M, layout, None, dest=out[:, cols])
+                _apply(part, None, M, layout, None, dest=out[:, cols], chunk=chunk)
             continue
         p = part if M is None else _apply(part, None, M, layout, None)
         if out is not None:
@@ -382,7 +394,7 @@ def _assemble(pieces: list, e: int, size: int, like: Tensor) -> Tensor:
 
 
 def _transport_blocked_autograd(
-    g: Tensor, src: Tensor, groups: list, mats: dict, layout: ReceiverLayout
+    g: Tensor, src: Tensor, groups: list, mats: dict, layout: ReceiverLayout, chunk: int = DEFAULT_CHUNK
 ) -> Tensor:
     """Differentiable transport on a blocked layout, chunk by chunk of receivers (cache-sized pieces,
     assembled by one ``cat``: no large temporaries per tensor type, and ``cat``'s backward only slices)."""
@@ -391,7 +403,7 @@ def _transport_blocked_autograd(
     pieces = []
     for start, stop, k in layout.segments:
         n = layout.n_dst
-        cs = max(1, _CHUNK // max(1, k * c))
+        cs = max(1, chunk // max(1, k * c))
         for s in range(0, n, cs):
             e = min(n, s + cs)
             idx = src[start + s * k : start + e * k]
@@ -421,6 +433,7 @@ def transport_edges(
     layout: ReceiverLayout | None = None,
     out: Tensor | None = None,
     cache: dict | None = None,
+    chunk_size: int | None = None,
 ) -> Tensor:
     r"""Gather and transport sender features: row ``e`` is :math:`\rho(R_i R_j^\top) f_j` (``j = src[e]``,
     ``i = dst[e]``), positions :math:`R_i (p - x_i)` for a local position :math:`R_j (p - x_j)`.
@@ -434,6 +447,8 @@ def transport_edges(
         layout: a :func:`receiver_layout` for ``(src, dst)`` (built if ``None``).
         out: optional ``[E, reps.size]`` tensor (may be a view) to write into.
         cache: optional dict for the receiver matrices (see :func:`receiver_matrices`), shared by layers.
+        chunk_size: output elements per chunk of receivers on blocked layouts (default
+            :data:`DEFAULT_CHUNK`; the result does not depend on it).
 
     Shapes:
         x_src: ``[N_src, reps.size]`` -> ``[E, reps.size]``
@@ -448,11 +463,12 @@ def transport_edges(
     if reps.has_pos and (pos_src is None or pos_dst is None):
         raise ValueError("pos: features with 'pos' blocks need node positions to be moved between frames")
     # global-frame features g_j = rho(R_j^T) f_j (+ x_j for positions), once per node
-    if not reps.has_pos and reps._native_ok(x_src, frames_dst):
+    chunk = _chunk(chunk_size)
+    if _native.native_applies(reps, x_src, frames_dst):
         # one fused pass: gather g[src] and rotate by R_dst, no [E, C] temporaries
         g = reps.to_global(x_src, frames_src)
         det = _receiver_det(frames_dst, cache) if _needs_det(reps) else None
-        return _native.rotate_rows(g, frames_dst, reps._native_entries, det, xidx=src, ridx=dst, out=out)
+        return _native.rotate(reps, g, frames_dst, det, xidx=src, ridx=dst, out=out)
     mats = receiver_matrices(reps, frames_dst, pos_dst, cache)
     g = reps.to_global(x_src, frames_src, pos_src if reps.has_pos else None)
     groups = _groups(reps)
@@ -460,7 +476,7 @@ def transport_edges(
         t is not None and t.requires_grad for t in (x_src, frames_src, frames_dst, pos_src, pos_dst)
     )
     if grad and layout.kind == "blocked" and all(isinstance(c, slice) for c, *_ in groups):
-        res = _transport_blocked_autograd(g, src, groups, mats, layout)
+        res = _transport_blocked_autograd(g, src, groups, mats, layout, chunk)
         return res if out is None else out.copy_(res)
     if grad:  # out of place (in-place slice writes would each copy the whole gradient in backward)
         pieces = []
@@ -490,5 +506,5 @@ def transport_edges(
             dest.copy_(table.index_select(0, src))
             continue
         M, off = mats[(order, parity)]
-        _apply(table.contiguous(), src, M, layout, off, dest=dest)
+        _apply(table.contiguous(), src, M, layout, off, dest=dest, chunk=chunk)
     return out
