@@ -75,3 +75,25 @@ def test_plots_without_matplotlib_say_how_to_get_it(tmp_path, monkeypatch):
 def test_missing_root_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="root"):
         collect_runs(tmp_path / "nope")
+
+
+def _run_all():
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location("run_all", ROOT / "benchmarks" / "run_all.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmarks_md_is_rebuilt_from_benchmarks_results():
+    run_all = _run_all()
+    assert (ROOT / "BENCHMARKS.md").read_text() == run_all.render(), (
+        "BENCHMARKS.md is out of date: run `python benchmarks/run_all.py --collect`")
+
+
+def test_headline_takes_the_marked_table_else_the_first(tmp_path):
+    run_all = _run_all()
+    text = "# T\n\nMachine: m\n\n| a |\n|---|\n| 1 |\n\n<!-- headline -->\n| b |\n|---|\n| 2 |\n"
+    assert run_all.headline(text) == ("T", ["| b |", "|---|", "| 2 |"], "Machine: m")
+    assert run_all.headline(text.replace("<!-- headline -->\n", ""))[1] == ["| a |", "|---|", "| 1 |"]
