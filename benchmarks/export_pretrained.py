@@ -135,18 +135,48 @@ def export(e: Export, runs: Path, data_dir: str | None) -> dict[str, Any]:
     return {"name": e.name, "seed": seed, "bytes": rec.size_bytes, "test": committed["test"], "check": check}
 
 
+TABLE_BEGIN, TABLE_END = "<!-- pretrained-table:begin -->", "<!-- pretrained-table:end -->"
+
+
+def table() -> str:
+    """Markdown table of the shipped models, from their sidecars."""
+    from equiframe import pretrained  # noqa: PLC0415
+
+    rows = ["| name | committed test metrics | run (epochs, best epoch) | size |", "|---|---|---|---|"]
+    for name in pretrained.available():
+        rec = pretrained.info(name)
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in rec.metrics.items() if k != "split")
+        t = rec.trained
+        rows.append(f"| `{name}` | {metrics} | `{t['run']}` ({t['epochs']} epochs, best {t['best_epoch']}) | "
+                    f"{rec.size_bytes / 1024:.0f} KiB |")
+    return "\n".join(rows)
+
+
+def write_table(path: Path) -> None:
+    """Replace the table between the markers of ``path`` (docs/pretrained.md)."""
+    text = path.read_text()
+    head, rest = text.split(TABLE_BEGIN, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    path.write_text(f"{head}{TABLE_BEGIN}\n{table()}\n{TABLE_END}{tail}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", default=str(ROOT / "runs"), help="root of the training checkpoints")
     ap.add_argument("--only", nargs="*", help="names to export (default: all)")
     ap.add_argument("--data-dir", default=None, help="directory of the EXP file (graph models)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--table-only", action="store_true", help="only rewrite the table of docs/pretrained.md")
     args = ap.parse_args()
+    if args.table_only:
+        write_table(ROOT / "docs" / "pretrained.md")
+        return 0
     torch.set_num_threads(args.threads)
     todo = [e for e in EXPORTS if not args.only or e.name in args.only]
     for e in todo:
         out = export(e, Path(args.runs), args.data_dir)
         print(json.dumps(out), flush=True)
+    write_table(ROOT / "docs" / "pretrained.md")
     return 0
 
 

@@ -1,5 +1,5 @@
-"""The docs run: every Python block of README.md, and the docstring examples of the public modules listed
-here, are executed as written.
+"""The docs run: every Python block of README.md (and of the docs pages listed here), and the docstring
+examples of the public modules listed here, are executed as written.
 
 README blocks run in order, in one namespace per ``##`` section (a block may use the names defined by the
 blocks above it in the same section, never those of another section).
@@ -52,6 +52,23 @@ def test_readme_section_runs_as_written(title, tmp_path, monkeypatch):
     for i, block in enumerate(SECTIONS[title]):
         code = compile(block, f"README.md {title!r} block {i + 1}", "exec")
         exec(code, namespace)  # noqa: S102  (the README's own code)
+
+
+# Pages of the documentation site whose Python blocks run too (one namespace per page). The experiment and
+# layer pages are generated from results and are not listed.
+DOC_PAGES = ["docs/index.md", "docs/conventions.md", "docs/pretrained.md"]
+
+
+@pytest.mark.parametrize("page", DOC_PAGES)
+def test_docs_page_runs_as_written(page, tmp_path, monkeypatch):
+    text = (ROOT / page).read_text()
+    blocks = [m.group(2) for m in _FENCE.finditer(text) if m.group(1) == "python"]
+    assert blocks, f"{page}: no Python blocks"
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    namespace: dict = {"__name__": "docs_page"}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"{page} block {i + 1}", "exec"), namespace)  # noqa: S102
 
 
 def test_a_failing_block_fails_the_test():
