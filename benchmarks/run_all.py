@@ -1,10 +1,12 @@
-"""Run the benchmarks and collect their result tables into BENCHMARKS.md.
+"""Run the benchmarks and collect their headline tables into BENCHMARKS.md.
 
     python benchmarks/run_all.py                 # run every bench_*.py, then rebuild BENCHMARKS.md
     python benchmarks/run_all.py --only fa eigh  # run some of them
     python benchmarks/run_all.py --collect       # only rebuild BENCHMARKS.md from benchmarks/results/
 
-Each script writes its own table (with the machine and its command) to benchmarks/results/<name>.md.
+Each script writes its own tables (with the machine and its command) to benchmarks/results/<name>.md; those
+files are the source. BENCHMARKS.md holds one headline table per file (the table after a
+``<!-- headline -->`` line, else the file's first table) with its machine line and a link to the file.
 Peer packages compared against (frame-averaging-pytorch) are looked up in .bench-deps/ (``make bench``
 installs them there, outside the project's environment).
 """
@@ -21,20 +23,51 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 HEADER = """# Benchmarks
 
-Measured numbers, each with the machine and the command that produced it. Regenerate with
-`make bench` (all) or `python benchmarks/run_all.py --only NAME`; tables live in
-`benchmarks/results/` and are collected here by `python benchmarks/run_all.py --collect`.
-Absolute times on shared 2-core machines drift 2-3x between runs, so comparisons are made by
-alternating A and B in one process and reporting the median of the per-round ratios.
+Headline tables, one per benchmark. Each comes from the file it links to, in `benchmarks/results/`, which
+holds the full tables, the machine, the command that produced them and the notes; this page is rebuilt from
+those files by `python benchmarks/run_all.py --collect` (`make bench` runs the benchmarks first). Absolute
+times on shared 2-core machines drift 2-3x between runs, so comparisons are made by alternating A and B in
+one process and reporting the median of the per-round ratios. Write-ups of what the numbers taught us:
+[docs/investigations/](docs/investigations/index.md). Per-run training results: [results/](results/report.md).
 """
+MARKER = "<!-- headline -->"
+
+
+def headline(text: str) -> tuple[str, list[str], str | None]:
+    """``(title, table lines, machine line)`` of one results file: its first heading, the table after the
+    ``<!-- headline -->`` marker (else its first table) and its first ``Machine:`` line, if any."""
+    lines = text.splitlines()
+    title = next((ln.lstrip("#").strip() for ln in lines if ln.startswith("#")), "untitled")
+    start = next((i + 1 for i, ln in enumerate(lines) if ln.strip() == MARKER), 0)
+    table: list[str] = []
+    for ln in lines[start:]:
+        if ln.startswith("|"):
+            table.append(ln)
+        elif table:
+            break
+    machine = next((ln.strip() for ln in lines if ln.startswith("Machine:")), None)
+    return title, table, machine
+
+
+def render(results_dir: Path = HERE / "results") -> str:
+    """The text of BENCHMARKS.md built from ``results_dir/*.md``."""
+    parts = [HEADER]
+    for path in sorted(results_dir.glob("*.md")):
+        title, table, machine = headline(path.read_text())
+        rel = path.relative_to(ROOT).as_posix()
+        block = [f"## {title}", ""]
+        if table:
+            block += table + [""]
+        if machine:
+            block += [machine, ""]
+        block.append(f"Full tables, command and notes: [{rel}]({rel})")
+        parts.append("\n".join(block) + "\n")
+    return "\n".join(parts)
 
 
 def collect() -> Path:
-    parts = [HEADER]
-    for path in sorted((HERE / "results").glob("*.md")):
-        parts.append(path.read_text().strip() + "\n")
     out = ROOT / "BENCHMARKS.md"
-    out.write_text("\n".join(parts))
+    out.write_text(render())
     return out
 
 

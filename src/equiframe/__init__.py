@@ -15,7 +15,7 @@ from .linalg import eigen_gaps, symeig
 from .groups import EuclideanGroup, GroupElement, random_orthogonal
 from .reps import Block, TensorReps
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.1.0"
 
 __all__ = [
     "SCALAR",

@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     # report
     rp = sub.add_parser("report", help="Markdown table of all results under a runs directory (mean ± std over seeds)",
                         formatter_class=_Formatter)
-    rp.add_argument("root", nargs="?", default="runs", help="results root")
+    rp.add_argument("root", nargs="?", default="results", help="results root (the committed results; training writes to runs/)")
     rp.add_argument("--out", default=None, help="report path (default: ROOT/report.md)")
     rp.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     rp.set_defaults(func=_cmd_report)

@@ -3,10 +3,13 @@ ours, plus plots (learning curves, error vs rotation angle).
 
 Runs are the directories written by :mod:`equiframe.train` (``<root>/<experiment>/<run>/seed<k>/``):
 finished runs have a ``metrics.json``; runs still in progress (or killed) only a checkpoint and a
-``curves.csv``, and are listed with their progress.
+``curves.csv``, and are listed with their progress. The committed results live in ``results/`` (the same
+layout, without checkpoints); training writes to ``runs/``.
+
+The plots need matplotlib (``pip install "equiframe[plots]"``); the tables do not.
 
 Example:
-    >>> path = write_report("runs", "runs/report.md")
+    >>> path = write_report("results", "results/report.md", plots=False)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ def _read_curves(run_dir: Path) -> list[dict[str, float]]:
 def collect_runs(root: str | os.PathLike) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """All runs under ``root``: ``(finished, in_progress)``.
 
-    A finished run is its ``metrics.json`` plus ``"path"``; a run in progress is
+    A finished run is its ``metrics.json`` plus ``"path"`` (its ``"run"`` is the name of the run directory); a
+    run in progress is
     ``{"path", "experiment", "run", "seed", "epochs_done", "best_val", "best_epoch", "time_s"}`` from its
     ``curves.csv``.
     """
@@ -55,6 +59,9 @@ def collect_runs(root: str | os.PathLike) -> tuple[list[dict[str, Any]], list[di
             if not isinstance(m, dict) or "test" not in m:
                 continue
             m["path"] = str(ckpt_dir)
+            if ckpt_dir.name.startswith("seed") and ckpt_dir.parent != root:
+                # the run directory names the run (a benchmark may have trained it under another name)
+                m["run"] = ckpt_dir.parent.name
             finished.append(m)
             continue
         curves = _read_curves(ckpt_dir)
@@ -218,8 +225,14 @@ def render_markdown(
 
 
 def _pyplot():
-    import matplotlib  # noqa: PLC0415
-
+    """matplotlib's pyplot on the Agg backend, imported on first use (an optional dependency)."""
+    try:
+        import matplotlib  # noqa: PLC0415
+    except ImportError as err:
+        raise ImportError(
+            "plots need matplotlib, an optional dependency: pip install 'equiframe[plots]' "
+            "(or write the tables only: write_report(..., plots=False), `equiframe report --no-plots`)"
+        ) from err
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 

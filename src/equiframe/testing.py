@@ -6,9 +6,18 @@ output. Dense inputs ``[B, ...]`` and ragged PyG inputs (with ``batch=``) get on
 element per example. The report holds the per-output relative errors and, on request, both sides.
 
 Example:
-    >>> report = assert_equivariant(model, {"pos": pos, "vel": vel},
-    ...                             inputs={"pos": "pos", "vel": "1x1n"}, output="pos", group="E(3)")
-    >>> report.errors      # {'output': 3.1e-16}
+    >>> import torch
+    >>> from equiframe import FrameAveraging
+    >>> backbone = torch.nn.Linear(3, 3).double()      # moves every point: not equivariant
+    >>> pos = torch.randn(4, 10, 3, dtype=torch.float64)
+    >>> assert_equivariant(lambda pos: backbone(pos), {"pos": pos}, types={"pos": "pos"}, output="pos",
+    ...                    group="E(3)")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    AssertionError: not E(3)-equivariant within rtol=1e-09...
+    >>> fa = FrameAveraging(lambda pos: backbone(pos), group="E(3)", inputs={"pos": "pos"}, output="pos")
+    >>> report = assert_equivariant(fa, {"pos": pos}, group="E(3)")   # FA declares its own types
+    >>> report.errors["output"] < 1e-12
+    True
 """
 
 from __future__ import annotations
