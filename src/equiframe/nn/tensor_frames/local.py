@@ -20,7 +20,31 @@ def _resolve_reps(reps: "str | TensorReps", dim: int | None, name: str) -> Tenso
     return as_reps(reps, 3 if dim is None else dim, name)
 
 
-class ToLocal(nn.Module):
+class _FrameMap(nn.Module):
+    """Shared body of :class:`ToLocal` / :class:`ToGlobal` (one checked call of ``reps.to_local/to_global``)."""
+
+    _to_global: bool
+
+    def __init__(self, reps: "str | TensorReps", dim: int | None = None):
+        super().__init__()
+        self.reps_in = self.reps_out = _resolve_reps(reps, dim, "reps")
+
+    def forward(self, x: Tensor, frames: Tensor, pos: Tensor | None = None) -> Tensor:
+        reps = self.reps_in
+        x = _check_features(x, None, reps.size)
+        frames = check_frames(frames, x.shape[0], reps.dim).to(x.dtype)
+        t = None
+        if reps.has_pos:
+            if pos is None:
+                raise ValueError("pos: reps with 'pos' blocks need the node origins `pos` [N, d]")
+            t = _check_pos(pos, x.shape[0], reps.dim).to(x.dtype)
+        return reps.to_global(x, frames, t) if self._to_global else reps.to_local(x, frames, t)
+
+    def extra_repr(self) -> str:
+        return f"reps={str(self.reps_in)!r}, dim={self.reps_in.dim}"
+
+
+class ToLocal(_FrameMap):
     r"""Express global typed features in the node frames: :math:`f_i = \rho(R_i) F_i`.
 
     Position blocks (``pos``) are translated to the node's origin first: :math:`R_i (p - t_i)` with
@@ -38,26 +62,10 @@ class ToLocal(nn.Module):
         x: ``[N, reps.size]``, frames: ``[N, d, d]``, pos: ``[N, d]`` -> ``[N, reps.size]``
     """
 
-    def __init__(self, reps: "str | TensorReps", dim: int | None = None):
-        super().__init__()
-        self.reps_in = self.reps_out = _resolve_reps(reps, dim, "reps")
-
-    def forward(self, x: Tensor, frames: Tensor, pos: Tensor | None = None) -> Tensor:
-        reps = self.reps_in
-        x = _check_features(x, None, reps.size)
-        frames = check_frames(frames, x.shape[0], reps.dim).to(x.dtype)
-        t = None
-        if reps.has_pos:
-            if pos is None:
-                raise ValueError("pos: reps with 'pos' blocks need the node origins `pos` [N, d]")
-            t = _check_pos(pos, x.shape[0], reps.dim).to(x.dtype)
-        return reps.to_local(x, frames, t)
-
-    def extra_repr(self) -> str:
-        return f"reps={str(self.reps_in)!r}, dim={self.reps_in.dim}"
+    _to_global = False
 
 
-class ToGlobal(nn.Module):
+class ToGlobal(_FrameMap):
     r"""Map local features back to the global frame: :math:`F_i = \rho(R_i^\top) f_i` (positions
     :math:`R_i^\top p + t_i`, ``t_i = pos[i]``).
 
@@ -69,22 +77,6 @@ class ToGlobal(nn.Module):
         x: ``[N, reps.size]``, frames: ``[N, d, d]``, pos: ``[N, d]`` -> ``[N, reps.size]``
     """
 
-    def __init__(self, reps: "str | TensorReps", dim: int | None = None):
-        super().__init__()
-        self.reps_in = self.reps_out = _resolve_reps(reps, dim, "reps")
-
-    def forward(self, x: Tensor, frames: Tensor, pos: Tensor | None = None) -> Tensor:
-        reps = self.reps_in
-        x = _check_features(x, None, reps.size)
-        frames = check_frames(frames, x.shape[0], reps.dim).to(x.dtype)
-        t = None
-        if reps.has_pos:
-            if pos is None:
-                raise ValueError("pos: reps with 'pos' blocks need the node origins `pos` [N, d]")
-            t = _check_pos(pos, x.shape[0], reps.dim).to(x.dtype)
-        return reps.to_global(x, frames, t)
-
-    def extra_repr(self) -> str:
-        return f"reps={str(self.reps_in)!r}, dim={self.reps_in.dim}"
+    _to_global = True
 
 
