@@ -1,6 +1,6 @@
-"""Frames: global PCA frames (O(d)/SO(d)/E(d)/SE(d)), permutation frames for graphs, local frames."""
+"""Frames: frame constructor objects (:class:`PCAFrames`, :class:`LaplacianFrames`), global PCA frames (O(d)/SO(d)/E(d)/SE(d)), permutation frames for graphs, local frames."""
 
-from .base import Frame
+from .base import Frame, Frames
 from .graph import PermutationFrame, canonical_ranks, frame_elements, laplacian_frame, shuffle_components
 from .local import (
     LearnedFrames,
@@ -10,10 +10,14 @@ from .local import (
     random_global_frames,
     random_local_frames,
 )
-from .pca import Tolerances, covariance, pca_frame
+from .laplacian import LaplacianFrames
+from .pca import PCAFrames, Tolerances, covariance, pca_frame
 
 __all__ = [
     "Frame",
+    "Frames",
+    "LaplacianFrames",
+    "PCAFrames",
     "LearnedFrames",
     "LocalPCAFrames",
     "PermutationFrame",
