@@ -862,6 +862,11 @@ def _unfold_vectors_any(y: Tensor, typ: TensorReps, frame: Frame, fold: FoldedBa
     W = frame.R.to(y.dtype) * frame.weight.to(y.dtype)[:, None, None]
     if typ.blocks[0].parity == "p":
         W = W * torch.linalg.det(frame.R.detach()).sign().to(y.dtype)[:, None, None]
+    if M == B and typ.has_pos and typ.size == d and y.dtype != torch.float64:
+        # one pass: t + y W (t's float32 rounding is below the output's own rounding)
+        t = fold.example_t.to(y.dtype)
+        tt = t[:, None].expand(B, y.reshape(M, -1, d).shape[1], d) if y.dim() == 3 else t[:, None]
+        return torch.baddbmm(tt, y.reshape(M, -1, d), W).reshape(y.shape)
     z = torch.bmm(y.reshape(M, -1, d), W).reshape(y.shape)
     if M == B:
         out = z
@@ -885,13 +890,11 @@ def _split(t: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
 
 
 def _translate_back(y: Tensor, typ: TensorReps, t: Tensor) -> Tensor:
-    """Add ``t`` (float64) to the position blocks of ``y``: ``(y + lo) + hi``, nearly exact in ``y``'s dtype."""
-    if y.dtype == torch.float64:
-        return typ._translate(y, t.double(), +1.0)
-    hi, lo = _split(t, y.dtype)
+    """Add ``t`` (float64) to the position blocks of ``y`` in ``y``'s dtype (one pass: the rounding of ``t`` to
+    that dtype is below the rounding of the output itself)."""
     if typ.size == t.shape[-1]:
-        return (y + lo).add_(hi)
-    return typ._translate(typ._translate(y, lo, +1.0), hi, +1.0)
+        return y.add_(t.to(y.dtype)) if not y.requires_grad else y + t.to(y.dtype)
+    return typ._translate(y, t.to(y.dtype), +1.0)
 
 
 def _translate_precise(x: Tensor, typ: TensorReps, t: Tensor) -> Tensor:

@@ -113,6 +113,8 @@ class Frame:
             by the robust point-tuple construction.
         exact: ``[B]`` bool, False where the frame was sampled (stochastic mode, or a symmetric
             input whose frame exceeded ``max_size``): averages are then equivariant in distribution only.
+        example_t: ``[B, d]`` float64, the translation shared by all elements of each example, when the
+            constructor knows it (PCA frames); None: :meth:`example_translation` checks ``t``.
     """
 
     R: Tensor
@@ -122,6 +124,7 @@ class Frame:
     num_examples: int
     degenerate: Tensor
     exact: Tensor
+    example_t: "Tensor | None" = None
 
     @property
     def dim(self) -> int:
@@ -146,6 +149,8 @@ class Frame:
 
     def example_translation(self) -> Tensor | None:
         """``[B, d]`` if every element of an example shares its translation (PCA frames), else None."""
+        if self.example_t is not None:
+            return self.example_t
         sizes = self.sizes
         if bool((sizes == 0).any()):
             return None

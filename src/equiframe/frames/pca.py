@@ -494,7 +494,8 @@ def pca_frame(
             j = start - torch.cummax(torch.where(first, start, torch.zeros_like(start)), 0).values
             R = R.index_put((ptr[ex_p] + j,), R_p)
     weight = (1.0 / sizes.to(dtype))[index]
-    return Frame(R=R, t=t[index], index=index, weight=weight, num_examples=B, degenerate=degenerate, exact=exact_flags)
+    return Frame(R=R, t=t[index], index=index, weight=weight, num_examples=B, degenerate=degenerate, exact=exact_flags,
+                 example_t=t)
 
 
 def _unique_tuple_axes(
@@ -821,23 +822,33 @@ def _sign_elements(
                        device=generator.device if generator is not None else torch.device("cpu")).to(device)
         j = (u * count[ex]).long().clamp_max(count[ex] - 1)
     elif bool((count == 1).all()):
-        ex = torch.arange(G, device=device)
-        j = torch.zeros(G, dtype=torch.long, device=device)
+        ex, j = None, None
     else:
         ex = torch.arange(G, device=device).repeat_interleave(count)
         j = torch.arange(ex.shape[0], device=device) - (count.cumsum(0) - count)[ex]
-    f = free[ex]
-    rank = f.long().cumsum(-1) - 1  # rank of each free axis among the free axes
-    bit = (j[:, None] >> rank.clamp_min(0)) & 1
-    s = torch.where(f, (1 - 2 * bit).to(fixed.dtype), fixed[ex])
+    s = fixed.clone() if ex is None else fixed[ex]
+    # rows with free axes (few in canonical mode): signs from the bits of j, SO(d): completed determinant
+    rows = (nfree > 0) if ex is None else (nfree[ex] > 0)
     if proper:
-        last_free = f & (rank == (nfree[ex] - 1)[:, None])
-        has_free = nfree[ex] > 0
-        # sign that makes det(diag(s) base) = +1, put on the last free axis, or on the last axis if none is free
-        others = torch.where(last_free, torch.ones_like(s), s).prod(-1) * det_base[ex]
-        s = torch.where(last_free, others[:, None].expand_as(s), s)
-        wrong = ~has_free & (s.prod(-1) * det_base[ex] < 0)
-        s[wrong, -1] = -s[wrong, -1]
+        rows = rows | (((fixed.prod(-1) if ex is None else s.prod(-1)) * (det_base if ex is None else det_base[ex])) < 0)
+    r = rows.nonzero().flatten()
+    if r.numel():
+        er = r if ex is None else ex[r]
+        jr = torch.zeros_like(r) if j is None else j[r]
+        f = free[er]
+        rank = f.long().cumsum(-1) - 1  # rank of each free axis among the free axes
+        bit = (jr[:, None] >> rank.clamp_min(0)) & 1
+        sr = torch.where(f, (1 - 2 * bit).to(fixed.dtype), fixed[er])
+        if proper:
+            last_free = f & (rank == (nfree[er] - 1)[:, None])
+            # sign that makes det(diag(s) base) = +1, put on the last free axis, or on the last axis if none is free
+            others = torch.where(last_free, torch.ones_like(sr), sr).prod(-1) * det_base[er]
+            sr = torch.where(last_free, others[:, None].expand_as(sr), sr)
+            wrong = ~(nfree[er] > 0) & (sr.prod(-1) * det_base[er] < 0)
+            sr[wrong, -1] = -sr[wrong, -1]
+        s[r] = sr
+    if ex is None:
+        return s[:, :, None] * base, torch.arange(G, device=device)
     return s[:, :, None] * base[ex], ex
 
 
