@@ -23,6 +23,14 @@ def dtype(request):
     return request.param
 
 
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request):
+    """The device to run on: every test that takes it runs on the CPU and, where one is present, on CUDA."""
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    return torch.device(request.param)
+
+
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(1234)

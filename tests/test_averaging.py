@@ -5,8 +5,11 @@ import torch
 from torch import nn
 from torch_geometric.data import Batch, Data
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from conftest import TOL, degenerate_clouds
-from equiframe import FrameAveraging
+from equiframe import FoldedBatch, FrameAveraging, LaplacianFrames, PCAFrames, SymmetricGroup, TensorReps
 from equiframe.testing import assert_equivariant, equivariance_error
 
 
@@ -59,12 +62,14 @@ def make_fa(d, group, mode, dtype, extra=False, **kw):
 @pytest.mark.parametrize("d", [2, 3, 4, 5])
 @pytest.mark.parametrize("group", ["O", "SO", "E", "SE"])
 @pytest.mark.parametrize("mode", ["all", "canonical"])
-def test_dense_equivariance(d, group, mode, dtype, gen):
-    fa = make_fa(d, group, mode, dtype, extra=True)
+def test_dense_equivariance(d, group, mode, dtype, gen, device):
+    fa = make_fa(d, group, mode, dtype, extra=True).to(device)
     pos = (torch.randn(3, 9, d, generator=gen, dtype=torch.float64) * torch.linspace(1, 2, d, dtype=torch.float64)).to(dtype)
     vel = torch.randn(3, 9, d, generator=gen, dtype=torch.float64).to(dtype)
-    report = assert_equivariant(fa, {"pos": pos, "vel": vel}, group=f"{group}({d})", generator=gen, n_trials=2)
+    # the types are read from the module (reps_in / reps_out), the group from its frames
+    report = assert_equivariant(fa, {"pos": pos.to(device), "vel": vel.to(device)}, generator=gen, n_trials=2)
     assert set(report.errors) == set(OUT)
+    assert str(report.output_types["pvec"]) == "1x1p" and len(report.sides["vec"]) == 2
 
 
 @pytest.mark.parametrize("d", [2, 3, 4, 5])
@@ -242,3 +247,173 @@ def test_negative_control_unwrapped_backbone_fails(gen):
     pos = torch.randn(2, 8, 3, generator=gen, dtype=torch.float64)
     report = equivariance_error(bb, {"pos": pos}, types={"pos": "pos"}, output=OUT, group="E(3)", generator=gen)
     assert all(v > 1e-3 for k, v in report.errors.items())
+
+
+# ------------------------------------------------------------------------------------------ frames as objects
+def test_frames_object_equals_the_shortcut(gen):
+    pos = torch.randn(4, 10, 3, generator=gen, dtype=torch.float64)
+    for mode in ("all", "canonical"):
+        a = make_fa(3, "SE", mode, torch.float64)
+        b = FrameAveraging(a.backbone, frames=PCAFrames("SE(3)", mode=mode), inputs={"pos": "pos"}, output=OUT)
+        assert isinstance(a.frames, PCAFrames) and a.frames.mode == mode and str(a.group) == "SE(3)"
+        for k, v in a(pos=pos).items():
+            torch.testing.assert_close(v, b(pos=pos)[k])
+    s = FrameAveraging(lambda x, edge_index, batch: x, group="Sn", inputs={"x": "scalar"}, output="scalar")
+    assert isinstance(s.frames, LaplacianFrames) and isinstance(s.group, SymmetricGroup)
+
+
+def test_types_are_parsed_once_and_exposed():
+    fa = make_fa(3, "E", "all", torch.float64, extra=True)
+    assert fa.reps_in == {"pos": TensorReps("pos", dim=3), "vel": TensorReps("1x1n", dim=3)}
+    assert fa.reps_out["inv"].is_invariant and fa.reps_out["mat"] == TensorReps("1x2n", dim=3)
+    generic = FrameAveraging(PointMLP(4).double(), group="E(d)", inputs={"pos": "pos"}, output=OUT)
+    assert generic.reps_in["pos"].dim is None  # dimension-generic until the data says
+    assert generic.types_for(4)[1]["mat"].size == 16
+
+
+def test_folded_batch_is_public_and_the_old_name_remains():
+    from equiframe.averaging import _Fold
+
+    assert _Fold is FoldedBatch
+    frame = PCAFrames("E(3)")(torch.randn(7, 3, dtype=torch.float64), batch=torch.tensor([0, 0, 0, 1, 1, 1, 1]))
+    fold = FoldedBatch.euclidean(frame, dense=False, batch=torch.tensor([0, 0, 0, 1, 1, 1, 1]), edge_index=None)
+    assert fold.M == 16 and fold.node_src.shape == (56,) and int(fold.new_batch.max()) == 15
+    torch.testing.assert_close(fold.average_nodes(torch.ones(56, 1, dtype=torch.float64)), torch.ones(7, 1, dtype=torch.float64))
+
+
+def test_point_cloud_data_without_edge_index(gen):
+    from torch_geometric.data import Data
+
+    class Net(nn.Module):
+        def forward(self, data):
+            return data.pos * 2.0
+
+    fa = FrameAveraging(Net(), group="E(3)", inputs={"pos": "pos"}, output="1x1n")
+    data = Data(pos=torch.randn(6, 3, generator=gen, dtype=torch.float64))
+    y = fa(data)
+    assert y.shape == (6, 3)
+    torch.testing.assert_close(y, 2 * (data.pos - data.pos.mean(0)))  # the equivariant part of 2 x
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_ragged_equals_dense(d, dtype, gen):
+    """The ragged path (padded or equal sizes) gives the dense result, for vectors and positions."""
+    fa = make_fa(d, "E", "all", dtype)
+    pos = torch.randn(3, 12, d, generator=gen, dtype=torch.float64).to(dtype)
+    dense = fa(pos=pos)
+    ragged = fa(pos=pos.reshape(-1, d), batch=torch.arange(3).repeat_interleave(12))
+    for k in ("vec", "pos", "mat"):
+        torch.testing.assert_close(ragged[k], dense[k].reshape(36, -1), rtol=TOL[dtype], atol=TOL[dtype])
+
+
+# ------------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize(
+    "ctor, err, match",
+    [
+        (dict(max_size=0), ValueError, "max_size"),
+        (dict(max_size=-3), ValueError, "max_size"),
+        (dict(max_size=2.5), TypeError, "max_size"),
+        (dict(max_size=True), TypeError, "max_size"),
+        (dict(mode="stochastic", n_samples=0), ValueError, "n_samples"),
+        (dict(mode="stochastic", n_samples=True), TypeError, "n_samples"),
+        (dict(eval_mode="stochastic"), ValueError, "eval_mode"),
+        (dict(generator=3), TypeError, "generator"),
+        (dict(tol=1e-3), TypeError, "tol"),
+        (dict(group=3), TypeError, "group"),
+        (dict(group="E(0)"), ValueError, "group|dim"),
+        (dict(inputs=["pos"]), TypeError, "inputs"),
+        (dict(inputs={"pos": "pos", "batch": "1x0n"}), ValueError, "inputs"),
+        (dict(inputs={"pos": "pos", "v": 3}), TypeError, "inputs"),
+        (dict(output={}), ValueError, "output"),
+        (dict(output=5), TypeError, "output"),
+        (dict(frame_from=3), ValueError, "frame_from"),
+        (dict(frames="E(3)"), TypeError, "frames"),
+        (dict(frames=PCAFrames("E(3)"), mode="all"), ValueError, "mode"),
+        (dict(frames=PCAFrames("E(3)"), group="E(3)"), ValueError, "group"),
+        (dict(components="shuffled"), ValueError, "components"),
+        (dict(group="S_n", inputs={"x": "1x1n"}), ValueError, "S_n"),
+    ],
+)
+def test_constructor_bad_arguments_name_the_argument(ctor, err, match):
+    kw = {"inputs": {"pos": "pos"}, "output": "1x1n", **ctor}
+    with pytest.raises(err, match=match):
+        FrameAveraging(lambda **k: k["pos"], **kw)
+
+
+def test_backbone_must_be_callable():
+    with pytest.raises(TypeError, match="backbone"):
+        FrameAveraging(3, inputs={"pos": "pos"})
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.one_of(st.integers(max_value=0), st.floats(allow_nan=True), st.booleans(), st.text(max_size=3), st.none()))
+def test_max_size_property(value):
+    """Every non-positive-integer max_size is refused with an error naming it (None is the default)."""
+    if value is None:
+        FrameAveraging(lambda pos: pos, inputs={"pos": "pos"}, max_size=value)
+        return
+    with pytest.raises((TypeError, ValueError), match="max_size"):
+        FrameAveraging(lambda pos: pos, inputs={"pos": "pos"}, max_size=value)
+
+
+def test_call_bad_input_classes(gen, device):
+    fa = make_fa(3, "E", "all", torch.float64).to(device)
+    pos = torch.randn(2, 5, 3, generator=gen, dtype=torch.float64).to(device)
+    cases = [
+        (dict(pos=torch.full((2, 5, 3), float("inf"), dtype=torch.float64, device=device)), ValueError, "pos: contains NaN or inf"),
+        (dict(pos=pos.clone().index_fill_(1, torch.tensor([2], device=device), float("nan"))), ValueError, "pos: contains NaN"),
+        (dict(pos=torch.zeros(2, 0, 3, dtype=torch.float64, device=device)), ValueError, "pos: empty"),
+        (dict(pos=torch.zeros(0, 5, 3, dtype=torch.float64, device=device)), ValueError, "pos: empty"),
+        (dict(pos=pos.long()), TypeError, "pos: expected a float32 or float64"),
+        (dict(pos=pos.half()), TypeError, "pos: expected a float32 or float64"),
+        (dict(pos=[[0.0, 1.0, 2.0]]), TypeError, "pos: expected a tensor"),
+        (dict(pos=pos[0, 0]), ValueError, "pos"),
+        (dict(pos=pos[..., :2]), ValueError, "pos: data has dimension 2"),
+        (dict(pos=pos.reshape(10, 3), batch=torch.zeros(9, dtype=torch.long, device=device)), ValueError, "batch: has 9"),
+        (dict(pos=pos.reshape(10, 3), batch=torch.tensor([1, 0] * 5, device=device)), ValueError, "batch: must be sorted"),
+        (dict(pos=pos.reshape(10, 3), batch=torch.zeros(10, device=device)), ValueError, "batch: expected a 1-D integer"),
+        (dict(pos=pos.reshape(10, 3), batch=torch.tensor([0] * 5 + [2] * 5, device=device)), ValueError, "batch: example"),
+        (dict(pos=pos, mask=torch.ones(2, 5, device=device)), ValueError, "mask"),
+        (dict(pos=pos, mask=torch.zeros(2, 5, dtype=torch.bool, device=device)), ValueError, "mask: example"),
+        (dict(pos=pos.reshape(10, 3), batch=torch.zeros(10, dtype=torch.long, device=device), mask=torch.ones(10, dtype=torch.bool, device=device)), ValueError, "mask"),
+        (dict(pos=pos.reshape(10, 3), batch=torch.zeros(10, dtype=torch.long, device="meta")), ValueError, "batch: is on"),
+        (dict(pos=pos, mask=torch.ones(2, 5, dtype=torch.bool, device="meta")), ValueError, "mask: is on"),
+        (dict(pos=pos.reshape(10, 3), batch=torch.zeros(10, dtype=torch.long, device=device), edge_index=torch.tensor([[0.0], [1.0]], device=device)), TypeError, "edge_index"),
+    ]
+    for kw, err, match in cases:
+        with pytest.raises(err, match=match):
+            fa(**kw)
+
+
+@pytest.mark.parametrize("scale", [1e19, 1e-30, 2.0**-126, 1e-41])
+def test_float32_clouds_at_the_limits_of_the_format(scale, gen, device):
+    """Huge, tiny and subnormal float32 clouds get the frames of the unit-scale cloud (no error about an
+    internal matrix) and exactly invariant outputs."""
+    X = torch.randn(3, 9, 3, generator=gen, dtype=torch.float64) * torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64)
+    small = (X * scale).float().to(device)
+    assert bool((small != 0).all()) and bool(torch.isfinite(small).all())
+    for mode in ("all", "canonical"):
+        frames = PCAFrames("O(3)", mode=mode)
+        ref, got = frames(X.float().to(device)), frames(small)
+        assert got.sizes.tolist() == ref.sizes.tolist()
+        if scale > 2.0**-126:  # normal numbers keep 24 bits: the same axes (subnormals keep fewer)
+            torch.testing.assert_close(got.R, ref.R, rtol=1e-4, atol=1e-4)
+    fa = FrameAveraging(lambda pos: (pos / pos.abs().amax()).pow(2).sum(-1).amax(-1, keepdim=True), group="O(3)",
+                        inputs={"pos": "pos"}, output="scalar")
+    assert torch.isfinite(fa(pos=small)).all()
+    if scale > 2.0**-126:
+        report = equivariance_error(fa, {"pos": small}, group="O(3)", generator=gen, n_trials=2)
+        assert report.max_error < 1e-4
+
+
+def test_permutation_frames_validate_the_graph():
+    fa = FrameAveraging(lambda x, edge_index, batch: x, group="S_n", inputs={"x": "scalar"}, output="scalar")
+    x = torch.randn(4, 2)
+    with pytest.raises(ValueError, match="edge_index"):
+        fa(x=x)
+    with pytest.raises(ValueError, match="edge_index"):
+        fa(x=x, edge_index=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="batch: must be sorted"):
+        fa(x=x, edge_index=torch.tensor([[0, 1], [1, 0]]), batch=torch.tensor([1, 0, 0, 0]))
+    with pytest.raises(ValueError, match="x: contains NaN"):
+        fa(x=torch.full((4, 2), float("nan")), edge_index=torch.tensor([[0, 1], [1, 0]]))

@@ -48,3 +48,50 @@ def test_d_placeholder_and_errors():
 def test_haar_first_moment():
     Q = random_orthogonal(4000, 3, generator=torch.Generator().manual_seed(0))
     assert float(Q.mean(0).abs().max()) < 0.05  # E[Q] = 0 under Haar
+
+
+@pytest.mark.parametrize("spelling", ["S_n", "Sn", "S(n)", " S_n "])
+def test_symmetric_group_spellings_parse_to_the_type(spelling):
+    from equiframe import SymmetricGroup, parse_group
+
+    assert parse_group(spelling) == SymmetricGroup()
+    assert parse_group(SymmetricGroup()) is not None and str(SymmetricGroup()) == "S_n"
+    with pytest.raises(ValueError, match="not a Euclidean group"):
+        EuclideanGroup.parse(spelling)
+
+
+def test_symmetric_group_samples_permutations_inside_graphs(gen):
+    from equiframe import SymmetricGroup
+
+    batch = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    perm = SymmetricGroup().sample(batch, generator=gen)
+    assert sorted(perm.tolist()) == list(range(9))
+    assert torch.equal(batch[perm], batch)  # nodes stay in their graph
+    with pytest.raises(ValueError, match="batch"):
+        SymmetricGroup().sample(torch.tensor([1, 0]))
+    with pytest.raises(ValueError, match="batch"):
+        SymmetricGroup().sample(torch.zeros(3))
+
+
+@pytest.mark.parametrize(
+    "call, err, match",
+    [
+        (lambda: EuclideanGroup(0), ValueError, "dim"),
+        (lambda: EuclideanGroup(3.0), ValueError, "dim"),
+        (lambda: EuclideanGroup(3, proper=1), TypeError, "proper"),
+        (lambda: EuclideanGroup.parse("E(3)").sample(-1), ValueError, "n"),
+        (lambda: EuclideanGroup.parse("E(3)").sample((2, 1.5)), ValueError, "n"),
+        (lambda: random_orthogonal(2, 0), ValueError, "dim"),
+        (lambda: random_orthogonal(2, 3, generator=5), TypeError, "generator"),
+        (lambda: EuclideanGroup.parse("E(d)"), ValueError, "group"),
+    ],
+)
+def test_bad_arguments_name_the_argument(call, err, match):
+    with pytest.raises(err, match=match):
+        call()
+
+
+def test_sample_on_device(device, gen):
+    g = EuclideanGroup.parse("SE(3)").sample(5, generator=gen, device=device, dtype=torch.float32)
+    assert g.Q.device.type == device.type and g.s.device.type == device.type
+    assert bool(EuclideanGroup.parse("SE(3)").contains(g.to(torch.float64)).all())

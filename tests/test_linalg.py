@@ -65,12 +65,11 @@ def _check(C: Tensor, L: Tensor, V: Tensor, tol: float) -> None:
 
 @pytest.mark.parametrize("d", [2, 3])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_matches_eigh_on_generic_matrices(monkeypatch: pytest.MonkeyPatch, d: int, dtype: torch.dtype) -> None:
-    monkeypatch.setattr(linalg, "_CPU_CHUNK", 512)  # float32: the two-pass path (float32 pass + re-solve)
+def test_matches_eigh_on_generic_matrices(d: int, dtype: torch.dtype) -> None:
     g = _gen(1)
     C = torch.cat([_covariances(1500, d, g), _with_spectrum(torch.randn(1500, d, generator=g, dtype=torch.float64), g)])
     C = C.to(dtype)
-    L, V = symeig(C)
+    L, V = symeig(C, chunk_size=512)
     _check(C, L, V, RES_TOL[dtype])
     # eigenvectors up to sign against float64 eigh of the same (rounded) matrices, where the
     # eigenvectors are well conditioned
@@ -181,9 +180,8 @@ def test_nearly_repeated_eigenvalues(d: int, dtype: torch.dtype) -> None:
 
 
 @pytest.mark.parametrize("d", [2, 3])
-def test_float32_resolve_of_ill_conditioned_matrices(monkeypatch: pytest.MonkeyPatch, d: int) -> None:
+def test_float32_resolve_of_ill_conditioned_matrices(d: int) -> None:
     """float32 input: nearly repeated pairs are re-solved in float64 (negative control: without it they are not)."""
-    monkeypatch.setattr(linalg, "_CPU_CHUNK", 64)  # several chunks (one chunk is solved in float64 directly)
     g = _gen(16)
     delta = 10.0 ** -torch.linspace(2.5, 5, 40, dtype=torch.float64)
     one = torch.ones_like(delta)
@@ -197,29 +195,27 @@ def test_float32_resolve_of_ill_conditioned_matrices(monkeypatch: pytest.MonkeyP
         sign = torch.sign((V.double() * V64).sum(-2, keepdim=True))
         return (V.double() * sign - V64).abs().amax((-1, -2))
 
-    L, V = symeig(C)
+    L, V = symeig(C, chunk_size=64)
     _check(C, L, V, RES_TOL[torch.float32])
     # float32 rounding of the output plus the reference's own ~1e-16 / gap
     assert (err(V) <= 2e-7 + 1e-14 / gap).all()
-    monkeypatch.setattr(linalg, "_REFINE_GAP", -1.0)  # no gap is <= -1 * scale: no re-solve
-    _, V32 = symeig(C)
+    _, V32 = symeig(C, chunk_size=64, refine_gap=-1.0)
     assert err(V32).max() > 1e-5  # float32 pass alone: error up to ~1e-7 / gap (misses the 1e-5 target)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("d", [2, 3])
-def test_extreme_scales(monkeypatch: pytest.MonkeyPatch, d: int, dtype: torch.dtype) -> None:
-    monkeypatch.setattr(linalg, "_CPU_CHUNK", 64)  # float32: out-of-range matrices flagged by the float32 pass
+def test_extreme_scales(d: int, dtype: torch.dtype) -> None:
     g = _gen(7)
     spectra = torch.randn(100, d, generator=g, dtype=torch.float64)
     base = torch.cat([_covariances(100, d, g), _with_spectrum(spectra, g)])
     for scale in (1e-30, 1e-15, 1e-5, 1e5, 1e15, 1e30):
         C = (base * scale).to(dtype)
-        L, V = symeig(C)
+        L, V = symeig(C, chunk_size=64)
         _check(C, L, V, RES_TOL[dtype])
     # entries of very different magnitudes in one matrix
     big = _with_spectrum(torch.tensor([[1e-25, 1.0, 1e25][:d]] * 50, dtype=torch.float64), g)
-    L, V = symeig(big.to(dtype))
+    L, V = symeig(big.to(dtype), chunk_size=64)
     _check(big.to(dtype), L, V, RES_TOL[dtype])
 
 
@@ -279,21 +275,20 @@ def test_non_contiguous_and_asymmetric_input() -> None:
 
 
 @pytest.mark.parametrize("d", [2, 3])
-def test_chunking(monkeypatch: pytest.MonkeyPatch, d: int) -> None:
+def test_chunking(d: int) -> None:
     C = _covariances(1000, d, _gen(13))
     L_ref, V_ref = symeig(C)
-    monkeypatch.setattr(linalg, "_CPU_CHUNK", 64)  # 15 full chunks and a partial one
-    L, V = symeig(C)
+    L, V = symeig(C, chunk_size=64)
     torch.testing.assert_close(L, L_ref, rtol=1e-14, atol=1e-14)
     torch.testing.assert_close(V, V_ref, rtol=1e-12, atol=1e-12)
     bad = C.clone()
     bad[900, 1, 1] = math.nan  # in the partial last chunk
     with pytest.raises(ValueError, match="C"):
-        symeig(bad)
+        symeig(bad, chunk_size=64)
     bad[900, 1, 1] = 1.0
     bad[70, 0, 1] = math.inf  # off-diagonal, second chunk
     with pytest.raises(ValueError, match="C"):
-        symeig(bad)
+        symeig(bad, chunk_size=64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -320,14 +315,13 @@ def test_invalid_input(bad: Tensor) -> None:
 @pytest.mark.parametrize("d", [2, 3, 4])
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 @pytest.mark.parametrize("method", ["auto", "torch"])
-def test_non_finite_input(monkeypatch: pytest.MonkeyPatch, d: int, value: float, method: str) -> None:
+def test_non_finite_input(d: int, value: float, method: str) -> None:
     C = torch.eye(d).repeat(5, 1, 1)
     C[3, 0, d - 1] = value
     with pytest.raises(ValueError, match="C: contains NaN or inf"):
         symeig(C, method=method)
-    monkeypatch.setattr(linalg, "_CPU_CHUNK", 2)  # the float32 pass flags it, the float64 re-solve raises
     with pytest.raises(ValueError, match="C: contains NaN or inf"):
-        symeig(C, method=method)
+        symeig(C, method=method, chunk_size=2)
 
 
 def test_invalid_options() -> None:

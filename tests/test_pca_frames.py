@@ -145,6 +145,10 @@ def test_oversized_symmetric_frame_is_sampled_and_reported():
 
 def test_tolerances_per_dtype():
     assert Tolerances.for_dtype(torch.float64).eig < Tolerances.for_dtype(torch.float32).eig
+    with pytest.raises(ValueError, match="tol.eig"):
+        Tolerances(eig=1.5, sign=0.0, point=0.0, floor=0.0)
+    with pytest.raises(ValueError, match="tol.sign"):
+        Tolerances(eig=1e-3, sign=float("nan"), point=0.0, floor=0.0)
 
 
 @pytest.mark.parametrize(
@@ -163,11 +167,60 @@ def test_tolerances_per_dtype():
         (dict(pos=torch.randn(4, 3), group="E(2)"), "dimension"),
         (dict(pos=torch.randn(4, 3), mode="bogus"), "mode"),
         (dict(pos=torch.randn(4, 3), mode="stochastic", n_samples=0), "n_samples"),
+        (dict(pos=torch.randn(4, 3), max_size=0), "max_size"),
     ],
 )
 def test_bad_input_gives_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         pca_frame(**{"group": "E(3)", **kwargs})
+
+
+@pytest.mark.parametrize(
+    "ctor, err, match",
+    [
+        (dict(group="E(3)", mode="most"), ValueError, "mode"),
+        (dict(group=3), TypeError, "group"),
+        (dict(group="U(3)"), ValueError, "group"),
+        (dict(group="E(3)", max_size=0), ValueError, "max_size"),
+        (dict(group="E(3)", n_samples=1.0), TypeError, "n_samples"),
+        (dict(group="E(3)", tol="loose"), TypeError, "tol"),
+        (dict(group="E(3)", generator=0), TypeError, "generator"),
+    ],
+)
+def test_frames_object_validates_its_options(ctor, err, match):
+    from equiframe import PCAFrames
+
+    with pytest.raises(err, match=match):
+        PCAFrames(**ctor)
+
+
+@pytest.mark.parametrize("n", [1_000, 100_000])
+def test_canonical_large_gaussian_cloud_keeps_one_element(n, dtype):
+    """The sign threshold is derived from the rounding error of the computation: a large centred Gaussian
+    cloud (skewness ~ n^-1/2) keeps a single element (a fixed 1e-2 threshold gave all 8 at n = 1e5)."""
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    x = (x - x.mean(0)).to(dtype)
+    F = pca_frame(x, group="E(3)", mode="canonical")
+    assert F.sizes.tolist() == [1]
+
+
+@pytest.mark.parametrize("n", [10, 2_000])
+def test_canonical_frames_are_equivariant_under_rotations(n, dtype, device):
+    """F(gX) = F(X) Q^T for the canonical frames, on many near-symmetric clouds (where a sign is barely
+    decided): the derived threshold decides the same signs for X and gX or leaves them open in both."""
+    g = torch.Generator().manual_seed(n)
+    X = torch.randn(64, n, 3, generator=g, dtype=torch.float64)
+    X = torch.cat([X, -X], 1)[:, : n + 1]  # nearly symmetric: tiny skewness
+    G = EuclideanGroup.parse("O(3)")
+    el = G.sample(64, generator=g)
+    X32, Xg = X.to(dtype).to(device), el.act_batched(X).to(dtype).to(device)
+    F, Fg = pca_frame(X32, group=G, mode="canonical"), pca_frame(Xg, group=G, mode="canonical")
+    assert F.sizes.tolist() == Fg.sizes.tolist()
+    tol = 1e-3 if dtype == torch.float32 else 1e-8
+    for b in range(64):
+        A = F.R[F.index == b] @ el.Q[b].T.to(dtype).to(device)
+        assert frame_set_equal(Fg.R[Fg.index == b], A, tol)
 
 
 def test_integer_input_is_a_type_error():

@@ -134,3 +134,65 @@ def test_parse_print_roundtrip(spec, d):
     r = TensorReps(spec, dim=d)
     assert str(r) == spec
     assert TensorReps(r) == r and TensorReps(str(r), dim=d).size == r.size
+
+
+def test_invariant_type_is_a_tensor_reps():
+    from equiframe.reps import as_reps
+
+    for spelling in ("scalar", "invariant", " scalar "):
+        r = as_reps(spelling, 3)
+        assert isinstance(r, TensorReps) and r.is_invariant and r.is_scalar and str(r) == "scalar"
+    r = TensorReps("scalar")
+    assert r == "scalar" and r == TensorReps.invariant(dim=5) and hash(r) == hash(TensorReps.invariant(dim=5))
+    x = torch.randn(4, 7, 2)
+    Q = random_orthogonal((), 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(r.transform(x, Q), x) and torch.equal(r.to_global(x, Q), x)
+    with pytest.raises(ValueError, match="no fixed size"):
+        r.size
+    with pytest.raises(ValueError, match="scalar"):
+        r + "1x1n"
+
+
+def test_dim_is_never_guessed():
+    r = TensorReps("2x1n+1x0n")
+    assert r.dim is None
+    with pytest.raises(ValueError, match="dim"):
+        r.size
+    assert TensorReps("4x0n").size == 4  # scalars need no dimension
+    assert TensorReps("4x0n") == TensorReps("4x0n", dim=2)
+    # applied to matrices, the dimension is read from them
+    Q = random_orthogonal((), 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x = torch.randn(3, 5, dtype=torch.float64)
+    torch.testing.assert_close(r.transform(x, Q), r.with_dim(2).transform(x, Q))
+    with pytest.raises(ValueError, match="dim"):
+        TensorReps("1x1n", dim=3).with_dim(2)
+    assert TensorReps("1x0n", dim=3).with_dim(2).dim == 2
+
+
+@pytest.mark.parametrize(
+    "call, err, match",
+    [
+        (lambda: TensorReps("1x1n", dim=True), ValueError, "dim"),
+        (lambda: TensorReps("1x1n", dim=2.0), ValueError, "dim"),
+        (lambda: TensorReps([Block(1, -1, "n")]), ValueError, "reps"),
+        (lambda: TensorReps([Block(2, 2, "pos")]), ValueError, "reps"),
+        (lambda: TensorReps([("1", 1, "n")]), TypeError, "reps"),
+        (lambda: TensorReps("1x1n", dim=3) * -1, ValueError, "n"),
+        (lambda: TensorReps("1x1n", dim=3).to_local(torch.randn(2, 3), torch.eye(3), chunk_size=0), ValueError, "chunk_size"),
+        (lambda: TensorReps("1x1n", dim=3).transform([1.0, 2.0, 3.0], torch.eye(3)), TypeError, "x"),
+    ],
+)
+def test_bad_arguments_name_the_argument(call, err, match):
+    with pytest.raises(err, match=match):
+        call()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(alphabet="0123456789xnpos+ ", max_size=12))
+def test_any_string_parses_or_fails_with_a_reps_error(text):
+    try:
+        r = TensorReps(text, dim=3)
+    except ValueError as err:
+        assert "reps" in str(err)
+    else:
+        assert TensorReps(str(r), dim=3) == r or r.is_invariant

@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import equiframe.reps as reps_mod
 from equiframe.groups import random_orthogonal
 from equiframe.nn.tensor_frames import TFGraph
 from equiframe.reps import TensorReps, kron_power
@@ -53,17 +52,16 @@ SPECS = [
 @pytest.mark.parametrize("d", [2, 3, 4])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("spec", SPECS)
-def test_rotate_rows_matches_einsum(d, dtype, spec, monkeypatch):
+def test_rotate_rows_matches_einsum(d, dtype, spec):
     gen = torch.Generator().manual_seed(d * 101 + len(spec))
     reps = TensorReps(spec, dim=d)
     # a small chunk forces many chunks and an overlapping last chunk (537 is not a multiple of it)
-    monkeypatch.setattr(reps_mod, "_CM_CHUNK", 64 * reps.size)
     for n in (2, 3, 537):
         R = random_orthogonal(n, d, generator=gen, dtype=dtype)
         x = torch.randn(n, reps.size, generator=gen, dtype=dtype)
         with torch.no_grad():
-            torch.testing.assert_close(reps.to_local(x, R), _reference(reps, x, R), **_tol(dtype))
-            torch.testing.assert_close(reps.to_global(x, R), _reference(reps, x, R.transpose(1, 2)), **_tol(dtype))
+            torch.testing.assert_close(reps.to_local(x, R, chunk_size=64), _reference(reps, x, R), **_tol(dtype))
+            torch.testing.assert_close(reps.to_global(x, R, chunk_size=64), _reference(reps, x, R.transpose(1, 2)), **_tol(dtype))
         xg, Rg = x.clone().requires_grad_(), R.clone().requires_grad_()
         y = reps.transform(xg, Rg)
         assert y.requires_grad
@@ -87,15 +85,14 @@ def test_rotate_rows_gradcheck(spec):
     assert torch.autograd.gradcheck(lambda a, b: reps.to_global(a, b), (x, R))
 
 
-def test_rotate_rows_no_grad_equals_grad_path(monkeypatch):
+def test_rotate_rows_no_grad_equals_grad_path():
     """The chunked in-place program (inference) and the out-of-place autograd path agree exactly-ish."""
     gen = torch.Generator().manual_seed(5)
     reps = TensorReps("3x0n+2x1n+1x1p+4x2n+1x3p", dim=3)
-    monkeypatch.setattr(reps_mod, "_CM_CHUNK", 100 * reps.size)
     R = random_orthogonal(1000, 3, generator=gen, dtype=torch.float64)
     x = torch.randn(1000, reps.size, generator=gen, dtype=torch.float64)
     with torch.no_grad():
-        a = reps.to_local(x, R)
+        a = reps.to_local(x, R, chunk_size=100)
     b = reps.to_local(x.clone().requires_grad_(), R).detach()
     torch.testing.assert_close(a, b, rtol=0, atol=1e-13)
 
@@ -162,7 +159,7 @@ def test_graph_edge_index_range_checked():
 
 @pytest.mark.parametrize("name", ["GINConv", "SAGEConv", "GCNConv", "GINEConv"])
 @pytest.mark.parametrize("grad", [False, True])
-def test_light_layers_chunked_rotations_equal_expand(name, grad, monkeypatch):
+def test_light_layers_chunked_rotations_equal_expand(name, grad):
     """TFConv on an order-2-heavy reps with the per-node rotations forced into many chunks (no-grad program)
     or through the autograd path equals the per-edge transport of expand/gcn mode (float64)."""
     from torch_geometric.nn import GCNConv, GINConv, GINEConv, SAGEConv
@@ -172,8 +169,7 @@ def test_light_layers_chunked_rotations_equal_expand(name, grad, monkeypatch):
     gen = torch.Generator().manual_seed(11)
     torch.manual_seed(0)
     reps = TensorReps("1x0n+3x2n+1x1p", dim=3)
-    monkeypatch.setattr(reps_mod, "_CM_CHUNK", 64 * reps.size)
-    n, k = 150, 4
+    n, k = 2500, 4  # more rows than one default chunk (2114 rows of this reps): several chunks, the last overlapping
     pos = torch.randn(n, 3, generator=gen, dtype=torch.float64)
     nb = torch.cdist(pos, pos).fill_diagonal_(float("inf")).topk(k, largest=False).indices
     ei = torch.stack([nb.reshape(-1), torch.arange(n).repeat_interleave(k)])

@@ -8,19 +8,27 @@ Two systems:
   PyTorch Geometric message passing layers equivariant by moving tensorial messages between frames.
 """
 
-from .averaging import SCALAR, FrameAveraging
-from .frames.base import Frame
-from .frames.pca import Tolerances, pca_frame
+from .averaging import SCALAR, FoldedBatch, FrameAveraging
+from .frames.base import Frame, Frames
+from .frames.laplacian import LaplacianFrames
+from .frames.pca import PCAFrames, Tolerances, pca_frame
 from .linalg import eigen_gaps, symeig
-from .groups import EuclideanGroup, GroupElement, random_orthogonal
-from .reps import Block, TensorReps
+from .groups import EuclideanGroup, GroupElement, SymmetricGroup, parse_group, random_orthogonal
+from .reps import Block, TensorReps, as_reps
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SCALAR",
+    "FoldedBatch",
     "Frame",
+    "Frames",
     "FrameAveraging",
+    "LaplacianFrames",
+    "PCAFrames",
+    "SymmetricGroup",
+    "as_reps",
+    "parse_group",
     "Tolerances",
     "pca_frame",
     "symeig",

@@ -1,4 +1,8 @@
-"""The Euclidean groups O(d), SO(d), E(d), SE(d) and their elements.
+"""The groups of equiframe: the Euclidean groups O(d), SO(d), E(d), SE(d), and the symmetric group S_n.
+
+Groups are types: :class:`EuclideanGroup` and :class:`SymmetricGroup` (node permutations of graphs).
+:func:`parse_group` turns the accepted spellings (``"E(3)"``, ``"SO(d)"`` with ``dim=``, ``"S_n"``,
+``"Sn"``, ``"S(n)"``) into one of them.
 
 A group element ``g = (Q, s)`` acts on points (row vectors) by ``x -> Q x + s``; on typed features
 through :class:`~equiframe.reps.TensorReps` (tensors by ``rho(Q)``, positions affinely).
@@ -21,9 +25,10 @@ from torch import Tensor
 
 from .reps import TensorReps, as_reps
 
-__all__ = ["EuclideanGroup", "GroupElement", "random_orthogonal", "parse_group"]
+__all__ = ["EuclideanGroup", "GroupElement", "SymmetricGroup", "Group", "random_orthogonal", "parse_group"]
 
 _GROUP = re.compile(r"^\s*(O|SO|E|SE)\s*\(\s*(\d+)\s*\)\s*$")
+_SYMMETRIC = ("S_n", "Sn", "S(n)")
 
 
 def random_orthogonal(
@@ -44,9 +49,11 @@ def random_orthogonal(
     Shapes:
         -> ``[*n, dim, dim]``
     """
-    shape = (n,) if isinstance(n, int) else tuple(n)
-    if dim < 1:
-        raise ValueError(f"dim: expected >= 1, got {dim}")
+    shape = _shape(n)
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise ValueError(f"dim: expected a positive integer, got {dim!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
     # sample on CPU in float64 with the generator (generators are device bound), then move
     gen_device = generator.device if generator is not None else torch.device("cpu")
     A = torch.randn(*shape, dim, dim, generator=generator, dtype=torch.float64, device=gen_device)
@@ -60,6 +67,14 @@ def random_orthogonal(
         flip[..., 0] = det.sign()
         Q = Q * flip[..., :, None]
     return Q.to(dtype=dtype, device=device if device is not None else gen_device)
+
+
+def _shape(n) -> tuple[int, ...]:
+    """A batch shape from ``n`` (an int or a tuple of ints), with an error naming ``n``."""
+    shape = (n,) if isinstance(n, int) and not isinstance(n, bool) else n
+    if not isinstance(shape, tuple) or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in shape):
+        raise ValueError(f"n: expected a non-negative int or a tuple of them (the batch shape), got {n!r}")
+    return shape
 
 
 @dataclass(frozen=True)
@@ -76,9 +91,18 @@ class EuclideanGroup:
     proper: bool = False
     translations: bool = False
 
+    def __post_init__(self):
+        if not isinstance(self.dim, int) or isinstance(self.dim, bool) or self.dim < 1:
+            raise ValueError(f"dim: expected a positive integer, got {self.dim!r}")
+        for name in ("proper", "translations"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name}: expected a bool, got {getattr(self, name)!r}")
+
     @staticmethod
     def parse(spec: "str | EuclideanGroup", dim: int | None = None) -> "EuclideanGroup":
         """Parse ``"O(3)"``, ``"SO(2)"``, ``"E(5)"``, ``"SE(3)"``. ``"O(d)"`` with ``dim=`` also works."""
+        if isinstance(spec, SymmetricGroup) or (isinstance(spec, str) and spec.replace(" ", "") in _SYMMETRIC):
+            raise ValueError(f"group: {spec} is not a Euclidean group; use parse_group() for any group")
         if isinstance(spec, EuclideanGroup):
             if dim is not None and dim != spec.dim:
                 raise ValueError(f"group: {spec} has dim {spec.dim}, expected {dim}")
@@ -90,6 +114,8 @@ class EuclideanGroup:
         if match is None:
             raise ValueError(f"group: unknown group {spec!r}; expected 'O(d)', 'SO(d)', 'E(d)' or 'SE(d)', e.g. 'E(3)'")
         kind, d = match.group(1), int(match.group(2))
+        if "(d)" in spec.replace(" ", "") and dim is None:
+            raise ValueError(f"group: {spec!r} has a literal d; give the dimension (dim=...)")
         if dim is not None and d != dim:
             raise ValueError(f"group: {spec!r} has dimension {d}, but the data has dimension {dim}")
         if d < 1:
@@ -117,7 +143,7 @@ class EuclideanGroup:
         Q = random_orthogonal(n, self.dim, proper=self.proper, generator=generator, dtype=dtype, device=device)
         if self.translations:
             gen_device = generator.device if generator is not None else torch.device("cpu")
-            shape = (n,) if isinstance(n, int) else tuple(n)
+            shape = _shape(n)
             s = translation_scale * torch.randn(*shape, self.dim, generator=generator, dtype=torch.float64, device=gen_device)
             s = s.to(dtype=dtype, device=Q.device)
         else:
@@ -139,8 +165,56 @@ class EuclideanGroup:
         return ok
 
 
-def parse_group(spec: "str | EuclideanGroup", dim: int | None = None) -> EuclideanGroup:
-    """Alias of :meth:`EuclideanGroup.parse`."""
+@dataclass(frozen=True)
+class SymmetricGroup:
+    """The symmetric group S_n acting on the nodes of graphs by relabelling (``n`` = the graph's size).
+
+    A permutation ``p`` of a graph's nodes maps node features ``x -> x[p]`` and edges
+    ``(i, j) -> (p^-1(i), p^-1(j))``; a batch of graphs gets one permutation per graph. Spelled
+    ``"S_n"``, ``"Sn"`` or ``"S(n)"``.
+    """
+
+    @property
+    def name(self) -> str:
+        return "S_n"
+
+    def __str__(self) -> str:
+        return "S_n"
+
+    def sample(self, batch: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """A uniformly random permutation of the nodes of every graph of a sorted ``batch`` vector.
+
+        Returns ``perm [N]``: new node ``i`` is old node ``perm[i]``; nodes stay inside their graph, so
+        the batch vector is unchanged.
+
+        Shapes:
+            batch: ``[N]`` -> ``[N]``
+        """
+        if not isinstance(batch, Tensor) or batch.dim() != 1 or batch.is_floating_point():
+            raise ValueError(f"batch: expected a 1-D integer tensor, got {getattr(batch, 'shape', batch)!r}")
+        if batch.numel() and bool((batch[1:] < batch[:-1]).any()):
+            raise ValueError("batch: must be sorted (as PyG batches are)")
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        keys = torch.rand(batch.shape[0], generator=generator, dtype=torch.float64, device=gen_device).to(batch.device)
+        # sort by (graph, random key): graphs stay in place, nodes are shuffled inside each graph
+        return torch.argsort(batch.to(torch.float64) * 2.0 + keys, stable=True)
+
+
+Group = EuclideanGroup | SymmetricGroup
+"""Any group equiframe can average over."""
+
+
+def parse_group(spec: "str | EuclideanGroup | SymmetricGroup", dim: int | None = None) -> "EuclideanGroup | SymmetricGroup":
+    """The group type for ``spec``: ``"E(3)"``, ``"SO(d)"`` (with ``dim=``) -> :class:`EuclideanGroup`;
+    ``"S_n"`` / ``"Sn"`` / ``"S(n)"`` -> :class:`SymmetricGroup`; group objects are returned as they are."""
+    if isinstance(spec, SymmetricGroup):
+        return spec
+    if isinstance(spec, str) and spec.replace(" ", "") in _SYMMETRIC:
+        return SymmetricGroup()
+    if not isinstance(spec, (str, EuclideanGroup)):
+        raise TypeError(
+            f"group: expected a group name like 'E(3)' or 'S_n', or an EuclideanGroup/SymmetricGroup; got {type(spec).__name__}"
+        )
     return EuclideanGroup.parse(spec, dim)
 
 

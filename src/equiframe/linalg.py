@@ -422,8 +422,8 @@ def _eig2_chunk(ws: _Workspace, scale: bool, check: Tensor) -> None:
         stg[:2].mul_(s)
 
 
-def _flag_ill_conditioned(ws: _Workspace, d: int, out: Tensor) -> None:
-    """``out[i] = True`` where the smallest relative eigenvalue gap is ``<= _REFINE_GAP``.
+def _flag_ill_conditioned(ws: _Workspace, d: int, out: Tensor, refine_gap: float = _REFINE_GAP) -> None:
+    """``out[i] = True`` where the smallest relative eigenvalue gap is ``<= refine_gap``.
 
     Reads the eigenvalues of a solved chunk (ascending rows) and uses free rows of ``ws.R``.
 
@@ -436,11 +436,13 @@ def _flag_ill_conditioned(ws: _Workspace, d: int, out: Tensor) -> None:
     if d == 3:
         torch.minimum(gap, torch.sub(rows[2], rows[1], out=tmp), out=gap)
     torch.abs(rows[0], out=big)
-    torch.maximum(big, torch.abs(rows[-1], out=tmp), out=big).mul_(_REFINE_GAP)
+    torch.maximum(big, torch.abs(rows[-1], out=tmp), out=big).mul_(refine_gap)
     torch.le(gap, big, out=out)
 
 
-def _closed_form(C: Tensor, compute: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+def _closed_form(
+    C: Tensor, compute: torch.dtype | None = None, chunk_size: int | None = None, refine_gap: float | None = None
+) -> tuple[Tensor, Tensor]:
     """Closed-form eigen-decomposition of ``C [N, d, d]``, ``d in {2, 3}``.
 
     On CPU the batch is processed in chunks of ``_CPU_CHUNK`` matrices, so that the ~140
@@ -461,12 +463,16 @@ def _closed_form(C: Tensor, compute: torch.dtype | None = None) -> tuple[Tensor,
     Args:
         C: ``[N, d, d]`` matrices.
         compute: force the compute dtype (no re-solve pass); default: see above.
+        chunk_size: matrices per chunk on CPU (default ``_CPU_CHUNK``).
+        refine_gap: the re-solve threshold (default ``_REFINE_GAP``).
     """
+    cpu_chunk = _CPU_CHUNK if chunk_size is None else chunk_size
+    gap_rule = _REFINE_GAP if refine_gap is None else refine_gap
     N, d = C.shape[0], C.shape[-1]
     dev = C.device
     cdt = compute if compute is not None else _compute_dtype(C.dtype, dev)
     # one chunk: a single float64 pass is cheaper than a float32 pass plus a re-solve pass
-    if compute is None and cdt != torch.float64 and _can_refine(dev) and N <= _CPU_CHUNK:
+    if compute is None and cdt != torch.float64 and _can_refine(dev) and N <= cpu_chunk:
         cdt = torch.float64
     refine = compute is None and cdt != torch.float64 and _can_refine(dev)
     # No range scaling where squares and cubes cannot overflow or underflow: float32 / float16 /
@@ -477,7 +483,7 @@ def _closed_form(C: Tensor, compute: torch.dtype | None = None) -> tuple[Tensor,
     flat = C.reshape(N, d * d)
     evals = torch.empty(N, d, dtype=C.dtype, device=dev)
     evecs = torch.empty(N, d * d, dtype=C.dtype, device=dev)
-    chunk = min(_CPU_CHUNK, N) if dev.type == "cpu" else N
+    chunk = min(cpu_chunk, N) if dev.type == "cpu" else N
     starts = range(0, N, chunk)
     with torch.inference_mode():
         checks = torch.empty(len(starts), dtype=cdt, device=dev)
@@ -493,7 +499,7 @@ def _closed_form(C: Tensor, compute: torch.dtype | None = None) -> tuple[Tensor,
             else:
                 _eig2_chunk(ws, scale, checks[j])
             if refine:
-                _flag_ill_conditioned(ws, d, flags[start:stop])
+                _flag_ill_conditioned(ws, d, flags[start:stop], gap_rule)
             if unscaled_pass:
                 flags[start:stop].logical_or_(ok[: stop - start].logical_not_())
             _from_soa(ws.L, ws.E, evals[start:stop], evecs[start:stop])
@@ -542,7 +548,7 @@ def _torch_eigh(C: Tensor) -> tuple[Tensor, Tensor]:
     return L.to(C.dtype), V.to(C.dtype)
 
 
-def _solve(C: Tensor, method: str) -> tuple[Tensor, Tensor]:
+def _solve(C: Tensor, method: str, chunk_size: int | None = None, refine_gap: float | None = None) -> tuple[Tensor, Tensor]:
     """Dispatch on ``method``, flatten the batch, no autograd."""
     C = C.detach()
     d = C.shape[-1]
@@ -553,7 +559,7 @@ def _solve(C: Tensor, method: str) -> tuple[Tensor, Tensor]:
     if method == "torch" or d not in (2, 3):
         L, V = _torch_eigh(flat)
     else:
-        L, V = _closed_form(flat)
+        L, V = _closed_form(flat, chunk_size=chunk_size, refine_gap=refine_gap)
     return L.reshape(*batch, d), V.reshape(*batch, d, d)
 
 
@@ -584,8 +590,9 @@ class _SymEig(torch.autograd.Function):
     """Autograd wrapper: forward without graph, tie-safe analytic backward (twice differentiable)."""
 
     @staticmethod
-    def forward(ctx, C: Tensor, method: str, tie_tol: float) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        L, V = _solve(C, method)
+    def forward(ctx, C: Tensor, method: str, tie_tol: float, chunk_size: int | None = None,  # type: ignore[override]
+                refine_gap: float | None = None) -> tuple[Tensor, Tensor]:
+        L, V = _solve(C, method, chunk_size, refine_gap)
         ctx.save_for_backward(L, V)
         ctx.tie_tol = tie_tol
         return L, V
@@ -593,7 +600,7 @@ class _SymEig(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gL: Tensor, gV: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
         L, V = ctx.saved_tensors
-        return _eigh_backward(L, V, gL, gV, ctx.tie_tol), None, None
+        return _eigh_backward(L, V, gL, gV, ctx.tie_tol), None, None, None, None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -606,6 +613,8 @@ def symeig(
     *,
     method: Method = "auto",
     tie_tol: float | None = None,
+    chunk_size: int | None = None,
+    refine_gap: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Eigen-decomposition of batched symmetric matrices, conventions of :func:`torch.linalg.eigh`.
 
@@ -634,6 +643,12 @@ def symeig(
         tie_tol: relative threshold below which two eigenvalues count as tied in the backward pass
             (``|lambda_i - lambda_j| <= tie_tol * max_k |lambda_k|``: the coupling ``F_ij`` is set
             to 0 and the gradient stays finite). Default ``100 * eps`` of the dtype of ``C``.
+        chunk_size: matrices per chunk of the closed form on CPU (default 10922: cache-resident rows).
+            Results do not depend on it, except that a batch of at most one chunk of float32 matrices
+            is solved in float64 in one pass.
+        refine_gap: the float32 pass re-solves in float64 every matrix whose smallest relative eigenvalue
+            gap is ``<= refine_gap`` (default 0.03; a negative value disables the re-solve, leaving the
+            float32 pass's accuracy ``~2e-7 / gap``).
 
     Returns:
         ``(evals, evecs)``: eigenvalues ``[..., d]`` ascending and eigenvectors ``[..., d, d]``
@@ -657,9 +672,14 @@ def symeig(
         raise ValueError(f"method: expected one of {_METHODS}, got {method!r}")
     if tie_tol is None:
         tie_tol = 100.0 * torch.finfo(C.dtype).eps
-    elif not (isinstance(tie_tol, (int, float)) and tie_tol >= 0.0):
+    elif isinstance(tie_tol, bool) or not (isinstance(tie_tol, (int, float)) and tie_tol >= 0.0):
         raise ValueError(f"tie_tol: expected a float >= 0, got {tie_tol!r}")
-    return _SymEig.apply(C, method, float(tie_tol))
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
+    if refine_gap is not None and (isinstance(refine_gap, bool) or not isinstance(refine_gap, (int, float))
+                                   or not math.isfinite(refine_gap)):
+        raise ValueError(f"refine_gap: expected a finite float, got {refine_gap!r}")
+    return _SymEig.apply(C, method, float(tie_tol), chunk_size, None if refine_gap is None else float(refine_gap))
 
 
 def eigen_gaps(evals: Tensor) -> Tensor:

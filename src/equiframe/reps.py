@@ -12,7 +12,14 @@ An order-``k`` tensor is stored flattened, ``d**k`` channels in row-major order,
            \\qquad (R^{\\otimes k}T)_{i_1\\dots i_k} = \\sum_{j} R_{i_1 j_1}\\cdots R_{i_k j_k} T_{j_1\\dots j_k}.
 
 The special type ``pos`` is a *position*: it rotates like a vector **and translates**; plain vectors
-never translate. ``transform(x, Q, s)`` applies the group element ``x -> Q x + s``;
+never translate. The special type ``scalar`` (also spelled ``invariant``) is invariant features of any
+size and shape (replicated by frame averaging, never transformed): ``TensorReps("scalar")``, with
+:attr:`TensorReps.is_invariant` True and no fixed :attr:`~TensorReps.size`.
+
+The dimension ``d`` is never guessed: ``TensorReps("1x1n")`` without ``dim`` is *unbound* (generic in
+``d``); it is bound by ``TensorReps(r, dim=d)`` / :func:`as_reps`, or by the matrices it is applied to
+(``transform(x, Q)`` reads ``d`` from ``Q``). Its :attr:`~TensorReps.size` needs a bound ``d``
+(all-scalar reps excepted). ``transform(x, Q, s)`` applies the group element ``x -> Q x + s``;
 ``to_local(x, R, t)`` / ``to_global(y, R, t)`` move features into / out of a frame ``(R, t)`` whose rows
 are the frame axes (``x_local = R (x - t)``, ``y = R^T y_local + t``).
 """
@@ -28,7 +35,10 @@ import torch
 from torch import Tensor
 from . import _native
 
-__all__ = ["Block", "TensorReps"]
+__all__ = ["Block", "TensorReps", "as_reps", "INVARIANT_SPELLINGS"]
+
+INVARIANT_SPELLINGS = ("scalar", "invariant")
+"""Accepted spellings of the invariant type (features of any size that never transform)."""
 
 _TOKEN = re.compile(r"^(?:(\d+)\s*x\s*)?(?:(\d+)\s*([np])|(pos))$")
 
@@ -92,30 +102,41 @@ class TensorReps:
         True
     """
 
-    __slots__ = ("_blocks", "_dim", "__dict__")
+    __slots__ = ("_blocks", "_dim", "_any", "__dict__")
 
     def __init__(self, spec: "str | TensorReps | tuple[Block, ...] | list[Block]" = "", dim: int | None = None):
+        any_size = False
         if isinstance(spec, TensorReps):
-            blocks = spec.blocks
+            blocks, any_size = spec.blocks, spec._any
             dim = spec.dim if dim is None else dim
         elif isinstance(spec, str):
-            blocks = _parse(spec)
+            if spec.strip() in INVARIANT_SPELLINGS:
+                blocks, any_size = (), True
+            else:
+                blocks = _parse(spec)
         elif isinstance(spec, (tuple, list)) and all(isinstance(b, Block) for b in spec):
             blocks = tuple(spec)
         else:
             raise TypeError(f"reps: expected a reps string, TensorReps or list of Block, got {type(spec).__name__}")
-        dim = 3 if dim is None else dim
-        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 1):
             raise ValueError(f"dim: expected a positive integer, got {dim!r}")
         for b in blocks:
-            if b.order < 0 or b.mul < 0 or b.parity not in ("n", "p", "pos"):
+            if not isinstance(b, Block) or not isinstance(b.mul, int) or not isinstance(b.order, int):
+                raise TypeError(f"reps: invalid block {b!r}")
+            if b.order < 0 or b.mul < 0 or b.parity not in ("n", "p", "pos") or (b.parity == "pos" and b.order != 1):
                 raise ValueError(f"reps: invalid block {b!r}")
         object.__setattr__(self, "_blocks", tuple(blocks))
         object.__setattr__(self, "_dim", dim)
+        object.__setattr__(self, "_any", any_size)
+
+    @classmethod
+    def invariant(cls, dim: int | None = None) -> "TensorReps":
+        """Invariant features of any size and shape (the ``"scalar"`` type)."""
+        return cls("scalar", dim=dim)
 
     # ------------------------------------------------------------------ value semantics
     def __setattr__(self, name, value):  # immutability
-        if name in ("_blocks", "_dim"):
+        if name in ("_blocks", "_dim", "_any"):
             raise AttributeError("TensorReps is immutable")
         object.__setattr__(self, name, value)
 
@@ -125,11 +146,37 @@ class TensorReps:
         return self._blocks
 
     @property
-    def dim(self) -> int:
-        """The dimension ``d`` of the space the tensors live in."""
+    def dim(self) -> int | None:
+        """The dimension ``d`` of the space the tensors live in (None: not bound yet)."""
+        return self._dim
+
+    @property
+    def is_invariant(self) -> bool:
+        """True for the ``"scalar"`` type: invariant features of any size and shape."""
+        return self._any
+
+    def with_dim(self, dim: int) -> "TensorReps":
+        """The same reps bound to dimension ``dim`` (an error if bound to another one)."""
+        if self._dim is not None and self._dim != dim and not self._dim_free:
+            raise ValueError(f"dim: reps {str(self)!r} has dim {self._dim}, expected dim {dim}")
+        return self if self._dim == dim else TensorReps(self, dim=dim)
+
+    @property
+    def _dim_free(self) -> bool:
+        """Whether the dimension does not matter (only scalars, or the invariant type)."""
+        return self._any or all(b.order == 0 for b in self._blocks)
+
+    def _need_dim(self) -> int:
+        if self._dim is None:
+            raise ValueError(
+                f"dim: reps {str(self)!r} is not bound to a dimension; give TensorReps(..., dim=d) "
+                "(the dimension is never guessed)"
+            )
         return self._dim
 
     def __str__(self) -> str:
+        if self._any:
+            return "scalar"
         return "+".join(str(b) for b in self._blocks)
 
     def __repr__(self) -> str:
@@ -143,10 +190,12 @@ class TensorReps:
                 return False
         if not isinstance(other, TensorReps):
             return NotImplemented
-        return self._blocks == other._blocks and self._dim == other._dim
+        if self._any != other._any or self._blocks != other._blocks:
+            return False
+        return self._dim == other._dim or self._dim_free
 
     def __hash__(self) -> int:
-        return hash((self._blocks, self._dim))
+        return hash((self._blocks, self._any, None if self._dim_free else self._dim))
 
     def __iter__(self) -> Iterator[Block]:
         return iter(self._blocks)
@@ -156,18 +205,32 @@ class TensorReps:
 
     def __add__(self, other: "TensorReps | str") -> "TensorReps":
         other = TensorReps(other, dim=self._dim) if isinstance(other, str) else other
-        if other.dim != self._dim:
+        if not isinstance(other, TensorReps):
+            return NotImplemented
+        if self._any or other._any:
+            raise ValueError("reps: the invariant type 'scalar' has no fixed size and cannot be concatenated")
+        if other.dim is not None and self._dim is not None and other.dim != self._dim:
             raise ValueError(f"reps: cannot concatenate reps of dim {self._dim} and {other.dim}")
-        return TensorReps(self._blocks + other._blocks, dim=self._dim)
+        return TensorReps(self._blocks + other._blocks, dim=self._dim if self._dim is not None else other.dim)
 
     def __mul__(self, n: int) -> "TensorReps":
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"n: expected a non-negative integer multiplicity, got {n!r}")
+        if self._any:
+            return self
         return TensorReps(tuple(Block(b.mul * n, b.order, b.parity) for b in self._blocks), dim=self._dim)
 
     # ------------------------------------------------------------------ derived properties
     @cached_property
     def size(self) -> int:
-        """Number of channels of a flattened feature vector."""
-        return sum(b.size(self._dim) for b in self._blocks)
+        """Number of channels of a flattened feature vector (an error for the invariant type, which
+        has no fixed size, and for unbound reps with tensor blocks)."""
+        if self._any:
+            raise ValueError("reps: the invariant type 'scalar' has no fixed size")
+        if all(b.order == 0 for b in self._blocks):
+            return sum(b.mul for b in self._blocks)
+        d = self._need_dim()
+        return sum(b.size(d) for b in self._blocks)
 
     @cached_property
     def num_tensors(self) -> int:
@@ -176,8 +239,8 @@ class TensorReps:
 
     @cached_property
     def is_scalar(self) -> bool:
-        """True if every block is a normal scalar (``0n``): the features are invariant."""
-        return all(b.order == 0 and b.parity == "n" for b in self._blocks)
+        """True if every block is a normal scalar (``0n``), or for the invariant type: the features are invariant."""
+        return self._any or all(b.order == 0 and b.parity == "n" for b in self._blocks)
 
     @cached_property
     def has_pos(self) -> bool:
@@ -200,9 +263,12 @@ class TensorReps:
 
     def slices(self) -> list[tuple[Block, slice]]:
         """Each block with the channel slice it occupies."""
+        if self._any:
+            raise ValueError("reps: the invariant type 'scalar' has no fixed channel layout")
+        d = 1 if self._dim_free and self._dim is None else self._need_dim()
         out, start = [], 0
         for b in self._blocks:
-            stop = start + b.size(self._dim)
+            stop = start + b.size(d)
             out.append((b, slice(start, stop)))
             start = stop
         return out
@@ -260,9 +326,19 @@ class TensorReps:
         return self._native_entries is not None and _native.supports(x, R, self.max_order)
 
     # ------------------------------------------------------------------ actions
+    def _bound(self, R: Tensor, name: str = "R") -> "TensorReps":
+        """These reps bound to the dimension of the matrices ``R`` when they are unbound."""
+        if not isinstance(R, Tensor):
+            raise TypeError(f"{name}: expected a tensor of [..., d, d] matrices, got {type(R).__name__}")
+        if R.dim() < 2 or R.shape[-1] != R.shape[-2]:
+            raise ValueError(f"{name}: expected [..., d, d] matrices, got shape {tuple(R.shape)}")
+        return self if self._dim is not None else TensorReps(self, dim=R.shape[-1])
+
     def _check(self, x: Tensor, R: Tensor, name: str = "x") -> None:
         if not isinstance(x, Tensor):
             raise TypeError(f"{name}: expected a tensor, got {type(x).__name__}")
+        if self._any:
+            return
         if x.shape[-1:] != (self.size,) and not (self.size == 0 and x.shape[-1:] == (0,)):
             raise ValueError(
                 f"{name}: last dimension {tuple(x.shape)[-1:] or '()'} does not match reps {str(self)!r} "
@@ -286,7 +362,7 @@ class TensorReps:
             tail *= n
         return tuple(batch[:k]), tail
 
-    def _rotate(self, x: Tensor, R: Tensor, det: Tensor | None) -> Tensor:
+    def _rotate(self, x: Tensor, R: Tensor, det: Tensor | None, chunk_size: int | None = None) -> Tensor:
         """Apply rho(R) (no translation) to x [..., size] with R [..., d, d] broadcast."""
         d = self._dim
         groups, ordered = self._plan
@@ -299,7 +375,7 @@ class TensorReps:
             # when it applies (gradients for x only), else component-major PyTorch
             if self._native_ok(x, R) and not (torch.is_grad_enabled() and det is not None and det.requires_grad):
                 return _native.rotate_rows(x, R, self._native_entries, det.reshape(-1) if need_det else None)
-            return _rotate_rows(x, R, groups, ordered, det.reshape(-1).expand(x.shape[0]) if need_det else None)
+            return _rotate_rows(x, R, groups, ordered, det.reshape(-1).expand(x.shape[0]) if need_det else None, chunk_size)
         pieces = []
         lead = tail_rows = Rt = None
         kron: dict[int, Tensor] = {}
@@ -355,6 +431,8 @@ class TensorReps:
         """Add sign * t to every position block of y [..., size] (t [..., d] broadcast)."""
         if not self.has_pos:
             return y
+        if self._dim is None:
+            return TensorReps(self, dim=t.shape[-1])._translate(y, t, sign)
         if t.shape[-1] != self._dim:
             raise ValueError(f"t: expected [..., {self._dim}] translations, got shape {tuple(t.shape)}")
         t = t.to(y.dtype)
@@ -364,7 +442,9 @@ class TensorReps:
                 reps_t[..., sl] = t.repeat(*([1] * (t.dim() - 1)), b.mul)
         return y + sign * reps_t
 
-    def transform(self, x: Tensor, Q: Tensor, s: Tensor | None = None, *, det: Tensor | None = None) -> Tensor:
+    def transform(
+        self, x: Tensor, Q: Tensor, s: Tensor | None = None, *, det: Tensor | None = None, chunk_size: int | None = None
+    ) -> Tensor:
         """Apply the group element ``g = (Q, s)``: tensors ``rho(Q) x``, positions ``Q x + s``.
 
         Args:
@@ -372,27 +452,48 @@ class TensorReps:
             Q: orthogonal matrices ``[..., d, d]``, broadcast against ``x``'s batch dims.
             s: translations ``[..., d]`` (only positions use it); ``None`` = no translation.
             det: optional precomputed ``det(Q)`` ``[...]`` (saves a determinant).
+            chunk_size: rows per chunk of the one-rotation-per-row path without autograd (``x [B, C]``,
+                ``Q [B, d, d]``, CPU); default: about 64k entries (cache-sized). Results do not depend on it.
 
         Shapes:
             x: ``[*, size]``, Q: ``[*, d, d]``, s: ``[*, d]`` -> ``[*, size]`` (broadcast batch dims).
         """
+        if self._any:
+            self._check(x, Q)
+            return x
+        if self._dim is None:
+            return self._bound(Q, "Q").transform(x, Q, s, det=det, chunk_size=chunk_size)
         self._check(x, Q)
-        y = x if self.is_scalar else self._rotate(x, Q, det)
+        y = x if self.is_scalar else self._rotate(x, Q, det, _check_chunk(chunk_size))
         if s is not None:
             y = self._translate(y, s, +1.0)
         return y
 
-    def to_local(self, x: Tensor, R: Tensor, t: Tensor | None = None, *, det: Tensor | None = None) -> Tensor:
+    def to_local(
+        self, x: Tensor, R: Tensor, t: Tensor | None = None, *, det: Tensor | None = None, chunk_size: int | None = None
+    ) -> Tensor:
         """Express global features in the frame ``(R, t)``: ``rho(R) x``; positions ``R (x - t)``."""
+        if self._any:
+            self._check(x, R)
+            return x
+        if self._dim is None:
+            return self._bound(R).to_local(x, R, t, det=det, chunk_size=chunk_size)
         self._check(x, R)
         if t is not None:
             x = self._translate(x, t, -1.0)
-        return x if self.is_scalar else self._rotate(x, R, det)
+        return x if self.is_scalar else self._rotate(x, R, det, _check_chunk(chunk_size))
 
-    def to_global(self, y: Tensor, R: Tensor, t: Tensor | None = None, *, det: Tensor | None = None) -> Tensor:
+    def to_global(
+        self, y: Tensor, R: Tensor, t: Tensor | None = None, *, det: Tensor | None = None, chunk_size: int | None = None
+    ) -> Tensor:
         """Map local features back: ``rho(R^T) y``; positions ``R^T y + t``."""
+        if self._any:
+            self._check(y, R, "y")
+            return y
+        if self._dim is None:
+            return self._bound(R).to_global(y, R, t, det=det, chunk_size=chunk_size)
         self._check(y, R, "y")
-        out = y if self.is_scalar else self._rotate(y, R.transpose(-1, -2), det)
+        out = y if self.is_scalar else self._rotate(y, R.transpose(-1, -2), det, _check_chunk(chunk_size))
         if t is not None:
             out = self._translate(out, t, +1.0)
         return out
@@ -400,6 +501,8 @@ class TensorReps:
     def matrix(self, R: Tensor) -> Tensor:
         """The representation matrix ``rho(R)`` ``[..., size, size]`` (block diagonal; positions
         contribute their rotation part only, since translation is affine)."""
+        if self._dim is None:
+            return self._bound(R).matrix(R)
         if R.shape[-2:] != (self._dim, self._dim):
             raise ValueError(f"R: expected [..., {self._dim}, {self._dim}] matrices, got shape {tuple(R.shape)}")
         eye = torch.eye(self.size, dtype=R.dtype, device=R.device)
@@ -419,7 +522,15 @@ _KRON_MAX = 27  # use one matmul with the Kronecker power R^{(x)k} when d^k <= t
 _CM_CHUNK = 1 << 16  # entries of x per chunk of rows in _rotate_rows (256 KB of float32: buffers stay in L2)
 
 
-def _rotate_rows(x: Tensor, R: Tensor, groups: tuple, ordered: bool, det: Tensor | None) -> Tensor:
+def _check_chunk(chunk_size) -> int | None:
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size: expected a positive integer (rows per chunk), got {chunk_size!r}")
+    return chunk_size
+
+
+def _rotate_rows(
+    x: Tensor, R: Tensor, groups: tuple, ordered: bool, det: Tensor | None, chunk_size: int | None = None
+) -> Tensor:
     r"""``rho(R_b) x_b`` for every row ``b``: one rotation per row, all tensor orders (the tensor-frame hot path).
 
     Works in the component-major layout (row index ``b`` innermost, so that every step is a long
@@ -457,7 +568,10 @@ def _rotate_rows(x: Tensor, R: Tensor, groups: tuple, ordered: bool, det: Tensor
     if grad:
         yt = _rotate_cm(x.t().contiguous(), R.permute(1, 2, 0).contiguous(), det, groups, ordered, R.shape[-1])
         return yt.t().contiguous()
-    cs = n_rows if x.device.type != "cpu" else min(n_rows, max(64, _CM_CHUNK // max(1, c)))
+    if chunk_size is not None:
+        cs = min(n_rows, chunk_size)
+    else:
+        cs = n_rows if x.device.type != "cpu" else min(n_rows, max(64, _CM_CHUNK // max(1, c)))
     out = torch.empty(n_rows, c, dtype=dtype, device=x.device)
     if n_rows == 0:
         return out
@@ -602,14 +716,24 @@ def kron_power(R: Tensor, k: int) -> Tensor:
     return K.view(q * q, n).t().contiguous().view(*batch, q, q)
 
 
-def as_reps(spec: "str | TensorReps", dim: int, name: str = "reps") -> TensorReps:
-    """Coerce ``spec`` to a :class:`TensorReps` of dimension ``dim`` with an error naming ``name``."""
+def as_reps(spec: "str | TensorReps", dim: int | None = None, name: str = "reps") -> TensorReps:
+    """Coerce ``spec`` to a :class:`TensorReps` (bound to ``dim`` when given) with errors naming ``name``.
+
+    The one entry point for every type in the library: reps strings (``"8x0n+2x1n"``), ``"pos"``,
+    the invariant type (``"scalar"``, ``"invariant"``) and ``TensorReps``.
+    """
+    if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim < 1):
+        raise ValueError(f"dim: expected a positive integer, got {dim!r}")
     if isinstance(spec, TensorReps):
-        if spec.dim != dim:
-            raise ValueError(f"{name}: reps {spec!r} has dim {spec.dim}, expected dim {dim}")
-        return spec
+        if dim is None:
+            return spec
+        try:
+            return spec.with_dim(dim)
+        except ValueError:
+            raise ValueError(f"{name}: reps {spec!r} has dim {spec.dim}, expected dim {dim}") from None
+    if not isinstance(spec, str):
+        raise TypeError(f"{name}: expected a reps string like '8x0n+2x1n', 'pos' or 'scalar', or a TensorReps; got {type(spec).__name__}")
     try:
         return TensorReps(spec, dim=dim)
     except (ValueError, TypeError) as err:
         raise type(err)(f"{name}: {err}") from None
-

@@ -1,7 +1,7 @@
-"""Frames: global PCA frames (O(d)/SO(d)/E(d)/SE(d)), permutation frames and canonical labelling for graphs,
-local frames."""
+"""Frames: frame constructor objects (:class:`PCAFrames`, :class:`LaplacianFrames`), global PCA frames
+(O(d)/SO(d)/E(d)/SE(d)), permutation frames and canonical labelling for graphs, local frames."""
 
-from .base import Frame
+from .base import Frame, Frames
 from .canonical import CanonicalBudgetWarning, CanonicalLabels, canonical_keys
 from .graph import PermutationFrame, canonical_ranks, frame_elements, laplacian_frame, shuffle_components
 from .local import (
@@ -13,12 +13,16 @@ from .local import (
     random_global_frames,
     random_local_frames,
 )
-from .pca import Tolerances, covariance, pca_frame
+from .laplacian import LaplacianFrames
+from .pca import PCAFrames, Tolerances, covariance, pca_frame
 
 __all__ = [
     "CanonicalBudgetWarning",
     "CanonicalLabels",
     "Frame",
+    "Frames",
+    "LaplacianFrames",
+    "PCAFrames",
     "LearnedFrames",
     "LocalPCAFrames",
     "PermutationFrame",

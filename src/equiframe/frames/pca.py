@@ -26,20 +26,17 @@ vector and order-2 outputs exact (the backbone cannot see those directions).
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
 from ..groups import EuclideanGroup
-from .base import Frame
+from ._degenerate import _robust_example, _unique_tuple_axes
+from .base import EvalMode, Frame, Frames, Mode, all_finite, check_choice, check_generator, check_positive_int
 
-__all__ = ["pca_frame", "Tolerances", "covariance"]
-
-Mode = Literal["all", "canonical", "stochastic"]
+__all__ = ["pca_frame", "PCAFrames", "Tolerances", "covariance"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +45,8 @@ class Tolerances:
 
     Attributes:
         eig: eigenvalues closer than ``eig * lambda_max`` are treated as one eigenspace.
-        sign: ``|skewness|`` below this leaves an axis's sign undecided (canonical mode).
+        sign: ``|skewness|`` below this leaves an axis's sign undecided (canonical mode), on top of the
+            threshold derived from the rounding error of the computation (default 0: that threshold only).
         point: candidate points whose (residual) norms agree within ``point`` (relative) are tied.
         floor: residual norms below ``floor * scale`` count as zero (a direction no point reaches).
     """
@@ -58,19 +56,25 @@ class Tolerances:
     point: float
     floor: float
 
+    def __post_init__(self):
+        for name in ("eig", "sign", "point", "floor"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v < 1) or math.isnan(v):
+                raise ValueError(f"tol.{name}: expected a relative tolerance in [0, 1), got {v!r}")
+
     @staticmethod
     def for_dtype(dtype: torch.dtype) -> "Tolerances":
         if dtype == torch.float64:
-            return Tolerances(eig=1e-6, sign=1e-6, point=1e-8, floor=1e-8)
-        return Tolerances(eig=5e-3, sign=1e-2, point=1e-4, floor=1e-4)
+            return Tolerances(eig=1e-6, sign=0.0, point=1e-8, floor=1e-8)
+        return Tolerances(eig=5e-3, sign=0.0, point=1e-4, floor=1e-4)
 
 
 # ----------------------------------------------------------------------------- input handling
 def _check_pos(pos: Tensor, mask: Tensor | None, batch: Tensor | None, name: str = "pos"):
     if not isinstance(pos, Tensor):
         raise TypeError(f"{name}: expected a tensor, got {type(pos).__name__}")
-    if not pos.is_floating_point():
-        raise TypeError(f"{name}: expected a floating point tensor, got dtype {pos.dtype}")
+    if pos.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name}: expected a float32 or float64 tensor, got dtype {pos.dtype}")
     if batch is not None:
         if mask is not None:
             raise ValueError("mask: give either a padding mask (dense [B, N, d] input) or a batch vector, not both")
@@ -80,6 +84,8 @@ def _check_pos(pos: Tensor, mask: Tensor | None, batch: Tensor | None, name: str
             raise ValueError(f"batch: expected a 1-D integer tensor, got {getattr(batch, 'shape', batch)!r}")
         if batch.shape[0] != pos.shape[0]:
             raise ValueError(f"batch: has {batch.shape[0]} entries but {name} has {pos.shape[0]} points")
+        if batch.device != pos.device:
+            raise ValueError(f"batch: is on {batch.device}, but {name} is on {pos.device}")
         if pos.shape[0] == 0:
             raise ValueError(f"{name}: empty point cloud (0 points)")
         if bool((batch[1:] < batch[:-1]).any()) or int(batch[0]) < 0:
@@ -90,6 +96,10 @@ def _check_pos(pos: Tensor, mask: Tensor | None, batch: Tensor | None, name: str
         if pos.shape[-2] == 0 or (pos.dim() == 3 and pos.shape[0] == 0):
             raise ValueError(f"{name}: empty point cloud, shape {tuple(pos.shape)}")
         if mask is not None:
+            if not isinstance(mask, Tensor):
+                raise TypeError(f"mask: expected a bool tensor, got {type(mask).__name__}")
+            if mask.device != pos.device:
+                raise ValueError(f"mask: is on {mask.device}, but {name} is on {pos.device}")
             if mask.dtype != torch.bool or mask.shape != pos.shape[:-1]:
                 raise ValueError(f"mask: expected a bool tensor of shape {tuple(pos.shape[:-1])}, got {mask.dtype} {tuple(mask.shape)}")
             empty = ~mask.reshape(-1, mask.shape[-1]).any(-1)
@@ -97,7 +107,7 @@ def _check_pos(pos: Tensor, mask: Tensor | None, batch: Tensor | None, name: str
                 raise ValueError(f"mask: example(s) {empty.nonzero().flatten().tolist()} have no valid points")
     if pos.shape[-1] < 1:
         raise ValueError(f"{name}: last dimension must be the space dimension d >= 1, got {pos.shape[-1]}")
-    if not bool(torch.isfinite(pos).all()):
+    if not all_finite(pos):
         raise ValueError(f"{name}: contains NaN or inf")
 
 
@@ -169,153 +179,7 @@ def _clusters(evals_desc: Tensor, tol: float) -> tuple[Tensor, Tensor]:
     return cluster_id, gaps.any(-1)
 
 
-# ----------------------------------------------------------------------------- robust (degenerate) path
-def _dedupe(dirs: Tensor, tol: float) -> Tensor:
-    """Drop (near-)identical unit directions (an invariant operation)."""
-    if dirs.shape[0] <= 1:
-        return dirs
-    with torch.no_grad():
-        dots = dirs @ dirs.T
-        dup = torch.triu(dots >= 1 - tol, diagonal=1).any(0)
-    return dirs[~dup]
-
-
-def _complete(axes: list[Tensor], V: Tensor, k: int) -> list[Tensor]:
-    """All signed permutations of an orthonormal basis of span(V) minus span(axes) (k vectors)."""
-    with torch.no_grad():
-        W = V.clone()
-        for a in axes:
-            W = W - a.detach()[:, None] * (a.detach() @ W)[None, :]
-        U, S, _ = torch.linalg.svd(W, full_matrices=False)
-        basis = U[:, :k].T  # [k, d]
-    out = []
-    for perm in itertools.permutations(range(k)):
-        for signs in itertools.product((1.0, -1.0), repeat=k):
-            out.append(torch.stack([signs[i] * basis[perm[i]] for i in range(k)]))
-    return out
-
-
-class _Budget(Exception):
-    pass
-
-
-def _tuple_axes(P: Tensor, V: Tensor, tol: "Tolerances", scale: float, budget: int, generator) -> tuple[list[Tensor], bool]:
-    """Invariantly selected orthonormal axes spanning span(V), from the projected points ``P [n, d]``.
-
-    Returns a list of ``[m, d]`` row blocks (every tied choice) and whether the list is complete
-    (False: too many elements, ``budget`` random walks were taken instead).
-    """
-    m = V.shape[1]
-    floor = tol.floor * scale
-    results: list[Tensor] = []
-
-    def candidates(res: Tensor) -> Tensor | None:
-        norms = torch.linalg.vector_norm(res, dim=-1)
-        nd = norms.detach()
-        mx = float(nd.max())
-        if mx <= floor:
-            return None
-        idx = (nd >= mx * (1 - tol.point)).nonzero().flatten()
-        return _dedupe(res[idx] / norms[idx, None], tol.point)
-
-    def rec(res: Tensor, axes: list[Tensor]):
-        if len(axes) == m:
-            results.append(torch.stack(axes))
-            if len(results) > budget:
-                raise _Budget
-            return
-        dirs = candidates(res)
-        if dirs is None:
-            for block in _complete(axes, V, m - len(axes)):
-                results.append(torch.cat([torch.stack(axes), block]) if axes else block)
-                if len(results) > budget:
-                    raise _Budget
-            return
-        for a in dirs:
-            rec(res - (res @ a)[:, None] * a[None, :], axes + [a])
-
-    try:
-        rec(P, [])
-        return results, True
-    except _Budget:
-        pass
-    # Too many symmetric choices: random walks (equivariant in distribution, not exact).
-    results = []
-    for _ in range(budget):
-        res, axes = P, []
-        while len(axes) < m:
-            dirs = candidates(res)
-            if dirs is None:
-                comp = _complete(axes, V, m - len(axes))
-                j = int(torch.randint(len(comp), (1,), generator=generator))
-                axes = axes + list(comp[j].unbind(0))
-                break
-            a = dirs[int(torch.randint(dirs.shape[0], (1,), generator=generator))]
-            axes.append(a)
-            res = res - (res @ a)[:, None] * a[None, :]
-        results.append(torch.stack(axes))
-    return results, False
-
-
-def _robust_example(
-    xc: Tensor,
-    evals: Tensor,
-    U: Tensor,
-    cluster_id: Tensor,
-    skew: Tensor,
-    *,
-    canonical: bool,
-    proper: bool,
-    tol: Tolerances,
-    max_size: int,
-    generator,
-) -> tuple[Tensor, bool]:
-    """All frame elements ``[m, d, d]`` of one degenerate example, and whether the set is exact."""
-    scale = float(torch.linalg.vector_norm(xc.detach(), dim=-1).max()) if xc.shape[0] else 0.0
-    choices: list[list[Tensor]] = []
-    exact = True
-    for c in range(int(cluster_id.max()) + 1):
-        cols = (cluster_id == c).nonzero().flatten()
-        if cols.numel() == 1:
-            k = int(cols[0])
-            u = U[:, k]
-            decided = canonical and float(evals[k]) > (tol.floor * scale) ** 2 and abs(float(skew[k])) > tol.sign
-            if decided:
-                choices.append([(u * torch.sign(skew[k]))[None]])
-            else:
-                choices.append([u[None], -u[None]])
-        else:
-            V = U[:, cols].detach()
-            P = xc @ (V @ V.T)
-            blocks, ok = _tuple_axes(P, V, tol, scale, max_size, generator)
-            exact &= ok
-            choices.append(blocks)
-    total = math.prod(len(c) for c in choices)
-    if total <= max_size:
-        Rs = [torch.cat(combo, 0) for combo in itertools.product(*choices)]
-    else:
-        exact = False
-        Rs = []
-        for _ in range(max_size):
-            combo = [c[int(torch.randint(len(c), (1,), generator=generator))] for c in choices]
-            Rs.append(torch.cat(combo, 0))
-    R = torch.stack(Rs)
-    if proper:
-        det = torch.linalg.det(R.detach())
-        if bool((det > 0).any()):
-            R = R[det > 0]
-        else:
-            R = torch.cat([R[:, :-1], -R[:, -1:]], dim=1)
-    return R, exact
-
-
 # ----------------------------------------------------------------------------- main entry
-
-
-def _sign_patterns(d: int, dtype, device) -> Tensor:
-    """All ``2^d`` sign vectors ``[2^d, d]`` (the first is all +1)."""
-    bits = torch.arange(2**d, device=device)[:, None] >> torch.arange(d, device=device)[None, :] & 1
-    return (1 - 2 * bits).to(dtype)
 
 
 def pca_frame(
@@ -329,6 +193,7 @@ def pca_frame(
     generator: torch.Generator | None = None,
     tol: Tolerances | None = None,
     max_size: int = 1024,
+    name: str = "pos",
 ) -> Frame:
     """PCA frames of a batch of point clouds, exact on degenerate spectra.
 
@@ -345,6 +210,7 @@ def pca_frame(
         tol: tolerances (default :meth:`Tolerances.for_dtype`).
         max_size: largest frame enumerated exactly for a symmetric input; beyond it ``max_size``
             elements are sampled and :attr:`Frame.exact` is False for that example.
+        name: the name of ``pos`` in error messages (the caller's argument).
 
     Returns:
         A :class:`Frame` with ``M`` elements in total.
@@ -352,22 +218,46 @@ def pca_frame(
     Shapes:
         pos: ``[B, N, d]`` | ``[N, d]``; mask: ``[B, N]``; batch: ``[N]`` -> Frame.R ``[M, d, d]``.
     """
-    _check_pos(pos, mask, batch)
-    if mode not in ("all", "canonical", "stochastic"):
-        raise ValueError(f"mode: expected 'all', 'canonical' or 'stochastic', got {mode!r}")
-    if mode == "stochastic" and (not isinstance(n_samples, int) or n_samples < 1):
-        raise ValueError(f"n_samples: expected a positive integer for stochastic mode, got {n_samples!r}")
+    _check_pos(pos, mask, batch, name)
+    check_choice(mode, "mode", ("all", "canonical", "stochastic"))
+    if mode == "stochastic":
+        check_positive_int(n_samples, "n_samples")
+    check_positive_int(max_size, "max_size")
+    check_generator(generator)
+    if tol is not None and not isinstance(tol, Tolerances):
+        raise TypeError(f"tol: expected a Tolerances or None, got {type(tol).__name__}")
     d = pos.shape[-1]
-    G = EuclideanGroup.parse(group, dim=d) if isinstance(group, str) and "(d)" in group else EuclideanGroup.parse(group)
+    G = _parse_euclidean(group)
+    G = EuclideanGroup.parse(G, dim=d) if isinstance(G, str) else G
     if G.dim != d:
-        raise ValueError(f"group: {G} acts on dimension {G.dim}, but pos has dimension {d}")
+        raise ValueError(f"group: {G} acts on dimension {G.dim}, but {name} has dimension {d}")
     if batch is None and pos.dim() == 2:
         pos = pos[None]
         mask = mask[None] if mask is not None else None
+    if batch is not None:
+        sizes = torch.bincount(batch)
+        if bool((sizes == sizes[0]).all()) and int(batch[-1]) + 1 == sizes.shape[0]:
+            # equal-sized examples: the dense computation, on a view (same frames)
+            pos, batch = pos.view(sizes.shape[0], int(sizes[0]), d), None
     tol = tol or Tolerances.for_dtype(pos.dtype)
     dtype, device = pos.dtype, pos.device
 
-    t, C, xc, counts = covariance(pos, mask=mask, batch=batch, center=G.translations)
+    # centred coordinates scaled by a power of two per example (exact): clouds near the limits of the
+    # format (1e19, 1e-30, subnormal) give the same frames as unit-scale ones; eigenvectors, signs and the
+    # point-tuple axes do not depend on the scale
+    fast = batch is None and mask is None and _small(pos) and not (torch.is_grad_enabled() and pos.requires_grad)
+    if fast:  # tiny clouds: component-major [d, N, B] throughout (long vector operations)
+        t, X, counts = _centred_soa(pos, G.translations)
+        xs, padded = None, None
+        C = _moments2(None, counts, X)
+    else:
+        t, xs, counts = _centred(pos, mask, batch, G.translations)
+        scale = _pow2_scale(xs, batch, counts)
+        if scale is not None:
+            xs = xs * scale[0] * scale[1]
+        padded = _padded(xs, batch, counts) if batch is not None else (xs, None)
+        X = padded[0].detach().permute(2, 1, 0).contiguous() if padded is not None and _small(padded[0]) else None
+        C = _moments2(padded[0], counts, X) if padded is not None else _moments2_ragged(xs, batch, counts)
     B = C.shape[0]
     with torch.no_grad():
         evals, U = _symeig(C.detach())
@@ -380,61 +270,63 @@ def pca_frame(
         ev_g, U_g = _symeig(C[gidx])
         U = U.index_put((gidx,), U_g.flip(-1))
 
-    # skewness along each axis: only canonical mode uses it (to fix signs)
     canonical = mode == "canonical"
     lam = evals.clamp_min(0)
-    if canonical:
-        if batch is not None:
-            proj = (xc[:, None, :].detach() @ U[batch].detach())[:, 0, :]  # [N, d]
-            m3 = torch.zeros(B, d, dtype=dtype, device=device).index_add_(0, batch, proj**3)
-        else:
-            m3 = ((xc.detach() @ U.detach()) ** 3).sum(-2)  # padding rows are zero
-        m3 = m3 / counts[:, None].to(dtype)
-        skew = m3 / lam.clamp_min(torch.finfo(dtype).tiny).pow(1.5)
-    else:
-        skew = torch.zeros_like(lam)
     scale2 = lam[:, :1] * d  # ~ squared extent; lam_k below floor^2 * scale2 means "no support"
     supported = lam > (tol.floor**2) * scale2.clamp_min(torch.finfo(dtype).tiny)
+    if canonical:  # the sign of each axis from the skewness, where it exceeds its rounding error
+        with torch.no_grad():
+            signs = _skew_signs(padded, X, xs, batch, counts, U.detach(), lam, tol.sign) * supported
+    else:
+        signs = torch.zeros_like(lam)
 
-    Rs, ids, exact_flags = [], [], torch.ones(B, dtype=torch.bool, device=device)
-    # ---- generic examples: sign patterns, fully batched
-    if bool(generic.any()):
-        gidx = generic.nonzero().flatten()
-        base = U[gidx].transpose(-1, -2)  # rows = axes
-        patterns = _sign_patterns(d, dtype, device)  # [K, d]
-        fixed = torch.zeros(gidx.numel(), d, dtype=dtype, device=device)
-        if canonical:
-            decided = supported[gidx] & (skew[gidx].abs() > tol.sign)
-            fixed = torch.where(decided, torch.sign(skew[gidx]), fixed)
-        valid = ((fixed[:, None, :] == 0) | (patterns[None] == fixed[:, None, :])).all(-1)  # [G, K]
-        if G.proper:
-            det_base = torch.linalg.det(base.detach()).sign()
-            if canonical:
-                # all signs decided but det = -1: flip the last axis (an SO(d)-equivariant choice)
-                none_free = (fixed != 0).all(-1) & (fixed.prod(-1) * det_base < 0)
-                fixed[none_free, -1] = -fixed[none_free, -1]
-                valid = ((fixed[:, None, :] == 0) | (patterns[None] == fixed[:, None, :])).all(-1)
-            valid = valid & (patterns.prod(-1)[None, :] * det_base[:, None] > 0)
-        if mode == "stochastic":
-            pick = torch.multinomial(valid.to(torch.float64).cpu(), n_samples, replacement=True, generator=generator)
-            pick = pick.to(device)
-            g_ex = torch.arange(gidx.numel(), device=device).repeat_interleave(n_samples)
-            p_ex = pick.flatten()
+    exact_flags = torch.ones(B, dtype=torch.bool, device=device)
+    # ---- degenerate examples whose point-tuple axes are unique (the common case): batched with the generic ones
+    slow = degenerate
+    base, fixed = U.transpose(-1, -2), signs  # rows = axes
+    if bool(degenerate.any()) and not (torch.is_grad_enabled() and (xs if xs is not None else pos).requires_grad):
+        didx = degenerate.nonzero().flatten()
+        if X is not None:
+            xd = X[:, :, didx].permute(2, 1, 0)
+        elif padded is not None:
+            xd = padded[0][didx]
         else:
-            g_ex, p_ex = valid.nonzero(as_tuple=True)
-        Rs.append(patterns[p_ex][:, :, None] * base[g_ex])
-        ids.append(gidx[g_ex])
-    # ---- degenerate examples: invariantly selected points (exact for symmetric inputs)
-    if bool(degenerate.any()):
-        if batch is not None:
-            ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-        for b in degenerate.nonzero().flatten().tolist():
+            xd = None
+        if xd is not None:
+            with torch.no_grad():
+                rows, fx, ok = _unique_tuple_axes(xd.detach(), evals[didx], U[didx], cluster_id[didx], signs[didx],
+                                                  canonical=canonical, tol=tol, max_size=max_size)
+            if bool(ok.any()):
+                fast_idx = didx[ok]
+                base = base.clone()
+                base[fast_idx] = rows[ok].to(base.dtype)
+                fixed = fixed.clone()
+                fixed[fast_idx] = fx[ok]
+                slow = degenerate.clone()
+                slow[fast_idx] = False
+    # ---- generic examples: sign vectors, fully batched, elements sorted by example
+    batched = ~slow
+    bidx = batched.nonzero().flatten() if bool(slow.any()) else None
+    R_parts, ex_parts, sizes = [], [], torch.zeros(B, dtype=torch.long, device=device)
+    if bidx is None or bidx.numel():
+        R_g, ex = _sign_elements(base if bidx is None else base[bidx], fixed if bidx is None else fixed[bidx],
+                                 proper=G.proper, mode=mode, n_samples=n_samples, generator=generator)
+        ex = ex if bidx is None else bidx[ex]
+        R_parts.append(R_g)
+        ex_parts.append(ex)
+        sizes.index_add_(0, ex, torch.ones_like(ex))
+    # ---- the other degenerate examples: invariantly selected points, one at a time (exact for symmetric inputs)
+    if bool(slow.any()):
+        ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]) if batch is not None else None
+        for b in slow.nonzero().flatten().tolist():
             if batch is not None:
-                xb = xc[int(ptr[b]) : int(ptr[b + 1])]
+                xb = xs[int(ptr[b]) : int(ptr[b + 1])]
+            elif xs is None:
+                xb = X[:, :, b].T
             else:
-                xb = xc[b][mask[b]] if mask is not None else xc[b]
+                xb = xs[b][mask[b]] if mask is not None else xs[b]
             R_b, ok = _robust_example(
-                xb, evals[b], U[b], cluster_id[b], skew[b],
+                xb, evals[b], U[b], cluster_id[b], signs[b],
                 canonical=canonical, proper=G.proper, tol=tol, max_size=max_size, generator=generator,
             )
             if mode == "stochastic":
@@ -442,14 +334,394 @@ def pca_frame(
                 R_b = R_b[j]
                 ok = False
             exact_flags[b] = ok
-            Rs.append(R_b.to(dtype))
-            ids.append(torch.full((R_b.shape[0],), b, dtype=torch.long, device=device))
+            R_parts.append(R_b.to(dtype))
+            ex_parts.append(torch.full((R_b.shape[0],), b, dtype=torch.long, device=device))
+            sizes[b] = R_b.shape[0]
     if mode == "stochastic":
         exact_flags[:] = False
-    R = torch.cat(Rs)
-    index = torch.cat(ids)
-    order = torch.argsort(index, stable=True)
-    R, index = R[order], index[order]
-    sizes = torch.bincount(index, minlength=B)
+    if len(R_parts) == 1:
+        R, index = R_parts[0], ex_parts[0]
+    else:  # place every part at its examples' slots (elements sorted by example)
+        ptr = sizes.cumsum(0) - sizes
+        M = int(sizes.sum())
+        R = torch.empty(M, d, d, dtype=dtype, device=device)
+        index = torch.repeat_interleave(torch.arange(B, device=device), sizes, output_size=M)
+        for R_p, ex_p in zip(R_parts, ex_parts):
+            first = torch.ones_like(ex_p, dtype=torch.bool)
+            first[1:] = ex_p[1:] != ex_p[:-1]
+            start = torch.arange(ex_p.shape[0], device=device)
+            j = start - torch.cummax(torch.where(first, start, torch.zeros_like(start)), 0).values
+            R = R.index_put((ptr[ex_p] + j,), R_p)
     weight = (1.0 / sizes.to(dtype))[index]
-    return Frame(R=R, t=t[index], index=index, weight=weight, num_examples=B, degenerate=degenerate, exact=exact_flags)
+    return Frame(R=R, t=t[index], index=index, weight=weight, num_examples=B, degenerate=degenerate, exact=exact_flags,
+                 example_t=t)
+
+
+def _centred(pos: Tensor, mask: Tensor | None, batch: Tensor | None, center: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``(t [B, d] float64, xc, counts [B])``: centroids and centred points in the input dtype.
+
+    The centroid is ``x_0 + mean(x - x_0)`` with ``x_0`` the first point of each example: ``x - x_0`` is
+    exact for a cloud far from the origin (Sterbenz) and the mean is accumulated in float64, so the
+    centred points keep the precision of the input without converting the cloud to float64.
+    """
+    d = pos.shape[-1]
+    if batch is not None:
+        B = int(batch[-1]) + 1
+        counts = torch.bincount(batch, minlength=B)
+        if bool((counts == 0).any()):
+            raise ValueError(f"batch: example(s) {(counts == 0).nonzero().flatten().tolist()} have no points")
+        if not center:
+            return torch.zeros(B, d, dtype=torch.float64, device=pos.device), pos, counts
+        ptr = counts.cumsum(0) - counts
+        x0 = pos[ptr]
+        shifted = pos - x0[batch]
+        m = torch.zeros(B, d, dtype=torch.float64, device=pos.device).index_add_(0, batch, shifted.double())
+        m = m / counts[:, None]
+        return x0.double() + m, shifted - m.to(pos.dtype)[batch], counts
+    counts = mask.sum(-1) if mask is not None else torch.full(pos.shape[:-2], pos.shape[-2], device=pos.device)
+    if not center:
+        t = torch.zeros(*pos.shape[:-2], d, dtype=torch.float64, device=pos.device)
+        return t, (pos * mask[..., None].to(pos.dtype) if mask is not None else pos), counts
+    first = mask.to(torch.int8).argmax(-1) if mask is not None else torch.zeros(pos.shape[:-2], dtype=torch.long, device=pos.device)
+    x0 = torch.gather(pos, -2, first[..., None, None].expand(*pos.shape[:-2], 1, d))  # [B, 1, d]
+    shifted = pos - x0
+    if mask is not None:
+        shifted = shifted * mask[..., None].to(pos.dtype)
+    acc = torch.float64 if pos.shape[-2] > _SMALL or pos.device.type != "cpu" else pos.dtype
+    m = shifted.sum(-2, dtype=acc).double() / counts[..., None]
+    xc = shifted - m.to(pos.dtype)[..., None, :]
+    if mask is not None:
+        xc = xc * mask[..., None].to(pos.dtype)
+    return x0[..., 0, :].double() + m, xc, counts
+
+
+def _pow2_scale(xc: Tensor, batch: Tensor | None, counts: Tensor) -> "tuple[Tensor, Tensor] | None":
+    """Per-example power of two ``2^-e`` that brings ``max |xc|`` into ``[0.5, 1)`` (1 for an all-zero example),
+    as two factors shaped to multiply ``xc`` (multiplying by them is exact); None when every example is
+    already in a safe range."""
+    with torch.no_grad():
+        a = xc.detach().abs()
+        if batch is not None:
+            mx = torch.zeros(counts.shape[0], dtype=xc.dtype, device=xc.device).scatter_reduce_(
+                0, batch, a.amax(-1), "amax", include_self=True)
+        else:
+            mx = a.amax((-1, -2))
+        _, e = torch.frexp(mx)
+        e = torch.where(mx > 0, e, torch.zeros_like(e))
+        safe = 30 if xc.dtype != torch.float64 else 200  # |x|^4 (fourth moments) stays finite and normal
+        if bool(((e.abs() <= safe) | (mx == 0)).all()):
+            return None
+        f1, f2 = _pow2_factors(e, mx)
+    if batch is not None:
+        return f1[batch][:, None], f2[batch][:, None]
+    return f1[..., None, None], f2[..., None, None]
+
+
+def _padded(xs: Tensor, batch: Tensor, counts: Tensor) -> "tuple[Tensor, Tensor] | None":
+    """Ragged points ``[N, d]`` as a zero-padded ``[B, Nmax, d]`` batch and each point's flat position in it,
+    or None when padding would more than double the size."""
+    B, N = counts.shape[0], xs.shape[0]
+    n_max = int(counts.max())
+    if B * n_max > 2 * N:
+        return None
+    if B == 1:
+        return xs[None], None
+    ptr = counts.cumsum(0) - counts
+    flat = batch * n_max + (torch.arange(N, device=xs.device) - ptr[batch])
+    out = xs.new_zeros(B * n_max, xs.shape[-1]).index_copy(0, flat, xs)
+    return out.view(B, n_max, -1), flat
+
+
+_SMALL = 16  # clouds of at most this many points (dense, CPU) use the component-major layout
+
+
+def _small(x: Tensor) -> bool:
+    return x.device.type == "cpu" and x.dim() == 3 and x.shape[-2] <= _SMALL
+
+
+def _centred_soa(pos: Tensor, center: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``(t [B, d] float64, X [d, N, B], counts [B])``: the centred points of tiny dense clouds, component-major,
+    scaled per example by a power of two (exact) when an example is outside the safe range (see :func:`_pow2_scale`)."""
+    B, N, d = pos.shape
+    counts = torch.full((B,), N, device=pos.device)
+    X = torch.empty(d, N, B, dtype=pos.dtype, device=pos.device)
+    if center:
+        x0 = pos[:, :1, :]  # x - x_0 is exact for a cloud far from the origin
+        torch.sub(pos.permute(2, 1, 0), x0.permute(2, 1, 0), out=X)
+        m = X.sum(1) / N  # [d, B]; N <= _SMALL terms: accumulated in the input dtype
+        X -= m[:, None, :]
+        t = x0[:, 0, :].double() + m.T.double()
+    else:
+        X.copy_(pos.permute(2, 1, 0))
+        t = torch.zeros(B, d, dtype=torch.float64, device=pos.device)
+    mx = X.abs().amax((0, 1))
+    _, e = torch.frexp(mx)
+    safe = 30 if pos.dtype != torch.float64 else 200
+    if not bool(((e.abs() <= safe) | (mx == 0)).all()):
+        for f in _pow2_factors(torch.where(mx > 0, e, torch.zeros_like(e)), mx):
+            X *= f
+    return t, X, counts
+
+
+def _pow2_factors(e: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+    """``2^-e`` as two factors of the dtype of ``like`` (one factor could overflow: 2^149 for subnormal float32)."""
+    half = torch.div(-e, 2, rounding_mode="floor")
+    one = torch.ones_like(like)
+    return torch.ldexp(one, half), torch.ldexp(one, -e - half)
+
+
+def _moments2(xs: Tensor | None, counts: Tensor, X: Tensor | None) -> Tensor:
+    """Second moments ``C = (1/n) sum_i x_i x_i^T`` ``[B, d, d]`` of dense (zero-padded) points, in their dtype.
+
+    ``X``: the same points component-major ``[d, N, B]`` (tiny clouds: long vector operations instead of a
+    batched matmul of tiny matrices), or None."""
+    if X is not None and (xs is None or not xs.requires_grad):
+        d = X.shape[0]
+        C = X.new_empty(d, d, X.shape[-1])
+        for i in range(d):
+            for j in range(i, d):
+                C[i, j] = (X[i] * X[j]).sum(0)
+                C[j, i] = C[i, j]
+        C = C.permute(2, 0, 1)
+    else:
+        C = xs.transpose(-1, -2) @ xs
+    return C / counts.reshape(-1, 1, 1).to(C.dtype)
+
+
+def _moments2_ragged(xs: Tensor, batch: Tensor, counts: Tensor) -> Tensor:
+    outer = xs[:, :, None] * xs[:, None, :]
+    d = xs.shape[-1]
+    C = torch.zeros(counts.shape[0], d, d, dtype=xs.dtype, device=xs.device).index_add_(0, batch, outer)
+    return C / counts[:, None, None].to(xs.dtype)
+
+
+def _project_soa(X: Tensor, U: Tensor) -> Tensor:
+    """``P[k] = sum_c U[:, c, k] X[c]``: coordinates along the eigenvectors, component-major ``[d, N, B]``."""
+    d = X.shape[0]
+    Uc = U.to(X.dtype).permute(1, 2, 0)  # [d (c), d (k), B]
+    P = torch.empty_like(X)
+    for k in range(d):
+        torch.mul(X[0], Uc[0, k], out=P[k])
+        for c in range(1, d):
+            P[k].addcmul_(X[c], Uc[c, k])
+    return P
+
+
+def _skew_moments(padded, X: Tensor | None, xs: Tensor | None, batch: Tensor | None, counts: Tensor, U: Tensor,
+                  mixed: bool):
+    """``(p, m3 [B, d], m4 [B, d], M [B, d, d] | None)`` in float64 for ``p = x U`` (see :func:`_skew_signs`);
+    the mixed moments ``M`` only when ``mixed``."""
+    B, d = U.shape[0], U.shape[-1]
+    n = counts.to(torch.float64)[:, None]
+    M = None
+    if X is not None:  # component-major: sums over the points (dim 1) of [d, N, B]
+        P = _project_soa(X, U)
+        P2 = P * P
+        acc = torch.float64 if X.shape[1] > _SMALL else X.dtype
+        m3 = (P2 * P).sum(1, dtype=acc).T.double()
+        m4 = (P2 * P2).sum(1, dtype=acc).T.double()
+        if mixed:
+            M = torch.stack([(P2[k][None] * P).sum(1, dtype=acc) for k in range(d)]).permute(2, 0, 1).double()
+    elif padded is not None:
+        p = padded[0] @ U.to(padded[0].dtype)
+        p2 = p * p
+        m3 = (p2 * p).sum(-2, dtype=torch.float64)
+        m4 = (p2 * p2).sum(-2, dtype=torch.float64)
+        if mixed:
+            M = p2.transpose(-1, -2).double() @ p.double()
+    else:
+        p = (xs[:, None, :] @ U[batch].to(xs.dtype))[:, 0, :]
+        p2 = p * p
+
+        def z(v):
+            return torch.zeros(B, *v.shape[1:], dtype=torch.float64, device=p.device).index_add_(0, batch, v.double())
+
+        m3, m4 = z(p2 * p), z(p2 * p2)
+        if mixed:
+            M = z(p2[:, :, None] * p[:, None, :])
+    return m3 / n, m4 / n, (M / n[..., None] if M is not None else None)
+
+
+def _skew_signs(padded, X, xs: Tensor | None, batch: Tensor | None, counts: Tensor, U: Tensor, lam: Tensor,
+                floor: float) -> Tensor:
+    r"""The sign of the skewness of every axis where it is decided, ``[B, d]`` in ``{-1, 0, +1}``.
+
+    With ``p_ik = u_k . x_i`` (centred, scaled points), the third moment ``m3_k = (1/n) sum_i p_ik^3`` is
+    accumulated in float64 (tiny clouds: in the input dtype, with its accumulation error in the bound) and
+    compared with a bound on its rounding error, so that the decision is the same for ``X`` and any ``g X``
+    (an equivariant choice) whenever it is made:
+
+    .. math::  |\delta m3_k| \le 3 \sum_{j \ne k} \frac{\delta C}{|\lambda_k - \lambda_j|} (|M_{kj}| + \epsilon_M)
+               + 3 \epsilon \sqrt{m4_k\, \mathrm{tr}\,C} + (4 + n_a) \epsilon \sqrt{\lambda_k m4_k},
+
+    with ``epsilon`` the unit rounding of the dtype, ``delta C = 4 epsilon (tr C + lambda_1)`` (rounding of the
+    input, of the products and of the eigen-solver), ``M_kj = (1/n) sum_i p_ik^2 p_ij`` the mixed moments
+    (how an error in ``u_k`` towards ``u_j`` moves ``m3_k``; first bounded by ``sqrt(m4_k lambda_j)``, computed
+    only for the examples that this bound leaves undecided), ``m4_k`` the fourth moment, ``n_a`` the number of
+    terms accumulated in the input dtype (0 in float64). An axis is decided when ``|m3_k|`` exceeds twice that
+    bound (and ``floor * lambda_k^1.5``, ``floor`` = :attr:`Tolerances.sign`).
+    """
+    dtype = X.dtype if X is not None else xs.dtype
+    eps = torch.finfo(dtype).eps
+    m3, m4, _ = _skew_moments(padded, X, xs, batch, counts, U, mixed=False)
+    n_acc = X.shape[1] if X is not None and X.shape[1] <= _SMALL else 0
+    # the bound is arithmetic on [B, d] and [B, d, d]: in the dtype of the eigenvalues (its own rounding is
+    # far below the factor 2 of safety)
+    work = lam.dtype
+    m3, m4, lam_ = m3.to(work), m4.to(work), lam.to(work)
+    tr = lam_.sum(-1, keepdim=True)
+    dC = 4 * eps * (tr + lam_[:, :1])  # [B, 1]
+    gaps = (lam_[:, :, None] - lam_[:, None, :]).abs_()
+    gaps.diagonal(dim1=-2, dim2=-1).fill_(float("inf"))
+    coef = dC[..., None] / gaps.clamp_min_(torch.finfo(work).tiny)  # [B, d, d], 0 on the diagonal
+    S0 = coef.sum(-1)
+    sq_m4 = m4.sqrt()
+    spread = sq_m4 * tr.sqrt()
+    eps_m = (coef.amax(-1) + (n_acc + 2) * eps) * spread  # error of the mixed moments themselves
+    rest = 3 * eps * spread + (4 + n_acc) * eps * lam_.sqrt() * sq_m4 + 3 * eps_m * S0
+    floor_k = floor * lam_.pow(1.5) if floor > 0 else None
+    # Cauchy-Schwarz: |M_kj| <= sqrt(m4_k m2_j)
+    loose = 3 * (1 + 1e-5) * sq_m4 * (coef * lam_.sqrt()[:, None, :]).sum(-1) + rest
+    thr = 2 * loose if floor_k is None else torch.maximum(2 * loose, floor_k)
+    decided = m3.abs() > thr
+    todo = (~decided).any(-1).nonzero().flatten()
+    if todo.numel():  # the mixed moments, for the examples the loose bound leaves undecided
+        if X is not None:
+            _, _, M = _skew_moments(None, X[:, :, todo], None, None, counts[todo], U[todo], mixed=True)
+        elif padded is not None:
+            _, _, M = _skew_moments((padded[0][todo], None), None, None, None, counts[todo], U[todo], mixed=True)
+        else:
+            M = _skew_moments(None, None, xs, batch, counts, U, mixed=True)[2][todo]
+        exact = 3 * (coef[todo] * M.abs().to(work)).sum(-1) + rest[todo]
+        thr_t = 2 * exact if floor_k is None else torch.maximum(2 * exact, floor_k[todo])
+        decided[todo] = m3[todo].abs() > thr_t
+    return torch.where(decided, m3.sign(), torch.zeros_like(m3)).to(lam.dtype)
+
+
+def _sign_elements(
+    base: Tensor, fixed: Tensor, *, proper: bool, mode: str, n_samples: int, generator
+) -> tuple[Tensor, Tensor]:
+    """Frame elements ``diag(s) base`` of generic examples for the admissible sign vectors ``s``.
+
+    ``fixed [G, d]`` holds the decided signs (0 = free). Every example gets the ``2^f`` sign vectors over
+    its ``f`` free axes (SO(d)/SE(d): the ``det = +1`` half, the last free sign completing the
+    determinant; with no free axis and ``det = -1`` the last axis is flipped, an SO(d)-equivariant choice);
+    stochastic mode draws ``n_samples`` of them uniformly. Returns ``(R [M, d, d], example [M])``, sorted
+    by example.
+    """
+    G, d = fixed.shape
+    device = base.device
+    free = fixed == 0
+    nfree = free.sum(-1)
+    det_base = torch.linalg.det(base.detach()).sign() if proper else None
+    enum_free = (nfree - 1).clamp_min(0) if proper else nfree  # free signs enumerated (SO: the last one completes det)
+    count = torch.ones_like(nfree) << enum_free
+    if mode == "stochastic":
+        ex = torch.arange(G, device=device).repeat_interleave(n_samples)
+        u = torch.rand(G * n_samples, generator=generator, dtype=torch.float64,
+                       device=generator.device if generator is not None else torch.device("cpu")).to(device)
+        j = (u * count[ex]).long().clamp_max(count[ex] - 1)
+    elif bool((count == 1).all()):
+        ex, j = None, None
+    else:
+        ex = torch.arange(G, device=device).repeat_interleave(count)
+        j = torch.arange(ex.shape[0], device=device) - (count.cumsum(0) - count)[ex]
+    s = fixed.clone() if ex is None else fixed[ex]
+    # rows with free axes (few in canonical mode): signs from the bits of j, SO(d): completed determinant
+    rows = (nfree > 0) if ex is None else (nfree[ex] > 0)
+    if proper:
+        rows = rows | (((fixed.prod(-1) if ex is None else s.prod(-1)) * (det_base if ex is None else det_base[ex])) < 0)
+    r = rows.nonzero().flatten()
+    if r.numel():
+        er = r if ex is None else ex[r]
+        jr = torch.zeros_like(r) if j is None else j[r]
+        f = free[er]
+        rank = f.long().cumsum(-1) - 1  # rank of each free axis among the free axes
+        bit = (jr[:, None] >> rank.clamp_min(0)) & 1
+        sr = torch.where(f, (1 - 2 * bit).to(fixed.dtype), fixed[er])
+        if proper:
+            last_free = f & (rank == (nfree[er] - 1)[:, None])
+            # sign that makes det(diag(s) base) = +1, put on the last free axis, or on the last axis if none is free
+            others = torch.where(last_free, torch.ones_like(sr), sr).prod(-1) * det_base[er]
+            sr = torch.where(last_free, others[:, None].expand_as(sr), sr)
+            wrong = ~(nfree[er] > 0) & (sr.prod(-1) * det_base[er] < 0)
+            sr[wrong, -1] = -sr[wrong, -1]
+        s[r] = sr
+    if ex is None:
+        return s[:, :, None] * base, torch.arange(G, device=device)
+    return s[:, :, None] * base[ex], ex
+
+
+def _parse_euclidean(group, name: str = "group") -> "EuclideanGroup | str":
+    """An :class:`EuclideanGroup`, or the normalised spelling ``"E(d)"`` of a dimension-generic group."""
+    if isinstance(group, EuclideanGroup):
+        return group
+    if not isinstance(group, str):
+        raise TypeError(f"{name}: expected a group name like 'E(3)' or an EuclideanGroup, got {type(group).__name__}")
+    text = group.replace(" ", "")
+    if "(d)" in text:
+        EuclideanGroup.parse(text, dim=2)  # validate the name
+        return text
+    return EuclideanGroup.parse(group)
+
+
+class PCAFrames(Frames):
+    """PCA frames of point clouds for O(d), SO(d), E(d), SE(d): a frame constructor object.
+
+    Calling it is :func:`pca_frame` with these options; :class:`~equiframe.FrameAveraging` takes it
+    as ``frames=``. See :func:`pca_frame` for the construction (centroid, covariance, eigenvectors,
+    signs; exact on degenerate spectra).
+
+    Args:
+        group: ``"O(d)"``, ``"SO(d)"``, ``"E(d)"``, ``"SE(d)"`` for a concrete ``d`` (``"E(3)"``), an
+            :class:`~equiframe.groups.EuclideanGroup`, or a literal ``d`` (``"E(d)"``: read from the data).
+        mode, n_samples, eval_mode, generator, max_size: see :class:`~equiframe.frames.Frames`.
+        tol: tolerances of the degenerate-input logic (default :meth:`Tolerances.for_dtype`).
+
+    Example:
+        >>> frames = PCAFrames("E(3)", mode="canonical")
+        >>> frame = frames(pos)                    # pos [B, N, 3] -> Frame with 1 element per generic cloud
+
+    Shapes:
+        pos: ``[B, N, d]`` | ``[N, d]``; mask: ``[B, N]``; batch: ``[N]`` -> Frame.R ``[M, d, d]``.
+    """
+
+    def __init__(
+        self,
+        group: "str | EuclideanGroup" = "E(3)",
+        mode: Mode = "all",
+        *,
+        n_samples: int = 1,
+        eval_mode: EvalMode = "all",
+        generator: torch.Generator | None = None,
+        tol: "Tolerances | None" = None,
+        max_size: int = 1024,
+    ):
+        super().__init__(mode, n_samples=n_samples, eval_mode=eval_mode, generator=generator, max_size=max_size)
+        self.group = _parse_euclidean(group)
+        if tol is not None and not isinstance(tol, Tolerances):
+            raise TypeError(f"tol: expected a Tolerances or None, got {type(tol).__name__}")
+        self.tol = tol
+
+    def group_for(self, dim: int, name: str = "pos") -> EuclideanGroup:
+        """The concrete group acting on ``dim``-dimensional data (an error naming ``name`` if it does not fit)."""
+        if isinstance(self.group, EuclideanGroup):
+            if self.group.dim != dim:
+                raise ValueError(f"{name}: data has dimension {dim}, but group is {self.group}")
+            return self.group
+        if dim < 1:
+            raise ValueError(f"{name}: expected points with a last dimension d >= 1, got {dim}")
+        return EuclideanGroup.parse(self.group, dim=dim)
+
+    def __call__(
+        self, pos: Tensor, *, mask: Tensor | None = None, batch: Tensor | None = None, training: bool = False,
+        name: str = "pos",
+    ) -> Frame:
+        """The frame of ``pos`` in the mode for ``training`` (see :meth:`current_mode`)."""
+        if not isinstance(pos, Tensor):
+            raise TypeError(f"{name}: expected a tensor, got {type(pos).__name__}")
+        G = self.group_for(pos.shape[-1] if pos.dim() >= 1 else 0, name)
+        return pca_frame(
+            pos, group=G, mask=mask, batch=batch, mode=self.current_mode(training), n_samples=self.n_samples,
+            generator=self.generator, tol=self.tol, max_size=self.max_size, name=name,
+        )
