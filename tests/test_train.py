@@ -265,7 +265,9 @@ def test_nonfinite_loss_is_an_error(tmp_path, data_root):
 def test_layerwise_fa_gnn_trains_and_is_equivariant(tmp_path, data_root):
     res = fit(nbody(data_root, model="fa-gnn", fa_variant="layerwise", hidden=6, layers=2), cfg(tmp_path, epochs=1),
               seed=0)
-    assert res.run_dir.parent.name == "fa-gnn-layerwise"
+    # the layer-wise model trains on sampled frame elements by default and evaluates the full frame
+    assert res.run_dir.parent.name == "fa-gnn-layerwise-stochastic"
+    assert res.metrics["experiment_config"]["fa_mode"] == "stochastic"
     assert math.isfinite(res.metrics["test"]["mse"])
     assert res.metrics["diagnostics"]["equivariance_error_f64"] < 1e-9
 

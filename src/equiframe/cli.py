@@ -319,8 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--n-test", type=_positive_int, default=None, help="test simulations used (a prefix; default: all 2000)")
     tn.add_argument("--hidden", type=_positive_int, default=None, help="width (default: 60 GNN/FA-GNN, 64 EGNN/TF-GNN)")
     tn.add_argument("--layers", type=_positive_int, default=4, help="message passing layers")
-    tn.add_argument("--fa-mode", choices=("all", "canonical", "stochastic"), default="all",
-                    help="FA-GNN frame mode (all = the full 8-element E(3) frame)")
+    tn.add_argument("--fa-mode", choices=("all", "canonical", "stochastic"), default=None,
+                    help="FA-GNN frame mode: all = the full 8-element E(3) frame in training and evaluation; "
+                         "stochastic = one sampled element per system (and layer) while training, the full frame "
+                         "in evaluation; canonical = one canonical element (default: stochastic for "
+                         "--fa-variant layerwise, all for input)")
     tn.add_argument("--fa-variant", choices=("input", "layerwise"), default="input",
                     help="FA-GNN: input = the input's frame around the whole GNN; layerwise = frame averaging "
                          "at every layer with latent frames (the FA paper's n-body code)")
