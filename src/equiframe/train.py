@@ -838,28 +838,30 @@ def _start_run(experiment: Experiment, config: TrainConfig, seed: int, info: Dis
 
 def _train_epoch(run: _Run, epoch: int, train_ds) -> float:
     """One epoch of optimiser steps on this rank's share of every global batch; returns the mean training
-    loss over the global epoch (all ranks)."""
+    loss over the global epoch (all ranks). The losses are summed on the device and read once per epoch (no
+    host synchronisation per step); a non-finite loss stops the run at the end of its epoch, before any
+    validation or checkpoint."""
     exp, cfg = run.experiment, run.config
     exp.set_epoch(epoch)
     run.train_model.train()
     plan = epoch_batches(len(train_ds), cfg.batch_size, run.seed, epoch, run.info)
     chunks = [idx for idx, _ in plan]
-    loss_sum, count = 0.0, 0.0
+    loss_sum, count = torch.zeros((), dtype=torch.float64, device=run.device), 0.0
     batches = _iter_batches(exp, train_ds, chunks, cfg.num_workers)
     for (_, weight), batch in zip(plan, run.log.batches(batches, len(chunks))):
         batch = exp.to_device(batch, run.device)
         loss = exp.loss(run.train_model, batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss: non-finite training loss {float(loss.detach())} at epoch {epoch + 1}")
         run.optim.zero_grad(set_to_none=True)
         (loss * weight if run.info.enabled else loss).backward()
         if cfg.optim.grad_clip is not None:
             nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optim.grad_clip)
         run.optim.step()
         n = _batch_len(batch)
-        loss_sum += float(loss.detach()) * n
+        loss_sum += loss.detach().double() * n
         count += n
-    red = _all_reduce({"loss": [loss_sum, count]}, run.info, run.device)["loss"]
+    red = _all_reduce({"loss": [float(loss_sum), count]}, run.info, run.device)["loss"]
+    if not math.isfinite(red[0]):  # after the reduction: every rank stops, none waits for the others
+        raise FloatingPointError(f"loss: non-finite training loss ({red[0]}) in epoch {epoch + 1}")
     return red[0] / max(red[1], 1.0)
 
 
