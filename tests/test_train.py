@@ -351,3 +351,10 @@ def test_optimizer_fused_and_foreach_agree(tmp_path, data_root):
     assert a == pytest.approx(b, rel=1e-4)
     with pytest.raises(TypeError, match="fused"):
         OptimConfig(fused="yes")
+
+
+def test_compile_is_skipped_for_models_that_declare_they_do_not_support_it(tmp_path, data_root):
+    exp = nbody(data_root, model="fa-gnn", fa_variant="layerwise", hidden=6, layers=2, diagnostic_samples=0)
+    with pytest.warns(RuntimeWarning, match="supports_compile"):
+        res = fit(exp, cfg(tmp_path, epochs=1, compile=True, name="c"), seed=0)
+    assert res.metrics["test"] == fit(exp, cfg(tmp_path, epochs=1, name="e"), seed=0).metrics["test"]

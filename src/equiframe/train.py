@@ -721,8 +721,15 @@ def _scoped_rng(seed: int, device: torch.device) -> Iterator[None]:
 
 
 def _compiled(model: nn.Module, log: "_Log") -> nn.Module:
-    """``torch.compile(model)`` when a working compiler backend is present (probed on a tiny function),
-    else ``model`` with a warning: compilation is an optimisation, never a requirement."""
+    """``torch.compile(model)`` when a working compiler backend is present (probed on a tiny function) and the
+    model does not declare ``supports_compile = False``, else ``model`` with a warning: compilation is an
+    optimisation, never a requirement."""
+    inner = getattr(model, "module", model)  # under DDP: the user's model
+    if not getattr(inner, "supports_compile", True):
+        msg = f"compile: {type(inner).__name__} declares supports_compile = False; training eagerly"
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        log.write(msg)
+        return model
     try:
         torch.compile(lambda x: x * 2.0 + 1.0)(torch.ones(3))
     except Exception as err:  # noqa: BLE001  (no C++ compiler, unsupported platform...)

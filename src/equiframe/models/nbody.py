@@ -278,6 +278,10 @@ class LayerwiseFAGNN(nn.Module):
         as :class:`NBodyGNN`.
     """
 
+    #: ``torch.compile`` (inductor, CPU, torch 2.13) produced non-finite latent vectors in this model's first
+    #: training step (the frame code then stops with an error): the training loop keeps it eager.
+    supports_compile = False
+
     def __init__(self, dim: int = 3, hidden: int = 60, layers: int = 4, *, mode: FAMode = "all",
                  n_samples: int | None = None, generator: torch.Generator | None = None, node_charge: bool = False,
                  tol=None, max_size: int = 1024):
