@@ -65,12 +65,14 @@ def _fmt(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.5f} ± {statistics.stdev(xs):.5f} ({len(xs)})"
 
 
-def _equivariance(run: Path) -> float | None:
+def _equivariance(roots: list[Path], name: str, seed: str) -> float | None:
+    """Float64 E(3) error of the best weights of ``name/seed`` (the first root that has its checkpoint)."""
     from equiframe.train import evaluate_run  # noqa: PLC0415
 
-    ckpt = run / "checkpoint.pt"
-    if not ckpt.is_file():
+    runs = [root / name / seed for root in roots if (root / name / seed / "checkpoint.pt").is_file()]
+    if not runs:
         return None
+    run = runs[0]
     out = evaluate_run(run, split="valid", device="cpu", batch_size=500, diagnostics=True,
                        experiment_overrides={"n_valid": 10, "diagnostic_samples": 10, "rotation_angles": 1})
     return out["diagnostics"]["equivariance_error_f64"]
@@ -96,7 +98,7 @@ def main() -> None:
                 tests.append(f"{m['test']['mse']:.5f} ({s}: {m['epochs_run']} ep, best {m['best_epoch']})")
         row = f"| {mode} | {', '.join(seeds) or '–'} | " + " | ".join(cells) + f" | {'; '.join(tests) or '–'} |"
         if args.equivariance:
-            errs = [e for d in seeds.values() if (e := _equivariance(d)) is not None]
+            errs = [e for s in seeds if (e := _equivariance(roots, name, s)) is not None]
             row += f" {max(errs):.1e} |" if errs else " – |"
         rows.append(row)
     probe = ["| TF-GNN hidden reps | params | best val ≤ 50 ep (seed 0) | E(3) error f64 |", "|---|---|---|---|"]
