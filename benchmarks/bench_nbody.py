@@ -44,7 +44,7 @@ MODELS = {
     "fa-gnn layer-wise, all 8 elements": ({**LW, "fa_mode": "all"},
                                           ["fa-gnn-layerwise@egnn-small", "fa-gnn-layerwise-long@egnn-small"]),
     "fa-gnn layer-wise, stochastic (1 element)": ({**LW, "fa_mode": "stochastic"},
-                                                  ["fa-gnn-layerwise-stochastic@egnn-small"]),
+                                                  ["fa-gnn-layerwise-stochastic-long@egnn-small"]),
     "fa-gnn layer-wise, canonical": ({**LW, "fa_mode": "canonical"}, ["fa-gnn-layerwise-canonical@egnn-small"]),
 }
 #: models timed before/after (the others exist only after)
@@ -68,10 +68,13 @@ def _variant(opts: dict, batch_size: int, *, before: bool, compiled: bool):
 def epochs_to_target(run_roots: list[Path], names: list[str]) -> tuple[float | None, int, int]:
     """Median epochs to the first validation MSE <= TARGET over the seeds of the named runs that reached it,
     and (seeds that reached it, seeds found)."""
-    hits, found = [], 0
+    hits, found, seen = [], 0, set()
     for root in run_roots:
         for name in names:
             for curves in sorted((root / name).glob("seed*/curves.csv")):
+                if (name, curves.parent.name) in seen:  # the first root that has a run wins
+                    continue
+                seen.add((name, curves.parent.name))
                 found += 1
                 for row in csv.DictReader(curves.open()):
                     if row.get("val_mse") and float(row["val_mse"]) <= TARGET:
