@@ -77,3 +77,15 @@ def test_epoch_batches_split_the_single_process_batches(n, batch):
             # weights W b_r / b: DDP's mean of the weighted gradients is the gradient of the global mean loss
             assert sum(w for _, w in parts) == pytest.approx(W)
             assert [w for _, w in parts] == pytest.approx([W * len(idx) / len(glob) for idx, _ in parts])
+
+
+def test_single_process_order_is_the_samplers_order():
+    """One process draws its batches in the order runs made before used (a DistributedSampler with one replica),
+    so that their checkpoints continue on the same data order."""
+    import torch  # noqa: PLC0415
+
+    ds = torch.utils.data.TensorDataset(torch.arange(53))
+    sampler = torch.utils.data.DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=4, drop_last=False)
+    sampler.set_epoch(6)
+    order = list(iter(sampler))
+    assert [i for idx, _ in epoch_batches(53, 10, seed=4, epoch=6, info=DistInfo()) for i in idx] == order
