@@ -159,5 +159,5 @@ def test_demo_quick(root, capsys):
 def test_parser_builds():
     parser = build_parser()
     args = parser.parse_args(["train", "nbody", "--model", "fa-gnn", "--seeds", "0", "1", "2"])
-    assert args.seeds == [0, 1, 2] and args.fa_mode == "all" and args.batch_size == 100
+    assert args.seeds == [0, 1, 2] and args.fa_mode is None and args.batch_size == 100  # None: per variant
     assert args.weight_decay == 1e-12

@@ -311,3 +311,25 @@ def test_layerwise_fa_gnn_negative_control():
     with pytest.raises(AssertionError):
         assert_equivariant(model, inputs, types=NBODY_TYPES, output="pos", batch=batch,
                            generator=torch.Generator().manual_seed(2))
+
+
+@pytest.mark.parametrize("name,kw", [("gnn", {}), ("egnn", {}), ("fa-gnn", {"fa_variant": "layerwise"})])
+def test_fused_messages_equal_the_reference_path(name, kw):
+    """The first message layer computed per node (the default) equals the per-edge concatenation (the
+    reference path, ``fused_messages = False``) up to rounding, outputs and gradients, same parameters."""
+    inputs, batch = systems(B=3, dtype=torch.float64)
+    torch.manual_seed(0)
+    model = build_nbody_model(name, **kw).double()
+    layers = [m for m in model.modules() if hasattr(m, "fused_messages")]
+    assert layers and all(m.fused_messages for m in layers)
+    outs = []
+    for fused in (True, False):
+        for m in layers:
+            m.fused_messages = fused
+        model.zero_grad()
+        y = model(**inputs, batch=batch)
+        y.square().sum().backward()
+        outs.append((y.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(outs[0][1], outs[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -522,3 +522,17 @@ def test_fully_connected_edge_index():
     ei = fully_connected_edge_index(3)
     assert ei.tolist() == [[0, 0, 1, 1, 2, 2], [1, 2, 0, 2, 0, 1]]
     assert fully_connected_edge_index(1).shape == (2, 0)
+
+
+def test_fa_mode_defaults_per_variant():
+    """``fa_mode=None`` resolves per variant (layer-wise: stochastic training frames, full-frame evaluation; input
+    frame: all) and the resolved mode is what configs store, so runs made before keep their meaning."""
+    from equiframe.experiments.nbody import NBodyExperiment, NBodyExperimentConfig  # noqa: PLC0415
+
+    lw = NBodyExperimentConfig(model="fa-gnn", fa_variant="layerwise")
+    assert lw.fa_mode == "stochastic" and lw.to_dict()["fa_mode"] == "stochastic"
+    assert NBodyExperiment(lw).run_name == "fa-gnn-layerwise-stochastic@egnn-small"
+    assert NBodyExperimentConfig(model="fa-gnn").fa_mode == "all"
+    old = NBodyExperimentConfig(model="fa-gnn", fa_variant="layerwise", fa_mode="all")
+    assert NBodyExperimentConfig.from_dict(old.to_dict()).fa_mode == "all"
+    assert NBodyExperiment(old).run_name == "fa-gnn-layerwise@egnn-small"

@@ -265,7 +265,9 @@ def test_nonfinite_loss_is_an_error(tmp_path, data_root):
 def test_layerwise_fa_gnn_trains_and_is_equivariant(tmp_path, data_root):
     res = fit(nbody(data_root, model="fa-gnn", fa_variant="layerwise", hidden=6, layers=2), cfg(tmp_path, epochs=1),
               seed=0)
-    assert res.run_dir.parent.name == "fa-gnn-layerwise"
+    # the layer-wise model trains on sampled frame elements by default and evaluates the full frame
+    assert res.run_dir.parent.name == "fa-gnn-layerwise-stochastic"
+    assert res.metrics["experiment_config"]["fa_mode"] == "stochastic"
     assert math.isfinite(res.metrics["test"]["mse"])
     assert res.metrics["diagnostics"]["equivariance_error_f64"] < 1e-9
 
@@ -283,3 +285,76 @@ def test_resume_fills_options_added_after_the_checkpoint(tmp_path, data_root):
     with pytest.raises(ValueError, match="fa_variant"):
         fit(nbody(data_root, model="fa-gnn", fa_variant="layerwise"),
             cfg(tmp_path, epochs=3, resume=True, name="fa-gnn"), seed=0)
+
+
+# ------------------------------------------------------------------------------------------ resume / CLI paths
+def test_resume_without_a_checkpoint_is_an_error_when_required(tmp_path, data_root):
+    exp = nbody(data_root)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        fit(exp, cfg(tmp_path, epochs=1, resume=True, require_checkpoint=True), seed=0)
+    assert not (tmp_path / "runs" / "nbody" / "gnn" / "seed0").exists()
+    # the library's resume=True alone continues or starts (as scripts use it)
+    assert fit(exp, cfg(tmp_path, epochs=1, resume=True), seed=0).metrics["epochs_run"] == 1
+
+
+def test_cli_resume_and_path_errors_are_one_line(tmp_path, data_root, capsys):
+    from equiframe.cli import main  # noqa: PLC0415
+
+    base = ["train", "nbody", "--model", "linear", "--epochs", "1", "--sims", "64", "32", "32", "--data-root",
+            data_root, "--quiet", "--no-diagnostics"]
+    out = str(tmp_path / "runs")
+    assert main([*base, "--out", out, "--resume"]) == 2  # nothing to resume: an error, not a fresh start
+    err = capsys.readouterr().err
+    assert "no checkpoint" in err and "--resume-or-start" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "nbody").exists()
+    assert main([*base, "--out", out, "--resume-or-start"]) == 0  # starts
+    assert main([*base, "--out", out, "--resume", "--epochs", "2"]) == 0  # continues
+    assert json.loads((tmp_path / "runs" / "nbody" / "linear@egnn-small" / "seed0" / METRICS).read_text())[
+        "epochs_run"] == 2
+    capsys.readouterr()
+    (tmp_path / "file").write_text("x")
+    for argv, needle in [(["--out", str(tmp_path / "file" / "runs")], "--out"),
+                         (["--out", out, "--data-root", str(tmp_path / "file")], "--data-root")]:
+        assert main([*base, *argv]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_fit_leaves_global_state_alone(tmp_path):
+    torch.manual_seed(123)
+    state, threads = torch.get_rng_state(), torch.get_num_threads()
+    fit(ToyExperiment(), cfg(tmp_path, epochs=1, threads=threads + 1), seed=0)
+    assert torch.equal(torch.get_rng_state(), state) and torch.get_num_threads() == threads
+    # the run's own stream: the same result whatever the caller's global state
+    torch.manual_seed(7)
+    a = fit(ToyExperiment(), cfg(tmp_path, epochs=2, name="a"), seed=0).metrics["test"]
+    torch.manual_seed(8)
+    assert fit(ToyExperiment(), cfg(tmp_path, epochs=2, name="b"), seed=0).metrics["test"] == a
+
+
+def test_compile_option_trains_to_the_same_result_or_falls_back(tmp_path, monkeypatch):
+    """``compile=True`` without a working compiler warns and trains eagerly (bitwise the eager result)."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    eager = fit(ToyExperiment(), cfg(tmp_path, epochs=2, name="eager"), seed=0).metrics["test"]
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(RuntimeWarning, match="compile"):
+        res = fit(ToyExperiment(), cfg(tmp_path, epochs=2, name="nocc", compile=True), seed=0)
+    assert res.metrics["test"] == eager
+
+
+def test_optimizer_fused_and_foreach_agree(tmp_path, data_root):
+    a = fit(nbody(data_root), cfg(tmp_path, epochs=2, name="fused"), seed=0).metrics["test"]["mse"]
+    b = fit(nbody(data_root), cfg(tmp_path, epochs=2, name="foreach", optim=OptimConfig(fused=False)),
+            seed=0).metrics["test"]["mse"]
+    assert a == pytest.approx(b, rel=1e-4)
+    with pytest.raises(TypeError, match="fused"):
+        OptimConfig(fused="yes")
+
+
+def test_compile_is_skipped_for_models_that_declare_they_do_not_support_it(tmp_path, data_root):
+    exp = nbody(data_root, model="fa-gnn", fa_variant="layerwise", hidden=6, layers=2, diagnostic_samples=0)
+    with pytest.warns(RuntimeWarning, match="supports_compile"):
+        res = fit(exp, cfg(tmp_path, epochs=1, compile=True, name="c"), seed=0)
+    assert res.metrics["test"] == fit(exp, cfg(tmp_path, epochs=1, name="e"), seed=0).metrics["test"]

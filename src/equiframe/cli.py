@@ -96,17 +96,37 @@ def _train_config_from_args(args: argparse.Namespace, lr: float):
         optim=OptimConfig(lr=lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip),
         seeds=tuple(args.seeds), eval_every=args.eval_every, patience=args.patience,
         checkpoint_every=args.checkpoint_every, eval_batch_size=args.eval_batch_size, device=args.device,
-        num_workers=args.num_workers, out=args.out, name=args.name, resume=args.resume, overwrite=args.overwrite,
-        quiet=args.quiet, diagnostics=not args.no_diagnostics, threads=args.threads,
+        num_workers=args.num_workers, out=args.out, name=args.name, resume=args.resume or args.resume_or_start,
+        require_checkpoint=args.resume, overwrite=args.overwrite, quiet=args.quiet,
+        diagnostics=not args.no_diagnostics, threads=args.threads, compile=args.compile,
     )
+
+
+def _check_out_dir(out: str) -> None:
+    """``--out`` must be (or be creatable as) a writable directory: one line, not a traceback at the first save."""
+    path = Path(out)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ValueError(f"--out: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"--out: {probe} is not writable")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .experiments.nbody import DEFAULT_LR  # noqa: PLC0415
     from . import train as T  # noqa: PLC0415
 
+    if args.data_root is not None and Path(args.data_root).exists() and not Path(args.data_root).is_dir():
+        raise ValueError(f"--data-root: {args.data_root} is a file, not a directory")
+    _check_out_dir(args.out)
     experiment = _experiment_from_args(args)
     config = _train_config_from_args(args, args.lr if args.lr is not None else DEFAULT_LR[args.model])
+    if args.threads is not None:  # process-wide settings belong to the command, not to the library
+        import torch  # noqa: PLC0415
+
+        torch.set_num_threads(args.threads)
     info = T.init_distributed(config.device)
     try:
         results = T.train(experiment, config)
@@ -302,8 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--n-test", type=_positive_int, default=None, help="test simulations used (a prefix; default: all 2000)")
     tn.add_argument("--hidden", type=_positive_int, default=None, help="width (default: 60 GNN/FA-GNN, 64 EGNN/TF-GNN)")
     tn.add_argument("--layers", type=_positive_int, default=4, help="message passing layers")
-    tn.add_argument("--fa-mode", choices=("all", "canonical", "stochastic"), default="all",
-                    help="FA-GNN frame mode (all = the full 8-element E(3) frame)")
+    tn.add_argument("--fa-mode", choices=("all", "canonical", "stochastic"), default=None,
+                    help="FA-GNN frame mode: all = the full 8-element E(3) frame in training and evaluation; "
+                         "stochastic = one sampled element per system (and layer) while training, the full frame "
+                         "in evaluation; canonical = one canonical element (default: stochastic for "
+                         "--fa-variant layerwise, all for input)")
     tn.add_argument("--fa-variant", choices=("input", "layerwise"), default="input",
                     help="FA-GNN: input = the input's frame around the whole GNN; layerwise = frame averaging "
                          "at every layer with latent frames (the FA paper's n-body code)")
@@ -317,11 +340,17 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--out", default="runs", help="results root")
     tn.add_argument("--name", default=None, help="run directory name (default: the model, e.g. fa-gnn)")
     mode = tn.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="continue existing runs from their last checkpoint")
+    mode.add_argument("--resume", action="store_true",
+                      help="continue existing runs from their last checkpoint (an error where a run has none)")
+    mode.add_argument("--resume-or-start", action="store_true",
+                      help="continue runs that have a checkpoint, start the others")
     mode.add_argument("--overwrite", action="store_true", help="delete existing runs and start again")
     tn.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     tn.add_argument("--num-workers", type=_nonneg_int, default=0, help="DataLoader worker processes")
     tn.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads per process")
+    tn.add_argument("--compile", action="store_true",
+                    help="train through torch.compile (inductor; falls back to eager with a warning when no "
+                         "compiler works here; compiling takes about a minute per batch shape on CPU)")
     tn.add_argument("--data-root", default=None, help="cache root of the generated data")
     tn.add_argument("--sims", type=_positive_int, nargs=3, default=[3000, 2000, 2000], metavar=("TRAIN", "VALID", "TEST"),
                     help="simulations generated per split (advanced; --n-train etc. select prefixes of them)")
@@ -384,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, OSError) as err:  # OSError: missing / unwritable paths (FileNotFoundError...)
         if os.environ.get("EQUIFRAME_DEBUG"):
             raise
         print(f"equiframe {args.command}: error: {err}", file=sys.stderr)

@@ -3,23 +3,25 @@ r"""One training / evaluation loop shared by every experiment.
 An :class:`Experiment` provides the data sets, a model factory, the loss and the metrics; the loop
 (:func:`fit` for one seed, :func:`train` for several) does the rest:
 
-* Adam with weight decay (:class:`OptimConfig`), mini-batches in a deterministic order
-  (:class:`~torch.utils.data.DistributedSampler` seeded with the run's seed, ``set_epoch`` per epoch,
-  also in a single process), model selection on the validation metric (lower is better) every
-  ``eval_every`` epochs, optional early stopping (``patience`` evaluations without improvement), and a
-  final evaluation of the **best** checkpoint on the test split;
-* checkpoints (model, optimiser, best model, history, every random state) written atomically (a
-  temporary file moved into place with :func:`os.replace`) every ``checkpoint_every`` epochs and at the
-  end; ``resume=True`` continues a killed run from its last checkpoint and reaches bitwise the same
-  result as an uninterrupted run (same device, same number of threads);
+* Adam with weight decay (:class:`OptimConfig`; PyTorch's fused kernel where it has one), mini-batches in a
+  deterministic order (a permutation seeded with ``seed + epoch``, :func:`epoch_batches`), model selection on
+  the validation metric (lower is better) every ``eval_every`` epochs, optional early stopping (``patience``
+  evaluations without improvement), and a final evaluation of the **best** checkpoint on the test split;
+* its own random stream (seeded with the run's seed; the caller's global RNG state is left as it was) and
+  optionally ``torch.compile`` (:attr:`TrainConfig.compile`, with an eager fallback);
+* checkpoints (model, optimiser, best model, history, random states) written atomically (a temporary file
+  moved into place with :func:`os.replace`) every ``checkpoint_every`` epochs and at the end;
+  ``resume=True`` continues a killed run from its last checkpoint and reaches bitwise the same result as an
+  uninterrupted run (same device, same number of threads);
 * a results directory per run, ``<out>/<experiment>/<run name>/seed<k>/``, with ``checkpoint.pt``,
   ``metrics.json`` (test metrics at the best validation epoch, best epoch, epochs run, wall time,
   configs, package version, device), ``curves.csv`` and ``curves.png`` (learning curves);
 * distributed data parallel training on PyTorch's own engine: started by ``torchrun``, the loop
   initialises the process group from its environment variables (:func:`init_distributed`: ``gloo`` on
-  CPU, ``nccl`` on CUDA), shards every epoch with a ``DistributedSampler`` (the global batch
-  ``batch_size`` is split over the ranks), all-reduces the metrics, and only rank 0 writes files and
-  shows progress bars.
+  CPU, ``nccl`` on CUDA), splits every global batch of ``batch_size`` items over the ranks (uneven parts
+  when it does not divide: each rank's loss is weighted by its share of the global batch, so a step equals
+  the single-process step up to rounding; a global batch smaller than the number of ranks is an error),
+  all-reduces the metrics, and only rank 0 writes files and shows progress bars.
 
 Example:
     >>> from equiframe.experiments.nbody import NBodyExperiment, NBodyExperimentConfig
@@ -38,10 +40,11 @@ import json
 import math
 import os
 import platform
-import random
+import random  # noqa: F401  (seed_everything)
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
@@ -62,6 +65,7 @@ __all__ = [
     "TrainConfig",
     "atomic_save",
     "atomic_write_text",
+    "epoch_batches",
     "evaluate",
     "evaluate_run",
     "fit",
@@ -100,12 +104,15 @@ class OptimConfig:
         weight_decay: weight decay of :class:`torch.optim.Adam` (1e-12 in the n-body protocol).
         betas: Adam's betas.
         grad_clip: clip the global gradient norm to this value (``None``: no clipping).
+        fused: PyTorch's fused Adam kernel (``None``: where PyTorch has one, CPU and CUDA; ``False``: the
+            per-tensor ``foreach`` implementation used before; the two agree up to rounding).
     """
 
     lr: float = 1e-3
     weight_decay: float = 1e-12
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float | None = None
+    fused: bool | None = None
 
     def __post_init__(self) -> None:
         _pos_float("lr", self.lr, allow_zero=False)
@@ -115,6 +122,8 @@ class OptimConfig:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         if self.grad_clip is not None:
             _pos_float("grad_clip", self.grad_clip, allow_zero=False)
+        if self.fused is not None and not isinstance(self.fused, bool):
+            raise TypeError(f"fused: expected True, False or None, got {self.fused!r}")
 
 
 @dataclass(frozen=True)
@@ -135,11 +144,16 @@ class TrainConfig:
         out: results root; a run writes ``<out>/<experiment>/<name>/seed<k>/``.
         name: the run name (default: the experiment's ``run_name``, e.g. the model).
         resume: continue from an existing checkpoint (else an existing run is an error unless
-            ``overwrite``).
+            ``overwrite``). Without a checkpoint the run starts (with a log line) unless
+            ``require_checkpoint``.
+        require_checkpoint: with ``resume``, a run without a checkpoint is an error (``FileNotFoundError``)
+            instead of a fresh start (the CLI's ``--resume``; ``--resume-or-start`` continues or starts).
         overwrite: delete an existing run directory and start again.
         quiet: no progress bars and no log lines.
         diagnostics: run the experiment's extra diagnostics at the end (equivariance, rotations).
-        threads: ``torch.set_num_threads`` for the run (``None``: leave as is).
+        threads: ``torch.set_num_threads`` while the run trains, restored afterwards (``None``: leave as is).
+        compile: train through ``torch.compile(model)`` (inductor; evaluation stays eager) when a compiler
+            backend works here, else eagerly with a warning. Equal to eager training up to rounding.
     """
 
     epochs: int = 100
@@ -159,6 +173,8 @@ class TrainConfig:
     quiet: bool = False
     diagnostics: bool = True
     threads: int | None = None
+    require_checkpoint: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _pos_int("epochs", self.epochs)
@@ -188,6 +204,9 @@ class TrainConfig:
             raise ValueError(f"name: expected a plain directory name, got {self.name!r}")
         if self.resume and self.overwrite:
             raise ValueError("resume, overwrite: choose one")
+        for name in ("resume", "overwrite", "require_checkpoint", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name}: expected True or False, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -212,7 +231,7 @@ class TrainConfig:
 
 # Options that may change when a run is resumed (everything else must match the checkpoint).
 _RESUMABLE = {"epochs", "patience", "checkpoint_every", "device", "num_workers", "out", "resume", "overwrite",
-              "quiet", "diagnostics", "threads", "seeds", "eval_batch_size", "name"}
+              "quiet", "diagnostics", "threads", "seeds", "eval_batch_size", "name", "require_checkpoint", "compile"}
 
 
 # ================================================================================================ experiment
@@ -456,16 +475,15 @@ def _machine() -> str:
 def _rng_states(model: nn.Module) -> dict[str, Any]:
     gens = {name: m.generator.get_state() for name, m in model.named_modules()
             if isinstance(getattr(m, "generator", None), torch.Generator)}
-    out = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-           "modules": gens}
+    out = {"torch": torch.get_rng_state(), "modules": gens}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         out["cuda"] = torch.cuda.get_rng_state_all()
     return out
 
 
 def _set_rng_states(states: Mapping[str, Any], model: nn.Module) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    # (checkpoints written before the loop kept its own torch stream also hold Python's and NumPy's global
+    # states; the loop draws from neither, and leaves them alone)
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         with contextlib.suppress(RuntimeError):
@@ -614,13 +632,317 @@ def _check_resumable(ckpt: Mapping[str, Any], experiment: Experiment, config: Tr
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise ValueError(f"resume: the checkpoint's experiment config differs in {diff or ['name']}; "
                          "use another --out/--name or --overwrite")
-    old, new = _flatten(ckpt["train_config"]), _flatten(config.to_dict())
+    stored_train = ckpt["train_config"]
+    with contextlib.suppress(TypeError, ValueError):  # training options added since take their defaults
+        stored_train = TrainConfig.from_dict(stored_train).to_dict()
+    old, new = _flatten(stored_train), _flatten(config.to_dict())
     diff = sorted(k for k in set(old) | set(new) if k.split(".")[0] not in _RESUMABLE and old.get(k) != new.get(k))
     if diff:
         raise ValueError(f"resume: the checkpoint's training options differ in {diff}; use another --out/--name "
                          "or --overwrite")
     if ckpt["seed"] != seed:
         raise ValueError(f"resume: checkpoint seed {ckpt['seed']} != {seed}")
+
+
+# ------------------------------------------------------------------------------------------ batches per rank
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, info: DistInfo | None = None
+                  ) -> list[tuple[list[int], float]]:
+    """This rank's share of every global mini-batch of an epoch, and its weight in the global loss.
+
+    The epoch's order is ``torch.randperm(n)`` drawn from a generator seeded with ``seed + epoch`` (the order
+    of :class:`~torch.utils.data.DistributedSampler` in one process); it is cut into global batches of
+    ``batch_size`` items (the last one may be smaller), and every global batch of ``b`` items is split over
+    the ``W`` ranks into contiguous parts of ``ceil(b / W)`` or ``floor(b / W)`` items. Rank ``r`` weighs
+    the mean loss of its ``b_r`` items by ``W b_r / b``: DDP averages the gradients over the ranks, so the
+    step is that of the mean loss over the global batch, as in one process -- whatever ``W``, ``batch_size``
+    and ``n`` (no padding with repeated items, no dropped items).
+
+    Raises:
+        ValueError: when a global batch has fewer items than there are ranks (a rank would have nothing to
+            train on in that step).
+
+    Returns:
+        ``[(indices, weight), ...]``, one entry per global batch, identical in number on every rank.
+    """
+    info = info or get_dist()
+    W = info.world_size
+    _check_rank_batches(n, batch_size, W)
+    g = torch.Generator()
+    g.manual_seed(seed + epoch)
+    order = torch.randperm(n, generator=g).tolist()
+    out = []
+    for start in range(0, n, batch_size):
+        glob = order[start : start + batch_size]
+        q, r = divmod(len(glob), W)
+        lo = info.rank * q + min(info.rank, r)
+        mine = glob[lo : lo + q + (info.rank < r)]
+        out.append((mine, W * len(mine) / len(glob)))
+    return out
+
+
+def _check_rank_batches(n: int, batch_size: int, world: int) -> None:
+    if world <= 1:
+        return
+    if batch_size < world:
+        raise ValueError(f"batch_size: the global batch of {batch_size} items cannot be split over {world} "
+                         "processes (every process needs at least one item per step); use a batch size >= the "
+                         "number of processes")
+    tail = n % batch_size
+    if 0 < tail < world:
+        raise ValueError(f"batch_size: the last global batch of every epoch has {tail} item(s) ({n} training items, "
+                         f"batch size {batch_size}), fewer than the {world} processes; choose a batch size or a "
+                         f"training set size with n % batch_size = 0 or >= {world}")
+
+
+# ------------------------------------------------------------------------------------------ scoped process state
+@contextlib.contextmanager
+def _scoped_threads(threads: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` for the duration of a run, restored afterwards (the CLI sets the
+    process-wide value; library callers' settings are left as they were)."""
+    old = torch.get_num_threads()
+    if threads is not None and threads != old:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
+@contextlib.contextmanager
+def _scoped_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """The run's own torch random stream: seeded with ``seed`` inside, the caller's global RNG state
+    (CPU and the run's CUDA device) restored on exit."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _compiled(model: nn.Module, log: "_Log") -> nn.Module:
+    """``torch.compile(model)`` when a working compiler backend is present (probed on a tiny function) and the
+    model does not declare ``supports_compile = False``, else ``model`` with a warning: compilation is an
+    optimisation, never a requirement."""
+    inner = getattr(model, "module", model)  # under DDP: the user's model
+    if not getattr(inner, "supports_compile", True):
+        msg = f"compile: {type(inner).__name__} declares supports_compile = False; training eagerly"
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        log.write(msg)
+        return model
+    try:
+        torch.compile(lambda x: x * 2.0 + 1.0)(torch.ones(3))
+    except Exception as err:  # noqa: BLE001  (no C++ compiler, unsupported platform...)
+        msg = f"compile: torch.compile is not available here ({type(err).__name__}: {str(err)[:200]}); training eagerly"
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        log.write(msg)
+        return model
+    return torch.compile(model)
+
+
+# ------------------------------------------------------------------------------------------ one run
+@dataclass
+class _Run:
+    """The mutable state of one seed's training (what a checkpoint holds, plus the live objects)."""
+
+    experiment: Experiment
+    config: TrainConfig
+    seed: int
+    info: DistInfo
+    device: torch.device
+    run_dir: Path
+    model: nn.Module
+    optim: torch.optim.Optimizer
+    log: "_Log | None" = None
+    train_model: nn.Module | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    epoch: int = 0
+    bad_evals: int = 0
+    elapsed: float = 0.0
+    stopped_early: bool = False
+    finished_before: bool = False
+
+    @property
+    def desc(self) -> str:
+        return f"{self.experiment.name}/{self.config.name or self.experiment.run_name}/seed{self.seed}"
+
+    def save(self, finished: bool) -> None:
+        if self.info.is_main:
+            atomic_save({
+                "format": "equiframe-run", "format_version": FORMAT_VERSION, "version": _version(),
+                "experiment": {"name": self.experiment.name, "config": self.experiment.to_dict()},
+                "train_config": self.config.to_dict(), "seed": self.seed, "epoch": self.epoch, "finished": finished,
+                "model": _cpu_state(self.model), "optimizer": self.optim.state_dict(), "best": self.best,
+                "history": self.history, "bad_evals": self.bad_evals, "elapsed_s": self.elapsed,
+                "stopped_early": self.stopped_early, "rng": _rng_states(self.model),
+                "world_size": self.info.world_size,
+            }, self.run_dir / CHECKPOINT)
+            _write_curves(self.run_dir, self.history)
+        _barrier(self.info)
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optim.load_state_dict(state["optimizer"])
+        self.history, self.best = list(state["history"]), dict(state["best"])
+        self.epoch, self.bad_evals = int(state["epoch"]), int(state["bad_evals"])
+        self.elapsed, self.stopped_early = float(state["elapsed_s"]), bool(state["stopped_early"])
+        _set_rng_states(state["rng"], self.model)
+        self.finished_before = self.stopped_early or self.epoch >= self.config.epochs
+
+
+def _existing_state(experiment: Experiment, config: TrainConfig, seed: int, run_dir: Path,
+                    info: DistInfo) -> dict[str, Any] | None:
+    """The checkpoint to continue from (``resume``), after clearing (``overwrite``) or refusing an existing run."""
+    ckpt_path = run_dir / CHECKPOINT
+    if not ckpt_path.exists():
+        if config.resume and config.require_checkpoint:
+            raise FileNotFoundError(f"resume: {run_dir} has no checkpoint ({CHECKPOINT}), so there is nothing to "
+                                    "continue; check --out/--name/--seeds, or start it without --resume "
+                                    "(--resume-or-start continues or starts)")
+        if run_dir.exists() and any(run_dir.iterdir()) and not (config.resume or config.overwrite):
+            raise FileExistsError(f"{run_dir}: the directory is not empty; pass --overwrite to start again")
+        return None
+    if config.resume:
+        state = load_checkpoint(ckpt_path)
+        _check_resumable(state, experiment, config, seed)
+        return state
+    if config.overwrite:
+        _barrier(info)
+        if info.is_main:
+            shutil.rmtree(run_dir)
+        _barrier(info)
+        return None
+    raise FileExistsError(f"{run_dir}: a run exists; pass resume (--resume) to continue it or overwrite "
+                          "(--overwrite) to start again")
+
+
+def _make_optimizer(model: nn.Module, optim: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
+    fused = optim.fused
+    if fused is None:  # auto: PyTorch's fused kernel where it has one (CPU and CUDA)
+        fused = device.type in ("cpu", "cuda")
+    return torch.optim.Adam(model.parameters(), lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay,
+                            fused=fused or None)
+
+
+def _start_run(experiment: Experiment, config: TrainConfig, seed: int, info: DistInfo, device: torch.device,
+               run_dir: Path) -> _Run:
+    """Model, optimiser and state of a run (fresh or from its checkpoint); the global RNG is seeded (scoped by
+    the caller) before the model is built, so the initialisation is reproducible."""
+    state = _existing_state(experiment, config, seed, run_dir, info)
+    model = experiment.build_model().to(device)
+    _barrier(info)
+    if info.is_main:  # only now: a bad model config leaves no empty run directory behind
+        run_dir.mkdir(parents=True, exist_ok=True)
+    run = _Run(experiment, config, seed, info, device, run_dir, model, _make_optimizer(model, config.optim, device))
+    run.best = {"value": math.inf, "epoch": 0, "metrics": {}, "state": _cpu_state(model)}
+    if state is not None:
+        run.restore(state)
+    elif config.resume and not config.quiet and info.is_main:
+        print(f"[{run.desc}] no checkpoint in {run_dir}: starting a new run", flush=True)
+    return run
+
+
+def _train_epoch(run: _Run, epoch: int, train_ds) -> float:
+    """One epoch of optimiser steps on this rank's share of every global batch; returns the mean training
+    loss over the global epoch (all ranks). The losses are summed on the device and read once per epoch (no
+    host synchronisation per step); a non-finite loss stops the run at the end of its epoch, before any
+    validation or checkpoint."""
+    exp, cfg = run.experiment, run.config
+    exp.set_epoch(epoch)
+    run.train_model.train()
+    plan = epoch_batches(len(train_ds), cfg.batch_size, run.seed, epoch, run.info)
+    chunks = [idx for idx, _ in plan]
+    loss_sum, count = torch.zeros((), dtype=torch.float64, device=run.device), 0.0
+    batches = _iter_batches(exp, train_ds, chunks, cfg.num_workers)
+    for (_, weight), batch in zip(plan, run.log.batches(batches, len(chunks))):
+        batch = exp.to_device(batch, run.device)
+        loss = exp.loss(run.train_model, batch)
+        run.optim.zero_grad(set_to_none=True)
+        (loss * weight if run.info.enabled else loss).backward()
+        if cfg.optim.grad_clip is not None:
+            nn.utils.clip_grad_norm_(run.model.parameters(), cfg.optim.grad_clip)
+        run.optim.step()
+        n = _batch_len(batch)
+        loss_sum += loss.detach().double() * n
+        count += n
+    red = _all_reduce({"loss": [float(loss_sum), count]}, run.info, run.device)["loss"]
+    if not math.isfinite(red[0]):  # after the reduction: every rank stops, none waits for the others
+        raise FloatingPointError(f"loss: non-finite training loss ({red[0]}) in epoch {epoch + 1}")
+    return red[0] / max(red[1], 1.0)
+
+
+def _validate(run: _Run, epoch: int, row: dict[str, Any]) -> None:
+    """Validation metrics into ``row``; the best model so far and the early-stopping count."""
+    exp = run.experiment
+    val = evaluate(exp, run.model, "valid", batch_size=run.config.eval_batch_size or run.config.batch_size,
+                   device=run.device, num_workers=run.config.num_workers, info=run.info)
+    row.update({f"val_{k}": v for k, v in val.items()})
+    if val[exp.metric] < run.best["value"]:
+        run.best = {"value": val[exp.metric], "epoch": epoch + 1, "metrics": val, "state": _cpu_state(run.model)}
+        run.bad_evals = 0
+    else:
+        run.bad_evals += 1
+
+
+def _train_epochs(run: _Run, callback: Callable[[int, dict[str, Any]], None] | None) -> None:
+    """Epochs ``run.epoch + 1 ..`` up to ``epochs`` (or early stopping), with checkpoints; then the final one."""
+    cfg, exp = run.config, run.experiment
+    train_ds = exp.dataset("train")
+    if len(train_ds) == 0:
+        raise ValueError("dataset: the training split is empty")
+    _check_rank_batches(len(train_ds), cfg.batch_size, run.info.world_size)
+    for epoch in range(run.epoch, 0 if run.finished_before else cfg.epochs):
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": _train_epoch(run, epoch, train_ds)}
+        is_eval = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+        if is_eval:
+            _validate(run, epoch, row)
+        run.elapsed += time.perf_counter() - t0
+        row["time_s"] = run.elapsed
+        run.history.append(row)
+        run.epoch = epoch + 1
+        run.stopped_early = cfg.patience is not None and run.bad_evals >= cfg.patience
+        post = {"loss": f"{row['train_loss']:.4g}", "best": f"{run.best['value']:.4g}@{run.best['epoch']}"}
+        if is_eval:
+            post["val"] = f"{row[f'val_{exp.metric}']:.4g}"
+        run.log.update(epoch + 1, post, force=epoch + 1 == cfg.epochs)
+        if run.epoch % cfg.checkpoint_every == 0 and run.epoch < cfg.epochs and not run.stopped_early:
+            run.save(finished=False)
+        if callback is not None:
+            callback(run.epoch, row)
+        if run.stopped_early:
+            run.log.write(f"[{run.desc}] early stop at epoch {run.epoch}: {cfg.patience} evaluations without "
+                          "improvement")
+            break
+    run.save(finished=True)
+
+
+def _finish(run: _Run, n_params: int) -> RunResult:
+    """Test metrics of the best model, diagnostics, ``metrics.json``, curves."""
+    cfg, exp, info = run.config, run.experiment, run.info
+    run.model.load_state_dict(run.best["state"])
+    test = evaluate(exp, run.model, "test", batch_size=cfg.eval_batch_size or cfg.batch_size, device=run.device,
+                    num_workers=cfg.num_workers, info=info)
+    diag = exp.diagnostics(run.model, run.device) if (cfg.diagnostics and info.is_main) else {}
+    metrics = {
+        "experiment": exp.name, "run": cfg.name or exp.run_name, "seed": run.seed, "test": test,
+        "best_epoch": run.best["epoch"], "best_val": run.best["metrics"], "epochs_run": run.epoch,
+        "epochs_planned": cfg.epochs, "stopped_early": run.stopped_early, "wall_time_s": run.elapsed,
+        "time_per_epoch_s": run.elapsed / max(len(run.history), 1), "n_params": n_params,
+        "experiment_config": exp.to_dict(), "describe": exp.describe(), "train_config": cfg.to_dict(),
+        "version": _version(), "torch": torch.__version__, "device": str(run.device), "machine": _machine(),
+        "threads": torch.get_num_threads(), "world_size": info.world_size, "diagnostics": diag,
+        "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    }
+    if info.is_main:
+        atomic_write_text(run.run_dir / METRICS, json.dumps(metrics, indent=2, default=_json_default) + "\n")
+        _write_curves(run.run_dir, run.history)
+        _plot_curves(run.run_dir, run.history, exp.metric, run.desc)
+        run.log.write(f"[{run.desc}] test {exp.metric} {test[exp.metric]:.5g} (best val epoch {run.best['epoch']}, "
+                      f"{run.epoch} epochs, {run.elapsed:.0f} s) -> {run.run_dir}")
+    _barrier(info)
+    return RunResult(run.run_dir, metrics)
 
 
 def fit(
@@ -631,6 +953,9 @@ def fit(
     callback: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Train one seed: epochs, validation, checkpoints, best-model test evaluation, result files.
+
+    The run draws from its own torch random stream (seeded with ``seed``; the caller's global RNG state
+    is restored on return) and uses ``config.threads`` threads while it runs (restored on return).
 
     Args:
         experiment: data sets, model factory, loss and metrics.
@@ -645,171 +970,25 @@ def fit(
     """
     info = get_dist()
     device = resolve_device(config.device, info)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
     run_dir = run_dir_for(experiment, config, seed)
-    ckpt_path = run_dir / CHECKPOINT
-    state: dict[str, Any] | None = None
-    if ckpt_path.exists():
-        if config.resume:
-            state = load_checkpoint(ckpt_path)
-            _check_resumable(state, experiment, config, seed)
-        elif config.overwrite:
-            _barrier(info)
-            if info.is_main:
-                shutil.rmtree(run_dir)
-            _barrier(info)
-        else:
-            raise FileExistsError(f"{run_dir}: a run exists; pass resume (--resume) to continue it or overwrite "
-                                  "(--overwrite) to start again")
-    elif run_dir.exists() and any(run_dir.iterdir()) and not (config.resume or config.overwrite):
-        raise FileExistsError(f"{run_dir}: the directory is not empty; pass --overwrite to start again")
-    # ---- model and optimiser (the global RNG is seeded: parameter initialisation is reproducible)
-    seed_everything(seed)
-    model = experiment.build_model().to(device)
-    _barrier(info)
-    if info.is_main:  # only now: a bad model config leaves no empty run directory behind
-        run_dir.mkdir(parents=True, exist_ok=True)
-    optim = torch.optim.Adam(model.parameters(), lr=config.optim.lr, betas=config.optim.betas,
-                             weight_decay=config.optim.weight_decay)
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"value": math.inf, "epoch": 0, "metrics": {}, "state": _cpu_state(model)}
-    start_epoch, bad_evals, elapsed, stopped_early = 0, 0, 0.0, False
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optim.load_state_dict(state["optimizer"])
-        history = list(state["history"])
-        best = dict(state["best"])
-        start_epoch, bad_evals = int(state["epoch"]), int(state["bad_evals"])
-        elapsed, stopped_early = float(state["elapsed_s"]), bool(state["stopped_early"])
-        _set_rng_states(state["rng"], model)
-        if (stopped_early or start_epoch >= config.epochs) and (run_dir / METRICS).exists():
+    with _scoped_threads(config.threads), _scoped_rng(seed, device):
+        run = _start_run(experiment, config, seed, info, device, run_dir)
+        if run.finished_before and (run_dir / METRICS).exists():
             _barrier(info)
             return RunResult(run_dir, json.loads((run_dir / METRICS).read_text()))
-    n_params = sum(p.numel() for p in model.parameters())
-    train_model: nn.Module = model
-    if info.enabled:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    train_ds = experiment.dataset("train")
-    if len(train_ds) == 0:
-        raise ValueError("dataset: the training split is empty")
-    per_rank = max(1, config.batch_size // info.world_size)
-    eval_bs = config.eval_batch_size or config.batch_size
-    sampler = torch.utils.data.DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
-                                                  shuffle=True, seed=seed, drop_last=False)
-    desc = f"{experiment.name}/{config.name or experiment.run_name}/seed{seed}"
-    log = _Log(info.is_main and not config.quiet, config.epochs, min(start_epoch, config.epochs), desc)
-
-    def save(finished: bool) -> None:
-        if info.is_main:
-            atomic_save({
-                "format": "equiframe-run", "format_version": FORMAT_VERSION, "version": _version(),
-                "experiment": {"name": experiment.name, "config": experiment.to_dict()},
-                "train_config": config.to_dict(), "seed": seed, "epoch": epoch_done, "finished": finished,
-                "model": _cpu_state(model), "optimizer": optim.state_dict(), "best": best, "history": history,
-                "bad_evals": bad_evals, "elapsed_s": elapsed, "stopped_early": stopped_early,
-                "rng": _rng_states(model), "world_size": info.world_size,
-            }, ckpt_path)
-            _write_curves(run_dir, history)
-        _barrier(info)
-
-    epoch_done = start_epoch
-    finished_before = state is not None and (stopped_early or start_epoch >= config.epochs)
-    try:
-        for epoch in range(start_epoch, 0 if finished_before else config.epochs):
-            t0 = time.perf_counter()
-            sampler.set_epoch(epoch)
-            experiment.set_epoch(epoch)
-            train_model.train()
-            chunks = _chunks(list(iter(sampler)), per_rank)
-            loss_sum, count = 0.0, 0.0
-            for batch in log.batches(_iter_batches(experiment, train_ds, chunks, config.num_workers), len(chunks)):
-                batch = experiment.to_device(batch, device)
-                loss = experiment.loss(train_model, batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss: non-finite training loss {float(loss.detach())} at epoch {epoch + 1}")
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.optim.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-                optim.step()
-                n = _batch_len(batch)
-                loss_sum += float(loss.detach()) * n
-                count += n
-            red = _all_reduce({"loss": [loss_sum, count]}, info, device)["loss"]
-            row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": red[0] / max(red[1], 1.0)}
-            is_eval = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
-            if is_eval:
-                val = evaluate(experiment, model, "valid", batch_size=eval_bs, device=device,
-                               num_workers=config.num_workers, info=info)
-                row.update({f"val_{k}": v for k, v in val.items()})
-                if val[experiment.metric] < best["value"]:
-                    best = {"value": val[experiment.metric], "epoch": epoch + 1, "metrics": val,
-                            "state": _cpu_state(model)}
-                    bad_evals = 0
-                else:
-                    bad_evals += 1
-            elapsed += time.perf_counter() - t0
-            row["time_s"] = elapsed
-            history.append(row)
-            epoch_done = epoch + 1
-            if config.patience is not None and bad_evals >= config.patience:
-                stopped_early = True
-            post = {"loss": f"{row['train_loss']:.4g}", "best": f"{best['value']:.4g}@{best['epoch']}"}
-            if is_eval:
-                post["val"] = f"{row[f'val_{experiment.metric}']:.4g}"
-            log.update(epoch + 1, post, force=epoch + 1 == config.epochs)
-            if epoch_done % config.checkpoint_every == 0 and epoch_done < config.epochs and not stopped_early:
-                save(finished=False)
-            if callback is not None:
-                callback(epoch_done, row)
-            if stopped_early:
-                log.write(f"[{desc}] early stop at epoch {epoch_done}: {config.patience} evaluations without improvement")
-                break
-        save(finished=True)
-    finally:
-        log.close()
-
-    # ---- final evaluation of the best model on the test split
-    model.load_state_dict(best["state"])
-    test = evaluate(experiment, model, "test", batch_size=eval_bs, device=device, num_workers=config.num_workers,
-                    info=info)
-    diag = experiment.diagnostics(model, device) if (config.diagnostics and info.is_main) else {}
-    metrics = {
-        "experiment": experiment.name,
-        "run": config.name or experiment.run_name,
-        "seed": seed,
-        "test": test,
-        "best_epoch": best["epoch"],
-        "best_val": best["metrics"],
-        "epochs_run": epoch_done,
-        "epochs_planned": config.epochs,
-        "stopped_early": stopped_early,
-        "wall_time_s": elapsed,
-        "time_per_epoch_s": elapsed / max(len(history), 1),
-        "n_params": n_params,
-        "experiment_config": experiment.to_dict(),
-        "describe": experiment.describe(),
-        "train_config": config.to_dict(),
-        "version": _version(),
-        "torch": torch.__version__,
-        "device": str(device),
-        "machine": _machine(),
-        "threads": torch.get_num_threads(),
-        "world_size": info.world_size,
-        "diagnostics": diag,
-        "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-    }
-    if info.is_main:
-        atomic_write_text(run_dir / METRICS, json.dumps(metrics, indent=2, default=_json_default) + "\n")
-        _write_curves(run_dir, history)
-        _plot_curves(run_dir, history, experiment.metric, desc)
-        log.write(f"[{desc}] test {experiment.metric} {test[experiment.metric]:.5g} (best val epoch "
-                  f"{best['epoch']}, {epoch_done} epochs, {elapsed:.0f} s) -> {run_dir}")
-    _barrier(info)
-    return RunResult(run_dir, metrics)
+        n_params = sum(p.numel() for p in run.model.parameters())
+        run.log = _Log(info.is_main and not config.quiet, config.epochs, min(run.epoch, config.epochs), run.desc)
+        try:
+            run.train_model = run.model
+            if info.enabled:
+                run.train_model = nn.parallel.DistributedDataParallel(
+                    run.model, device_ids=[device.index] if device.type == "cuda" else None)
+            if config.compile and not run.finished_before:
+                run.train_model = _compiled(run.train_model, run.log)
+            _train_epochs(run, callback)
+        finally:
+            run.log.close()
+        return _finish(run, n_params)
 
 
 def train(experiment: Experiment, config: TrainConfig) -> list[RunResult]:

@@ -32,7 +32,7 @@ from ..reps import TensorReps
 from ..testing import equivariance_error
 from ..train import Experiment
 
-__all__ = ["DEFAULT_LR", "PUBLISHED_NBODY", "NBodyExperiment", "NBodyExperimentConfig", "rotate_batch", "rotation_about_z"]
+__all__ = ["DEFAULT_FA_MODE", "DEFAULT_LR", "PUBLISHED_NBODY", "NBodyExperiment", "NBodyExperimentConfig", "rotate_batch", "rotation_about_z"]
 
 #: Published test MSE on the EGNN n-body protocol (EGNN / FA / SEGNN / CGENN papers; SPEC 4.1).
 PUBLISHED_NBODY: dict[str, float] = {
@@ -55,6 +55,10 @@ TF_GNN_TARGET = 0.0050
 DEFAULT_LR: dict[str, float] = {"fa-gnn": 1e-3, "tf-gnn": 1e-3, "egnn": 5e-4, "gnn": 5e-4, "linear": 1e-3,
                                   "linear-vel": 1e-3}
 
+#: default FA-GNN frame mode per variant (``NBodyExperimentConfig.fa_mode=None``): the layer-wise model trains
+#: on one sampled frame element per system and layer and evaluates the full frame.
+DEFAULT_FA_MODE: dict[str, str] = {"input": "all", "layerwise": "stochastic"}
+
 Dtype = Literal["float32", "float64"]
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -68,7 +72,13 @@ class NBodyExperimentConfig:
         n_train, n_valid, n_test: simulations used per split (prefixes of the generated splits).
         hidden: model width (default: 60 for GNN / FA-GNN, 64 for EGNN / TF-GNN).
         layers: message passing layers.
-        fa_mode: FA-GNN frame mode (``"all"``: the full 8-element E(3) frame, as in the paper).
+        fa_mode: FA-GNN frame mode. ``"all"``: the full 8-element E(3) frame (of the input, or of every layer's
+            latent cloud), in training and evaluation, as in the paper; ``"stochastic"``: one element sampled
+            per system (and layer) while training, the full frame in evaluation (FAENet's stochastic frame
+            averaging); ``"canonical"``: one canonical element in training and evaluation. ``None`` (default):
+            ``"stochastic"`` for the layer-wise FA-GNN (``DEFAULT_FA_MODE``: 5x cheaper training steps, the
+            same exact full-frame evaluation; see docs/nbody.md for its accuracy), ``"all"`` for the
+            input-frame FA-GNN. The resolved mode is stored.
         fa_variant: FA-GNN architecture: ``"input"`` (the input's frame around the whole GNN) or
             ``"layerwise"`` (frame averaging at every layer, latent frames; the FA paper's n-body code).
         hidden_reps: TF-GNN feature type.
@@ -89,7 +99,7 @@ class NBodyExperimentConfig:
     n_test: int = 2000
     hidden: int | None = None
     layers: int = 4
-    fa_mode: FAMode = "all"
+    fa_mode: FAMode | None = None
     fa_variant: FAVariant = "input"
     hidden_reps: str = "32x0n+8x1n"
     edge_distances: bool = False
@@ -110,6 +120,8 @@ class NBodyExperimentConfig:
                 raise ValueError(f"{name}: expected a positive integer, got {v!r}")
         if self.hidden is not None and (isinstance(self.hidden, bool) or not isinstance(self.hidden, int) or self.hidden < 1):
             raise ValueError(f"hidden: expected a positive integer, got {self.hidden!r}")
+        if self.fa_mode is None:
+            object.__setattr__(self, "fa_mode", DEFAULT_FA_MODE.get(self.fa_variant, "all"))
         if self.fa_mode not in get_args(FAMode):
             raise ValueError(f"fa_mode: expected one of {get_args(FAMode)}, got {self.fa_mode!r}")
         if self.fa_variant not in get_args(FAVariant):
