@@ -201,7 +201,7 @@ def _check_feat(feat: Tensor | None, pos: Tensor, channels: int) -> Tensor | Non
 
 # ------------------------------------------------------------------------------------------ geometry
 #: clouds with more points than this (and on the CPU) search neighbours with a k-d tree (scipy)
-KDTREE_MIN_POINTS = 20000
+KDTREE_MIN_POINTS = 4096
 
 
 def dense_knn(query: Tensor, points: Tensor, k: int, *, exclude_self: bool = False,
