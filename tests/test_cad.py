@@ -162,3 +162,23 @@ def test_dataset_variants(tmp_path):
         CADNormalsDataset("tests", cfg, tmp_path)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="noise"):
         CADNormalsDataset("test", cfg, tmp_path, noise=float("nan"))
+
+
+def test_experiment_on_cad_parts(tmp_path):
+    from equiframe.experiments.normals import NormalsExperiment, NormalsExperimentConfig, evaluate_model
+
+    build_cad(CADConfig(n_parts=20, n_points=100, seed=0), tmp_path, progress=False, workers=0)
+    cfg = NormalsExperimentConfig(model="fa-local-pointnet", source="cad", cad_parts=20, cad_points=100, n_train=4,
+                                  n_valid=2, n_test=2, n_points=64, hidden=8, data_root=str(tmp_path),
+                                  setting="so3/so3")
+    exp = NormalsExperiment(cfg)
+    assert [len(exp.dataset(s)) for s in ("train", "valid", "test")] == [4, 2, 2]
+    assert exp.run_name.endswith("-cad_so3-so3")
+    batch = exp.collate([exp.dataset("train")[i] for i in range(2)])
+    loss = exp.loss(exp.build_model(), batch)
+    assert 0 <= float(loss) <= 1
+    res = evaluate_model(exp.build_model(), exp.dataset("test"), return_shapes=True)
+    assert set(res) >= {"one_minus_cos2", "rms_angle_deg", "pgp5", "pgp10"} and len(res["per_shape"]) == 2
+    with pytest.raises(ValueError, match="n_train"):
+        NormalsExperiment(NormalsExperimentConfig(source="cad", cad_parts=20, cad_points=100, n_train=40, n_points=64,
+                                                  data_root=str(tmp_path))).dataset("train")
