@@ -408,7 +408,7 @@ def test_read_mesh_dispatch_and_trimesh_crosscheck(tmp_path):
         assert tm.is_watertight
         assert tm.area == pytest.approx(area, rel=1e-6) and tm.volume == pytest.approx(volume, rel=1e-6)
     with pytest.raises(ValueError, match="unsupported mesh format"):
-        read_mesh(write(tmp_path / "x.stl", "solid\n"))
+        read_mesh(write(tmp_path / "x.gltf", "{}"))
 
 
 # ------------------------------------------------------------------------------------------

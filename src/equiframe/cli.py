@@ -3,6 +3,7 @@
 ::
 
     equiframe data nbody [--root DIR]                      generate (cached) + statistics of the n-body data
+    equiframe data normals --source cad --parts 2000       CAD-kernel parts with exact normals (resumable)
     equiframe train nbody --model fa-gnn --epochs 100 --seeds 0 1 2 [--out runs] [--resume] ...
     equiframe eval RUN_DIR_OR_CHECKPOINT [--split test]    re-evaluate the best checkpoint of a run
     equiframe report [runs] [--out report.md]              Markdown table of all results (mean ± std)
@@ -296,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .datasets.fetch import add_cli as _add_fetch_cli  # noqa: PLC0415
 
     _add_fetch_cli(dsub)  # equiframe data fetch exp|sr25
+    try:  # `equiframe data normals` (procedural or CAD-kernel normal-estimation data)
+        importlib.import_module("equiframe.experiments.normals").add_data_cli(dsub)
+    except ImportError as err:
+        dsub.add_parser("normals", help=f"(unavailable: {err})").set_defaults(func=_unavailable("normals", err))
 
     # train
     tr = sub.add_parser("train", help="train models of an experiment (several seeds; resumable; DDP under torchrun)",

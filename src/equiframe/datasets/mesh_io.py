@@ -9,9 +9,12 @@ Nothing is downloaded: every function takes a path to the user's own copy.
 * **PCPNet**: ``name.xyz`` (rows ``x y z``), ``name.normals`` (rows ``nx ny nz``), optional
   ``name.pidx`` (indices of the evaluation points) and split lists such as ``testset_all.txt``
   (:func:`load_pcpnet_shape`, :class:`PCPNetShapes`).
-* **Meshes**: OBJ, OFF and PLY (ASCII, plus binary PLY) parsed with numpy
-  (:func:`read_obj`, :func:`read_off`, :func:`read_ply`, :func:`read_mesh`), then sampled like
-  the procedural set (:func:`sample_mesh_file`, :class:`MeshNormalsDataset`).
+* **Meshes**: OBJ, OFF, STL (ASCII and binary) and PLY (ASCII, plus binary PLY) parsed with numpy
+  (:func:`read_obj`, :func:`read_off`, :func:`read_stl`, :func:`read_ply`, :func:`read_mesh`), then
+  sampled like the procedural set (:func:`sample_mesh_file`, :class:`MeshNormalsDataset`).
+* **Point clouds** for the normal estimator (:func:`read_point_cloud`, :func:`write_point_cloud`):
+  PLY vertices (ASCII or binary, optional ``nx ny nz``), text rows ``x y z`` or ``x y z nx ny nz``
+  (``.xyz`` as PCPNet, ``.txt``, ``.pts``), and meshes sampled area-uniformly.
 
 Malformed input raises ``ValueError`` with ``path:line:`` in the message (wrong column counts,
 unparsable or non-finite numbers, bad indices, truncated files); a missing file raises
@@ -49,6 +52,11 @@ __all__ = [
     "read_off",
     "read_pidx",
     "read_ply",
+    "read_point_cloud",
+    "read_stl",
+    "write_point_cloud",
+    "PointCloud",
+    "POINT_CLOUD_SUFFIXES",
     "read_shape_list",
     "read_xyz",
     "sample_mesh_file",
@@ -895,11 +903,48 @@ def _ply_fixed_dtype(
     return dt, names
 
 
+def read_stl(path: PathLike) -> Mesh:
+    """STL triangle soup, binary (80-byte header, ``uint32`` count, 50 bytes per triangle) or ASCII
+    (``solid`` ... ``facet normal`` / ``vertex x y z`` ... ``endsolid``). Vertices are not merged (three per
+    triangle); the stored facet normals are ignored.
+
+    Shapes:
+        vertices: ``[3 F, 3]`` float64; faces: ``[F, 3]`` int64.
+    """
+    p = _check_file(path)
+    data = p.read_bytes()
+    if len(data) >= 84:
+        n = int(np.frombuffer(data, "<u4", 1, 80)[0])
+        if len(data) == 84 + 50 * n:
+            rec = np.frombuffer(data, np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")]), n, 84)
+            vertices = rec["v"].reshape(-1, 3).astype(np.float64)
+            if not np.isfinite(vertices).all():
+                raise ValueError(f"{p}: non-finite vertex coordinate in triangle "
+                                 f"{int(np.argmax(~np.isfinite(vertices).all(axis=1))) // 3}")
+            return _mesh(p, vertices, np.arange(3 * n, dtype=np.int64).reshape(-1, 3))
+    if not data.lstrip().lower().startswith(b"solid"):
+        raise ValueError(f"{p}: not an STL file (binary size does not match its triangle count and no 'solid' line)")
+    verts: list[list[float]] = []
+    for lineno, line in _lines(p, comment=None):
+        toks = line.split()
+        if toks[0].lower() == "vertex":
+            if len(toks) != 4:
+                raise ValueError(f"{p}:{lineno}: expected 'vertex x y z', got {line[:80]!r}")
+            row = _floats(toks[1:], p, lineno, "vertex")
+            if not all(math.isfinite(v) for v in row):
+                raise ValueError(f"{p}:{lineno}: non-finite vertex coordinate")
+            verts.append(row)
+    if len(verts) % 3:
+        raise ValueError(f"{p}: {len(verts)} vertices is not a whole number of triangles")
+    vertices = np.asarray(verts, dtype=np.float64).reshape(-1, 3)
+    return _mesh(p, vertices, np.arange(len(verts), dtype=np.int64).reshape(-1, 3))
+
+
 def read_mesh(path: PathLike) -> Mesh:
-    """Read an ``.obj``, ``.off`` or ``.ply`` mesh (chosen by the case-insensitive suffix)."""
+    """Read an ``.obj``, ``.off``, ``.stl`` or ``.ply`` mesh (chosen by the case-insensitive suffix)."""
     p = _check_file(path)
     suffix = p.suffix.lower()
-    readers = {".obj": read_obj, ".off": read_off, ".ply": read_ply}
+    readers = {".obj": read_obj, ".off": read_off, ".ply": read_ply, ".stl": read_stl}
     if suffix not in readers:
         raise ValueError(f"{p}: unsupported mesh format {suffix!r}; expected one of {sorted(readers)}")
     return readers[suffix](p)
@@ -1003,3 +1048,121 @@ class MeshNormalsDataset(_EpochMixin, torch.utils.data.Dataset):
         rng = _item_rng(self.seed, 0 if self.fixed_points else self.epoch, index)
         pos, normal = sample_surface(mesh.vertices, mesh.faces, self.n_points, rng, noise=self.noise)
         return {"pos": torch.from_numpy(pos), "normal": torch.from_numpy(normal), "index": torch.tensor(index)}
+
+
+# --------------------------------------------------------------------------------------------
+# Point clouds (the normal estimator's input and output)
+# --------------------------------------------------------------------------------------------
+
+#: suffixes :func:`read_point_cloud` reads (case-insensitive)
+POINT_CLOUD_SUFFIXES: tuple[str, ...] = (".ply", ".xyz", ".txt", ".pts", ".off", ".obj", ".stl")
+_TEXT_SUFFIXES = (".xyz", ".txt", ".pts")
+
+
+class PointCloud(NamedTuple):
+    """Points and, when the file has them, normals.
+
+    Shapes:
+        pos: ``[N, 3]`` float64; normal: ``[N, 3]`` float64 or ``None``.
+    """
+
+    pos: np.ndarray
+    normal: np.ndarray | None
+
+
+def read_point_cloud(path: PathLike, *, n_samples: int = 100_000, rng: np.random.Generator | None = None,
+                     sample_ply_faces: bool = False) -> PointCloud:
+    """Read a point cloud for normal estimation.
+
+    * ``.ply``: the ``vertex`` element's ``x y z`` (and ``nx ny nz`` if present), ASCII or binary; with
+      ``sample_ply_faces`` a PLY mesh is sampled like the meshes below instead.
+    * ``.xyz`` (PCPNet), ``.txt``, ``.pts``: rows of 3 (``x y z``) or 6 (``x y z nx ny nz``) numbers,
+      whitespace or comma separated, ``#`` comments.
+    * ``.off``, ``.obj``, ``.stl`` meshes: ``n_samples`` area-uniform points with their face normals
+      (:func:`~equiframe.datasets.shapes.sample_surface`, coordinates unchanged).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unknown suffix, empty file, wrong column count, unparsable or non-finite values.
+    """
+    p = _check_file(path)
+    suffix = p.suffix.lower()
+    if suffix not in POINT_CLOUD_SUFFIXES:
+        raise ValueError(f"{p}: unknown point-cloud format {suffix!r}; expected one of {list(POINT_CLOUD_SUFFIXES)}")
+    if p.stat().st_size == 0:
+        raise ValueError(f"{p}: empty file")
+    if suffix in _TEXT_SUFFIXES:
+        first = next(_lines(p), None)
+        if first is None:
+            raise ValueError(f"{p}: no data rows (x y z)")
+        n_cols = len(first[1].replace(",", " ").split())
+        if n_cols not in (3, 6):
+            raise ValueError(f"{p}:{first[0]}: expected 3 columns (x y z) or 6 (x y z nx ny nz), got {n_cols}")
+        data = _float_rows(p, n_cols, "x y z" if n_cols == 3 else "x y z nx ny nz", comma=True)
+        return PointCloud(data[:, :3], data[:, 3:] if n_cols == 6 else None)
+    if suffix == ".ply" and not sample_ply_faces:
+        data = p.read_bytes()
+        fmt, elements, body_start, header_lines = _parse_ply_header(p, data)
+        vertex = [el for el in elements if el.name == "vertex"]
+        if not vertex:
+            raise ValueError(f"{p}: PLY file has no 'vertex' element")
+        if fmt == "ascii":
+            els = _read_ply_ascii(p, data[body_start:], elements, header_lines)
+        else:
+            els = _read_ply_binary(p, data[body_start:], elements, "<" if fmt.endswith("little_endian") else ">")
+        vert = els["vertex"]
+        for c in ("x", "y", "z"):
+            if c not in vert:
+                raise ValueError(f"{p}: PLY vertex element has no property {c!r}")
+        pos = np.stack([np.asarray(vert[c], dtype=np.float64) for c in ("x", "y", "z")], axis=1)
+        if pos.shape[0] == 0:
+            raise ValueError(f"{p}: PLY file has no vertices")
+        if not np.isfinite(pos).all():
+            raise ValueError(f"{p}: PLY vertex {int(np.argmax(~np.isfinite(pos).all(axis=1)))} is non-finite")
+        normal = None
+        if all(c in vert for c in ("nx", "ny", "nz")):
+            normal = np.stack([np.asarray(vert[c], dtype=np.float64) for c in ("nx", "ny", "nz")], axis=1)
+        return PointCloud(pos, normal)
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples: expected a positive int, got {n_samples!r}")
+    mesh = read_mesh(p)
+    if len(mesh.faces) == 0:
+        raise ValueError(f"{p}: the mesh has no faces to sample")
+    rng = np.random.default_rng(0) if rng is None else rng
+    pos, normal = sample_surface(mesh.vertices, mesh.faces, n_samples, rng, dtype=np.float64)
+    return PointCloud(pos, normal)
+
+
+def write_point_cloud(path: PathLike, pos: np.ndarray, normal: np.ndarray | None = None, *,
+                      binary: bool = True) -> Path:
+    """Write points (and normals) as PLY (``binary_little_endian`` float32, or ASCII) or, for ``.xyz`` /
+    ``.txt`` / ``.pts``, as text rows ``x y z [nx ny nz]``.
+
+    Shapes:
+        pos: ``[N, 3]``; normal: ``[N, 3]`` or ``None``.
+    """
+    p = Path(path)
+    pos = np.asarray(pos, dtype=np.float64)
+    if pos.ndim != 2 or pos.shape[1] != 3:
+        raise ValueError(f"pos: expected shape [N, 3], got {pos.shape}")
+    if normal is not None:
+        normal = np.asarray(normal, dtype=np.float64)
+        if normal.shape != pos.shape:
+            raise ValueError(f"normal: expected shape {pos.shape}, got {normal.shape}")
+    suffix = p.suffix.lower()
+    cols = pos if normal is None else np.concatenate([pos, normal], axis=1)
+    if suffix in _TEXT_SUFFIXES:
+        np.savetxt(p, cols, fmt="%.8g")
+        return p
+    if suffix != ".ply":
+        raise ValueError(f"{p}: can write .ply, .xyz, .txt or .pts, got {suffix!r}")
+    names = ["x", "y", "z"] + ([] if normal is None else ["nx", "ny", "nz"])
+    header = ["ply", f"format {'binary_little_endian' if binary else 'ascii'} 1.0", "comment equiframe normals",
+              f"element vertex {pos.shape[0]}"] + [f"property float {n}" for n in names] + ["end_header"]
+    with open(p, "wb") as f:
+        f.write(("\n".join(header) + "\n").encode("ascii"))
+        if binary:
+            f.write(cols.astype("<f4").tobytes())
+        else:
+            np.savetxt(f, cols.astype(np.float32), fmt="%.8g")
+    return p

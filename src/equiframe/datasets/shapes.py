@@ -1001,13 +1001,13 @@ def _check_points(pos: Tensor, name: str) -> None:
 def knn_pca_normals(pos: Tensor, k: int = 16, *, chunk_size: int = 2048) -> Tensor:
     """Learning-free normal estimate: smallest principal axis of the k nearest neighbours.
 
-    For every point ``x_i`` let ``N_i`` be its ``k`` nearest neighbours (itself included, by
-    Euclidean distance via ``torch.cdist`` + ``topk``), ``m_i = mean_{j in N_i} x_j`` and
-    ``C_i = 1/k sum_{j in N_i} (x_j - m_i)(x_j - m_i)^T``. The normal is the unit eigenvector of
-    ``C_i`` with the smallest eigenvalue (``torch.linalg.eigh``), i.e. the normal of the total
-    least-squares hyperplane through the neighbourhood; its sign is arbitrary. Works in any
-    dimension ``d`` (``d <= k <= N``); queries are processed in chunks of ``chunk_size`` rows to
-    bound the ``[chunk, N]`` distance matrix.
+    For every point ``x_i`` let ``N_i`` be its ``k`` nearest neighbours (itself included),
+    ``m_i = mean_{j in N_i} x_j`` and ``C_i = 1/k sum_{j in N_i} (x_j - m_i)(x_j - m_i)^T``. The
+    normal is the unit eigenvector of ``C_i`` with the smallest eigenvalue, i.e. the normal of the
+    total least-squares hyperplane through the neighbourhood; its sign is arbitrary. Works in any
+    dimension ``d`` (``d <= k <= N``). Computed by :func:`equiframe.models.normals.knn_geometry`
+    (the library's one k-NN and local PCA; ``chunk_size`` query rows per distance block, a k-d tree
+    for large clouds).
 
     Args:
         pos: A single cloud or a batch of clouds.
@@ -1020,30 +1020,17 @@ def knn_pca_normals(pos: Tensor, k: int = 16, *, chunk_size: int = 2048) -> Tens
     Shapes:
         pos: ``[N, d]`` or ``[B, N, d]``; output: same shape.
     """
+    from equiframe.models.normals import knn_geometry  # noqa: PLC0415 (models import this module)
+
     _check_points(pos, "pos")
     if pos.dim() not in (2, 3):
         raise ValueError(f"pos must have shape [N, d] or [B, N, d], got {tuple(pos.shape)}")
-    single = pos.dim() == 2
-    x = pos.unsqueeze(0) if single else pos
-    n, d = x.shape[-2], x.shape[-1]
+    n, d = pos.shape[-2], pos.shape[-1]
     if not isinstance(k, int) or isinstance(k, bool) or k < d or k > n:
         raise ValueError(f"k must be an int with d={d} <= k <= N={n}, got {k!r}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    out = []
-    for s in range(0, n, chunk_size):
-        q = x[:, s : s + chunk_size]  # [B, c, d]
-        dist = torch.cdist(q, x)  # [B, c, N]
-        idx = dist.topk(k, dim=-1, largest=False).indices  # [B, c, k]
-        nbr = torch.gather(
-            x.unsqueeze(1).expand(-1, q.shape[1], -1, -1), 2, idx.unsqueeze(-1).expand(-1, -1, -1, d)
-        )  # [B, c, k, d]
-        centred = nbr - nbr.mean(dim=2, keepdim=True)
-        cov = centred.transpose(-1, -2) @ centred / k  # [B, c, d, d]
-        _, vecs = torch.linalg.eigh(cov)
-        out.append(vecs[..., 0])  # eigenvalues ascending; column 0
-    normals = torch.cat(out, dim=1)
-    return normals[0] if single else normals
+    return knn_geometry(pos, k, chunk_size=chunk_size)[1]
 
 
 def _unit(v: Tensor, eps: float) -> Tensor:

@@ -35,7 +35,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, get_args
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence, get_args
 
 import numpy as np
 import torch
@@ -56,6 +56,9 @@ from ..models.normals import (
 from ..testing import equivariance_error
 from ..train import Experiment
 
+if TYPE_CHECKING:
+    from ..datasets.cad import CADConfig
+
 __all__ = [
     "EQUIVARIANT",
     "SETTINGS",
@@ -64,8 +67,11 @@ __all__ = [
     "NormalsExperimentConfig",
     "Setting",
     "add_cli",
+    "add_data_cli",
     "collect_runs",
+    "METRICS",
     "evaluate_model",
+    "normal_metrics",
     "plot_error_histograms",
     "plot_predictions",
     "results_table",
@@ -73,6 +79,7 @@ __all__ = [
 ]
 
 Setting = Literal["i/i", "i/so3", "so3/so3"]
+Source = Literal["procedural", "cad"]
 SETTINGS: tuple[str, ...] = get_args(Setting)
 Dtype = Literal["float32", "float64"]
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -115,6 +122,11 @@ class NormalsExperimentConfig:
         hidden_reps, tf_frames, tf_local_layers, tf_ratios, tf_k: TF-PointNet++ options.
         dgcnn_layers: EdgeConv layers.
         baseline_k: neighbourhood of the k-NN PCA baseline.
+        source: ``"procedural"`` (:mod:`equiframe.datasets.shapes`) or ``"cad"`` (the CAD-kernel parts of
+            :mod:`equiframe.datasets.cad`: the first ``n_train`` / ``n_valid`` / ``n_test`` parts of its
+            train / valid / test splits among parts ``0 .. cad_parts - 1``).
+        cad_parts, cad_points: the built CAD data set (``CADConfig(n_parts, n_points, seed=data_seed)``).
+        cad_max_points: stored samples per part held in memory (the clouds are random subsets of them).
         dtype: data and model dtype.
         data_root: shapes cache root (default ``$EQUIFRAME_CACHE`` / ``~/.cache/equiframe``).
         diagnostic_samples: test shapes used by the rotation / equivariance diagnostics (0: none).
@@ -145,6 +157,10 @@ class NormalsExperimentConfig:
     tf_edge_transport: bool | None = None
     dgcnn_layers: int = 3
     baseline_k: int = 16
+    source: Source = "procedural"
+    cad_parts: int = 2000
+    cad_points: int = 10000
+    cad_max_points: int = 2048
     dtype: Dtype = "float32"
     data_root: str | None = None
     diagnostic_samples: int = 2000
@@ -153,8 +169,11 @@ class NormalsExperimentConfig:
         if self.model not in NORMALS_MODELS:
             raise ValueError(f"model: expected one of {NORMALS_MODELS}, got {self.model!r}")
         setting_rotations(self.setting)
+        if self.source not in get_args(Source):
+            raise ValueError(f"source: expected one of {get_args(Source)}, got {self.source!r}")
         for name in ("n_train", "n_valid", "n_test", "n_points", "hidden", "k", "feature_k", "local_k",
-                     "tf_local_layers", "tf_k", "dgcnn_layers", "baseline_k"):
+                     "tf_local_layers", "tf_k", "dgcnn_layers", "baseline_k", "cad_parts", "cad_points",
+                     "cad_max_points"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {v!r}")
@@ -199,6 +218,12 @@ class NormalsExperimentConfig:
         return ShapesConfig(n_train=self.n_train + self.n_valid, n_test=self.n_test, n_points=self.n_points,
                             seed=self.data_seed, noise=float(self.noise))
 
+    def cad_config(self) -> "CADConfig":
+        """The :class:`~equiframe.datasets.cad.CADConfig` of the CAD-kernel parts."""
+        from ..datasets.cad import CADConfig  # noqa: PLC0415
+
+        return CADConfig(n_parts=self.cad_parts, n_points=self.cad_points, seed=self.data_seed)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["tf_ratios"] = list(self.tf_ratios)
@@ -221,13 +246,14 @@ class NormalsExperimentConfig:
 
 
 class FreshPoints(torch.utils.data.Dataset):
-    """Shapes ``indices`` of a resampled :class:`NormalsDataset` with the points of the current epoch.
+    """Shapes ``indices`` of a resampled :class:`NormalsDataset` (or
+    :class:`~equiframe.datasets.cad.CADNormalsDataset`) with the points of the current epoch.
 
     :meth:`set_epoch` (called by :meth:`NormalsExperiment.set_epoch` before every epoch of the
     training loop) selects the draw: item ``i`` of epoch ``e`` is the same on a resumed run.
     """
 
-    def __init__(self, dataset: NormalsDataset, indices: Sequence[int]):
+    def __init__(self, dataset: Any, indices: Sequence[int]):
         self.dataset = dataset
         self.indices = list(indices)
 
@@ -278,6 +304,7 @@ class NormalsExperiment(Experiment):
             extra += "" if c.tf_pool_edges else "-nopool"
             extra += "-transportedges" if c.tf_edge_transport else ""
         extra += f"-{c.head}" if c.head is not None and c.model in ("fa-local-pointnet", "tf-pointnet") else ""
+        extra += "-cad" if c.source == "cad" else ""
         return f"{c.model}{extra}_{c.setting.replace('/', '-')}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -297,13 +324,29 @@ class NormalsExperiment(Experiment):
         return _DTYPES[self.config.dtype]
 
     # ------------------------------------------------------------------ data
-    def test_dataset(self, rotation: Literal["none", "so3"]) -> NormalsDataset:
+    def _cad(self, split: str, rotation: str, fixed: bool | None = None) -> torch.utils.data.Dataset:
+        from ..datasets.cad import CADNormalsDataset  # noqa: PLC0415
+
+        c = self.config
+        n = {"train": c.n_train, "valid": c.n_valid, "test": c.n_test}[split]
+        ds = CADNormalsDataset(split, c.cad_config(), c.data_root, n_points=c.n_points,  # type: ignore[arg-type]
+                               noise=float(c.noise), rotation=rotation, fixed_points=fixed, sample_seed=c.data_seed,
+                               max_points=max(c.cad_max_points, c.n_points))
+        if len(ds) < n:
+            raise ValueError(f"n_{split}: the CAD data set has only {len(ds)} {split} parts among its first "
+                             f"{c.cad_parts}, asked for {n}")
+        return FreshPoints(ds, range(n)) if split == "train" else torch.utils.data.Subset(ds, range(n))
+
+    def test_dataset(self, rotation: Literal["none", "so3"]) -> torch.utils.data.Dataset:
         """The fixed test split with the given rotation (for the cross-setting evaluations)."""
         key = f"test:{rotation}"
         if key not in self._datasets:
             c = self.config
-            self._datasets[key] = NormalsDataset("test", c.shapes_config(), c.data_root, rotation=rotation)
-        return self._datasets[key]  # type: ignore[return-value]
+            if c.source == "cad":
+                self._datasets[key] = self._cad("test", rotation)
+            else:
+                self._datasets[key] = NormalsDataset("test", c.shapes_config(), c.data_root, rotation=rotation)
+        return self._datasets[key]
 
     def dataset(self, split: str) -> torch.utils.data.Dataset:
         if split not in ("train", "valid", "test"):
@@ -312,7 +355,9 @@ class NormalsExperiment(Experiment):
             c = self.config
             rot_train, rot_test = setting_rotations(c.setting)
             sc = c.shapes_config()
-            if split == "train":
+            if c.source == "cad" and split != "test":
+                ds = self._cad(split, rot_train)
+            elif split == "train":
                 ds = FreshPoints(NormalsDataset("train", sc, c.data_root, rotation=rot_train), range(c.n_train))
             elif split == "valid":
                 fixed = NormalsDataset("train", sc, c.data_root, rotation=rot_train, fixed_points=True)
@@ -394,43 +439,83 @@ def _outer(n: Tensor) -> Tensor:
     return (u[..., :, None] * u[..., None, :]).flatten(-2)
 
 
+#: the metrics of normal estimation (all unoriented), in the order of the tables
+METRICS: tuple[str, ...] = ("one_minus_cos2", "rms_angle_deg", "angle_deg", "pgp5", "pgp10")
+
+
 def _metric_sums(pred: Tensor, target: Tensor) -> dict[str, tuple[float, float]]:
+    """(sum, count) of every per-point quantity: ``1 - cos^2``, the angle, its square and the indicators of
+    an angle under 5 and 10 degrees (the loop and :func:`evaluate_model` add them over batches)."""
     loss = normal_loss(pred, target, reduction="none")
     ang = angular_error_deg(pred, target)
-    return {"one_minus_cos2": (float(loss.sum()), float(loss.numel())), "angle_deg": (float(ang.sum()), float(ang.numel()))}
+    n = float(ang.numel())
+    return {"one_minus_cos2": (float(loss.sum()), n), "angle_deg": (float(ang.sum()), n),
+            "angle_sq_deg2": (float(ang.square().sum()), n), "pgp5": (float((ang < 5).sum()), n),
+            "pgp10": (float((ang < 10).sum()), n)}
+
+
+def _finish_metrics(sums: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    out = {k: a / b for k, (a, b) in sums.items() if k != "angle_sq_deg2"}
+    a, b = sums["angle_sq_deg2"]
+    out["rms_angle_deg"] = math.sqrt(a / b)
+    return out
+
+
+def normal_metrics(pred: Tensor, target: Tensor) -> dict[str, float]:
+    r"""The normal-estimation metrics of one prediction (unoriented; the one metrics function of the
+    experiment, the benchmarks and the estimator).
+
+    With :math:`\theta_i` the angle between the lines of ``pred_i`` and ``target_i``
+    (:func:`~equiframe.datasets.shapes.angular_error_deg`, in ``[0, 90]`` degrees):
+
+    * ``one_minus_cos2``: mean of :math:`1 - \cos^2\theta_i` (the loss; FA's metric);
+    * ``angle_deg``: mean angle; ``rms_angle_deg``: :math:`\sqrt{\operatorname{mean} \theta_i^2}` (PCPNet's);
+    * ``pgp5`` / ``pgp10``: share of points with :math:`\theta_i < 5^\circ` / :math:`10^\circ`.
+
+    Shapes:
+        pred, target: ``[..., d]``.
+    """
+    return _finish_metrics(_metric_sums(pred, target))
 
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, dataset: torch.utils.data.Dataset, *, n: int | None = None,
                    batch_size: int = 32, dtype: torch.dtype = torch.float32, device: "torch.device | str" = "cpu",
-                   return_errors: bool = False) -> dict[str, Any]:
-    """Mean ``1 - cos^2`` and angle (degrees) of ``model`` on the first ``n`` items of ``dataset``.
+                   return_errors: bool = False, return_shapes: bool = False) -> dict[str, Any]:
+    """The metrics (:func:`normal_metrics`, over all points) of ``model`` on the first ``n`` items of ``dataset``.
 
-    Returns ``{"one_minus_cos2", "angle_deg", "n_shapes"}`` (plus ``"errors"``: the per-point angles,
-    a numpy array, when ``return_errors``).
+    Returns ``{"one_minus_cos2", "angle_deg", "rms_angle_deg", "pgp5", "pgp10", "n_shapes"}`` (plus ``"errors"``: the per-point angles,
+    a numpy array, when ``return_errors``; ``"per_shape"``: the mean ``1 - cos^2`` of every item, when
+    ``return_shapes``).
     """
     n = len(dataset) if n is None else min(n, len(dataset))
     if n == 0:
         raise ValueError("dataset: empty")
     was = model.training
     model.eval()
-    sums = {"one_minus_cos2": [0.0, 0.0], "angle_deg": [0.0, 0.0]}
+    sums: dict[str, list[float]] = {}
     errs = []
+    per_shape: list[float] = []
     for s in range(0, n, batch_size):
         items = [dataset[i] for i in range(s, min(n, s + batch_size))]
         pos = torch.stack([it["pos"] for it in items]).to(device=device, dtype=dtype)
         nrm = torch.stack([it["normal"] for it in items]).to(device=device, dtype=dtype)
         pred = model(pos)
+        if return_shapes:
+            per_shape.extend(normal_loss(pred, nrm, reduction="none").mean(dim=-1).tolist())
         for k, (a, b) in _metric_sums(pred, nrm).items():
-            sums[k][0] += a
-            sums[k][1] += b
+            acc = sums.setdefault(k, [0.0, 0.0])
+            acc[0] += a
+            acc[1] += b
         if return_errors:
             errs.append(angular_error_deg(pred, nrm).flatten().cpu().numpy())
     model.train(was)
-    out: dict[str, Any] = {k: a / b for k, (a, b) in sums.items()}
+    out: dict[str, Any] = _finish_metrics(sums)
     out["n_shapes"] = n
     if return_errors:
         out["errors"] = np.concatenate(errs)
+    if return_shapes:
+        out["per_shape"] = np.array(per_shape)
     return out
 
 
@@ -562,6 +647,10 @@ def add_cli(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser
         q.add_argument("--noise", type=float, default=0.0)
         q.add_argument("--data-seed", type=int, default=0)
         q.add_argument("--root", default=None, help="shapes cache root")
+        q.add_argument("--source", choices=get_args(Source), default="procedural",
+                       help="procedural shapes or the CAD-kernel parts (`equiframe data normals --source cad`)")
+        q.add_argument("--cad-parts", type=int, default=2000, help="parts of the built CAD data set")
+        q.add_argument("--cad-points", type=int, default=10000, help="samples per part of the built CAD data set")
 
     b = sub.add_parser("build", help="generate (and cache) the shapes")
     data_args(b)
@@ -598,14 +687,68 @@ def add_cli(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser
     t.add_argument("--out", default="runs")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--resume", action="store_true")
+    t.add_argument("--checkpoint-every", type=int, default=None, help="epochs between checkpoints (default min(10, epochs))")
     t.add_argument("--overwrite", action="store_true")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("estimate", help="estimate the normals of a point cloud with the shipped pretrained model",
+                       description="Reads PLY (ASCII or binary vertices), .xyz (PCPNet) / .txt / .pts rows, or samples "
+                                   "OFF / OBJ / STL meshes; writes PLY (binary unless --ascii) or text rows "
+                                   "x y z nx ny nz.")
+    e.add_argument("input", help="point cloud or mesh file")
+    e.add_argument("-o", "--output", required=True, help="output .ply / .xyz / .txt / .pts")
+    e.add_argument("--model", default="fa-local-pointnet-cad", help="shipped model name")
+    e.add_argument("--orient", action="store_true", help="orient the normals consistently (spanning-tree propagation)")
+    e.add_argument("--orient-k", type=int, default=10, help="neighbours of the orientation graph")
+    e.add_argument("--samples", type=int, default=100_000, help="points sampled from a mesh input")
+    e.add_argument("--chunk-size", type=int, default=16384, help="points per network call (bounds the memory)")
+    e.add_argument("--ascii", action="store_true", help="write ASCII PLY")
+    e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=_cmd_estimate)
 
     tb = sub.add_parser("table", help="Markdown table of the normals runs under --out")
     tb.add_argument("--out", default="runs")
     tb.set_defaults(func=_cmd_table)
     return p
+
+
+def add_data_cli(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser:
+    """Register ``data normals --source cad|procedural`` (the data sets of normal estimation)."""
+    d = subparsers.add_parser(
+        "normals", help="normal-estimation data: CAD-kernel parts (exact normals) or procedural shapes",
+        description="--source cad: random parametric parts built with OpenCASCADE (build123d; pip install "
+                    "'equiframe[cad]'), points sampled area-uniformly on the B-rep faces with the exact surface "
+                    "normals; sharded, SHA-256 checked, resumable (run the same command again). --source procedural: "
+                    "the boolean-of-primitives meshes of `equiframe normals build`.")
+    d.add_argument("--source", choices=("cad", "procedural"), default="cad")
+    d.add_argument("--parts", type=int, default=2000, help="parts (cad) / training shapes (procedural)")
+    d.add_argument("--points", type=int, default=10000, help="exact samples stored per part (cad)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--shard-size", type=int, default=16, help="parts per shard file (cad)")
+    d.add_argument("--workers", type=int, default=1, help="worker processes (the data do not depend on it)")
+    d.add_argument("--root", default=None, help="cache root (default: $EQUIFRAME_CACHE or ~/.cache/equiframe)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=_cmd_data_normals)
+    return d
+
+
+def _cmd_data_normals(args: argparse.Namespace) -> int:
+    if args.source == "procedural":
+        cfg = ShapesConfig(n_train=args.parts, n_test=max(1, args.parts // 4), seed=args.seed)
+        print(build_shapes(cfg, args.root, workers=args.workers, progress=not args.quiet))
+        return 0
+    from ..datasets.cad import CADConfig, build_cad, load_cad  # noqa: PLC0415
+
+    cfg = CADConfig(n_parts=args.parts, n_points=args.points, seed=args.seed, shard_size=args.shard_size)
+    directory = build_cad(cfg, args.root, workers=args.workers, progress=not args.quiet)
+    a = load_cad(cfg, args.root, max_points=1)
+    fam = np.bincount(a["family"].astype(np.int64))
+    print(f"{directory}: {len(a['index'])} parts, {cfg.n_points} points each; "
+          f"{float(a['seconds'].mean()):.2f} s per part (build + sample, one process); "
+          f"faces per part median {int(np.median(a['n_faces']))}; families {fam.tolist()}")
+    return 0
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -625,7 +768,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         hidden_reps=args.hidden_reps, tf_frames=args.tf_frames, tf_local_layers=args.tf_local_layers,
         tf_ratios=tuple(args.tf_ratios), tf_pool_edges=False if args.tf_no_pool_edges else None,
         tf_edge_transport=True if args.tf_transport_edges else None, dgcnn_layers=args.dgcnn_layers, dtype=args.dtype, data_root=args.root,
-        diagnostic_samples=args.n_test)
+        diagnostic_samples=args.n_test, source=args.source, cad_parts=args.cad_parts, cad_points=args.cad_points)
     exp = NormalsExperiment(cfg)
     if args.model == "knn-pca":  # no parameters: evaluate only
         res = {rot: evaluate_model(exp.build_model(), exp.test_dataset(rot)) for rot in ("none", "so3")}
@@ -633,7 +776,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optim=OptimConfig(lr=args.lr),
                      seeds=tuple(args.seeds), out=args.out, resume=args.resume, overwrite=args.overwrite,
-                     quiet=args.quiet, threads=args.threads, checkpoint_every=max(1, min(10, args.epochs)))
+                     quiet=args.quiet, threads=args.threads, checkpoint_every=args.checkpoint_every or max(1, min(10, args.epochs)))
     for r in train(exp, tc):
         from ..train import load_checkpoint  # noqa: PLC0415
 
@@ -645,6 +788,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
         plot_error_histograms({exp.run_name: ev["errors"]}, r.run_dir / "errors_hist.png")
         print(f"{r.run_dir}: test 1-cos^2 {r.metrics['test']['one_minus_cos2']:.4f}, "
               f"angle {r.metrics['test']['angle_deg']:.2f} deg")
+    return 0
+
+
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    import time  # noqa: PLC0415
+
+    from ..datasets.mesh_io import read_point_cloud, write_point_cloud  # noqa: PLC0415
+    from ..pretrained.normals import normal_estimator  # noqa: PLC0415
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    cloud = read_point_cloud(args.input, n_samples=args.samples)
+    est = normal_estimator(args.model, chunk_size=args.chunk_size)
+    normals = est(cloud.pos, orient=args.orient, orient_k=args.orient_k, progress=not args.quiet)
+    out = write_point_cloud(args.output, cloud.pos, normals, binary=not args.ascii)
+    msg = f"{out}: {len(cloud.pos)} points, normals by {est.meta.get('name', args.model)}"
+    msg += " (oriented)" if args.orient else " (unoriented)"
+    if cloud.normal is not None and len(cloud.normal) == len(normals):
+        m = normal_metrics(torch.from_numpy(normals).double(), torch.from_numpy(cloud.normal).double())
+        msg += f"; vs the file's normals: 1-cos^2 {m['one_minus_cos2']:.4f}, RMS angle {m['rms_angle_deg']:.2f} deg"
+    print(msg + f" [{time.perf_counter() - t0:.1f} s]")
     return 0
 
 

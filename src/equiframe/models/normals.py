@@ -71,11 +71,11 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..averaging import FrameAveraging
-from ..datasets.shapes import knn_pca_normals
 from ..frames.local import LearnedFrames, local_pca_frames
 from ..reps import TensorReps
 
@@ -97,7 +97,9 @@ __all__ = [
     "build_normals_model",
     "dense_knn",
     "farthest_point_sampling",
+    "jet_normals",
     "knn_geometry",
+    "open3d_normals",
     "tf_head_kind",
 ]
 
@@ -198,13 +200,21 @@ def _check_feat(feat: Tensor | None, pos: Tensor, channels: int) -> Tensor | Non
 
 
 # ------------------------------------------------------------------------------------------ geometry
+#: clouds with more points than this (and on the CPU) search neighbours with a k-d tree (scipy)
+KDTREE_MIN_POINTS = 4096
+
+
 def dense_knn(query: Tensor, points: Tensor, k: int, *, exclude_self: bool = False,
               chunk_size: int = 1024) -> Tensor:
     """Indices of the ``k`` nearest ``points`` of every query point, per cloud (dense batches).
 
     ``idx[b, i]`` lists the ``k`` points of cloud ``b`` closest to ``query[b, i]`` by Euclidean
-    distance, nearest first (``torch.cdist`` + ``topk``; rows of ``chunk_size`` queries at a time).
-    With ``exclude_self`` (``query is points``) the point itself is left out.
+    distance, nearest first. Small clouds: ``torch.cdist`` + ``topk`` on rows of ``chunk_size``
+    queries at a time (``O(M N)`` work). Clouds of more than :data:`KDTREE_MIN_POINTS` points on the
+    CPU: a k-d tree (``scipy.spatial.cKDTree``, ``O(N log N)``), so that millions of points run in
+    bounded memory; the two agree except in the order of exactly tied distances. With
+    ``exclude_self`` (``query is points``) the point itself is left out. This is the one k-NN of the
+    normal-estimation code (models, baselines, estimator).
 
     Shapes:
         query ``[B, M, d]``, points ``[B, N, d]`` -> ``[B, M, k]`` (int64)
@@ -213,8 +223,24 @@ def dense_knn(query: Tensor, points: Tensor, k: int, *, exclude_self: bool = Fal
     n = points.shape[1] - (1 if exclude_self else 0)
     if k > n:
         raise ValueError(f"k: every cloud needs at least k = {k} neighbours, got {n} points")
-    out = []
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
     query, points = query.detach(), points.detach()  # indices only: no graph through the distances
+    if points.shape[1] > KDTREE_MIN_POINTS and points.device.type == "cpu":
+        from scipy.spatial import cKDTree  # noqa: PLC0415
+
+        res = []
+        for b in range(points.shape[0]):
+            tree = cKDTree(points[b].double().numpy())
+            _, ii = tree.query(query[b].double().numpy(), k=k + (1 if exclude_self else 0))
+            ii = ii.reshape(ii.shape[0], -1)
+            if exclude_self:  # drop the query itself (first unless a duplicate point ties with it)
+                rows = torch.arange(ii.shape[0])[:, None].numpy()
+                keep = ii != rows
+                ii = np.stack([r[m][:k] for r, m in zip(ii, keep)])
+            res.append(torch.from_numpy(np.ascontiguousarray(ii)).long())
+        return torch.stack(res).to(query.device)
+    out = []
     for s in range(0, query.shape[1], chunk_size):
         dist = torch.cdist(query[:, s:s + chunk_size], points)  # [B, c, N]
         if exclude_self:
@@ -230,7 +256,7 @@ def _gather(x: Tensor, idx: Tensor) -> Tensor:
     return torch.gather(x, 1, idx.reshape(B, M * k, 1).expand(-1, -1, x.shape[-1])).reshape(B, M, k, x.shape[-1])
 
 
-def knn_geometry(pos: Tensor, k: int = 16) -> tuple[Tensor, Tensor, Tensor]:
+def knn_geometry(pos: Tensor, k: int = 16, *, chunk_size: int = 1024) -> tuple[Tensor, Tensor, Tensor]:
     r"""k-NN neighbourhood covariance, its PCA normal and eigenvalues (the baseline's neighbourhood).
 
     With ``N_i`` the ``k`` nearest points of ``x_i`` (itself included), ``m_i`` their mean,
@@ -241,7 +267,9 @@ def knn_geometry(pos: Tensor, k: int = 16) -> tuple[Tensor, Tensor, Tensor]:
 
     with ascending ``lambda`` (they sum to 1); the normal ``u_i = u_{i,1}`` (smallest eigenvalue)
     has an arbitrary sign. ``tr C_i = 0`` (all neighbours identical) gives ``\hat C_i = 0``.
-    The result is detached.
+    The result is detached. This is the one local PCA of the normal-estimation code (the k-NN PCA
+    baseline :func:`~equiframe.datasets.shapes.knn_pca_normals`, the global models' features);
+    ``chunk_size`` is passed to :func:`dense_knn`.
 
     Returns:
         ``(cov, normal, eigvals)``: ``\hat C`` ``[..., N, d, d]``, ``u`` ``[..., N, d]``,
@@ -252,20 +280,111 @@ def knn_geometry(pos: Tensor, k: int = 16) -> tuple[Tensor, Tensor, Tensor]:
     """
     _check_pos(pos)
     x = _as_batch(pos).detach()
+    _, _, C, lam, U = _knn_eigh(x, k, chunk_size)
+    normal = U[..., 0]
+    if pos.dim() == 2:
+        return C[0], normal[0], lam[0]
+    return C, normal, lam
+
+
+def _knn_eigh(x: Tensor, k: int, chunk_size: int = 1024) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """k-NN lists, neighbours, trace-normalised covariance, its ascending eigenvalues and eigenvectors
+    (columns) for ``x [B, N, d]`` (the local PCA behind :func:`knn_geometry` and :func:`jet_normals`)."""
     d = x.shape[-1]
     k = _positive("k", k)
     if k < d or k > x.shape[1]:
         raise ValueError(f"k: expected d = {d} <= k <= N = {x.shape[1]}, got {k}")
-    nbr = _gather(x, dense_knn(x, x, k))  # [B, N, k, d]
+    idx = dense_knn(x, x, k, chunk_size=chunk_size)
+    nbr = _gather(x, idx)  # [B, N, k, d]
     y = nbr - nbr.mean(dim=2, keepdim=True)
     C = torch.einsum("bnka,bnkc->bnac", y, y) / k
     tr = C.diagonal(dim1=-2, dim2=-1).sum(-1)
     C = C / tr.clamp_min(torch.finfo(x.dtype).tiny)[..., None, None]
     lam, U = torch.linalg.eigh(C)
-    normal = U[..., 0]
-    if pos.dim() == 2:
-        return C[0], normal[0], lam[0]
-    return C, normal, lam
+    return idx, nbr, C, lam, U
+
+
+def jet_normals(pos: Tensor, k: int = 16, order: Literal[1, 2] = 2, *, chunk_size: int = 1024) -> Tensor:
+    r"""Jet-fitting normals (osculating jets, Cazals & Pouget 2005): a polynomial height function fitted to
+    the ``k`` nearest neighbours in their PCA frame.
+
+    In the frame of the neighbourhood's principal axes (tangent coordinates ``t = (t_1..t_{d-1})``, height
+    ``h`` along the smallest axis, origin at the point ``x_i``), fit by least squares
+
+    .. math:: h pprox a_0 + \sum_a a_a t_a + [	ext{order} = 2]\ \sum_{a \le b} a_{ab} t_a t_b
+
+    and return the normal of the graph at the point, :math:`(-
+abla_t h(0), 1)` in that frame (sign
+    arbitrary). ``order=1`` is a least-squares plane through the neighbours (not the total least
+    squares of PCA). Needs ``k`` at least the number of coefficients (``1 + (d-1) + (d-1) d / 2``).
+
+    Shapes:
+        pos ``[B, N, d]`` or ``[N, d]`` -> same shape
+    """
+    _check_pos(pos)
+    if order not in (1, 2):
+        raise ValueError(f"order: expected 1 or 2, got {order!r}")
+    x = _as_batch(pos).detach()
+    B, N, d = x.shape
+    m = d - 1
+    n_coef = 1 + m + (m * (m + 1) // 2 if order == 2 else 0)
+    if k < n_coef:
+        raise ValueError(f"k: jet fitting of order {order} in {d}-D needs k >= {n_coef} neighbours, got {k}")
+    _, nbr, _, _, U = _knn_eigh(x, k, chunk_size)
+    rel = nbr - x[:, :, None]  # [B, N, k, d], origin at the point
+    z = torch.einsum("bnkc,bnca->bnka", rel, U)  # coordinates along the axes (ascending eigenvalues)
+    h, t = z[..., 0], z[..., 1:]
+    scale = t.norm(dim=-1).amax(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)  # conditioning
+    ts = t / scale[..., None]
+    cols = [torch.ones_like(h), *ts.unbind(-1)]
+    if order == 2:
+        cols += [ts[..., a] * ts[..., b] for a in range(m) for b in range(a, m)]
+    A = torch.stack(cols, dim=-1)  # [B, N, k, n_coef]
+    AtA = A.transpose(-1, -2) @ A
+    ridge = 1e-9 * AtA.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None] * torch.eye(n_coef, dtype=x.dtype)
+    coef = torch.linalg.solve(AtA + ridge, (A.transpose(-1, -2) @ h[..., None]))[..., 0]
+    grad = coef[..., 1:1 + m] / scale  # dh/dt at t = 0
+    n_frame = torch.cat([torch.ones_like(grad[..., :1]), -grad], dim=-1)  # (h, t) components
+    out = torch.einsum("bnca,bna->bnc", U, n_frame)
+    out = out / out.norm(dim=-1, keepdim=True)
+    return out if pos.dim() == 3 else out[0]
+
+
+def open3d_normals(pos: Tensor, *, knn: int | None = 30, radius: float | None = None) -> Tensor:
+    """Open3D's ``PointCloud.estimate_normals`` (its k-NN PCA; the baseline users know), unoriented.
+
+    ``knn`` only: ``KDTreeSearchParamKNN(knn)``; ``radius`` only: ``KDTreeSearchParamRadius(radius)``;
+    both: ``KDTreeSearchParamHybrid(radius, max_nn=knn)`` (Open3D's default search is hybrid with
+    ``knn = 30``). Requires ``open3d`` (``pip install open3d-cpu`` or ``open3d``; extra ``baselines``).
+
+    Shapes:
+        pos ``[B, N, 3]`` or ``[N, 3]`` -> same shape (float64 computation, returned in ``pos.dtype``)
+    """
+    _check_pos(pos, 3)
+    if knn is None and radius is None:
+        raise ValueError("open3d_normals: give knn, radius or both")
+    if knn is not None:
+        _positive("knn", knn)
+    if radius is not None and not (isinstance(radius, (int, float)) and radius > 0):
+        raise ValueError(f"radius: expected a positive number, got {radius!r}")
+    try:
+        import open3d as o3d  # noqa: PLC0415
+    except ImportError as err:
+        raise ImportError("open3d_normals needs Open3D: pip install open3d-cpu (or open3d)") from err
+    if knn is not None and radius is not None:
+        param = o3d.geometry.KDTreeSearchParamHybrid(radius=float(radius), max_nn=int(knn))
+    elif knn is not None:
+        param = o3d.geometry.KDTreeSearchParamKNN(knn=int(knn))
+    else:
+        param = o3d.geometry.KDTreeSearchParamRadius(radius=float(radius))
+    x = _as_batch(pos).detach().cpu().double().numpy()
+    out = []
+    for cloud in x:
+        pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(cloud))
+        pc.estimate_normals(search_param=param, fast_normal_computation=False)
+        out.append(torch.from_numpy(np.asarray(pc.normals).copy()))
+    res = torch.stack(out).to(dtype=pos.dtype, device=pos.device)
+    return res if pos.dim() == 3 else res[0]
 
 
 def local_features(pos: Tensor, features: LocalFeatures, k: int = 16) -> Tensor | None:
@@ -758,19 +877,45 @@ class LocalPointNet(nn.Module):
             raise ValueError(f"pos: every cloud needs more than k = {self.k} points")
         R, idx, _ = _pca_frames_dense(x, self.k)
         rel = (_gather(x, idx) - x[:, :, None]).reshape(B * N, self.k, d)
-        scale = rel.norm(dim=-1).amax(dim=1).clamp_min(torch.finfo(x.dtype).tiny)  # invariant scale per point
+        out = self._predict(R, rel).reshape(B, N, d)
+        return out if pos.dim() == 3 else out[0]
+
+    def forward_neighbourhoods(self, center: Tensor, nbr: Tensor) -> Tensor:
+        """The normals of points ``center`` from their ``k``-NN neighbourhoods ``nbr`` (the point itself
+        included, as :func:`dense_knn` returns it), independently per point: what :meth:`forward` computes
+        for every point of a cloud. Used by the estimator to run clouds of any size in chunks.
+
+        Shapes:
+            center ``[M, d]``, nbr ``[M, k, d]`` -> ``[M, d]``
+        """
+        if center.dim() != 2 or nbr.dim() != 3 or nbr.shape[0] != center.shape[0] or nbr.shape[2] != center.shape[1]:
+            raise ValueError(f"center, nbr: expected [M, d] and [M, k, d], got {tuple(center.shape)} and {tuple(nbr.shape)}")
+        if nbr.shape[1] != self.k or center.shape[1] != self.dim:
+            raise ValueError(f"nbr: expected k = {self.k} neighbours of {self.dim}-D points, got {tuple(nbr.shape)}")
+        _check_dtype(center, self)
+        M, k, d = nbr.shape
+        # the frames of local_pca_frames on a graph whose node i receives edges from its k neighbour copies
+        pos = torch.cat([center, nbr.reshape(M * k, d)])
+        ei = torch.stack([M + torch.arange(M * k, device=pos.device),
+                          torch.arange(M, device=pos.device).repeat_interleave(k)])
+        R = local_pca_frames(pos, ei, center="centroid")[:M]
+        return self._predict(R, nbr - center[:, None])
+
+    def _predict(self, R: Tensor, rel: Tensor) -> Tensor:
+        """Normals ``[M, d]`` from frames ``R [M, d, d]`` and neighbour offsets ``rel [M, k, d]``."""
+        M, _, d = rel.shape
+        scale = rel.norm(dim=-1).amax(dim=1).clamp_min(torch.finfo(rel.dtype).tiny)  # invariant scale per point
         y = torch.einsum("mab,mkb->mka", R, rel) / scale[:, None, None]  # [M, k, d]
         h = self.local(torch.cat([y, y.norm(dim=-1, keepdim=True)], dim=-1))  # [M, k, 2H]
         g = h.amax(dim=1)
-        e_d = torch.eye(d, dtype=x.dtype, device=x.device)[d - 1]
+        e_d = torch.eye(d, dtype=rel.dtype, device=rel.device)[d - 1]
         if self.head_kind == "wlsq":
-            n_local = self.head(h, g, y, e_d.expand(B * N, d))
+            n_local = self.head(h, g, y, e_d.expand(M, d))
         else:
             n_local = self.head(g)  # [M, d]
             if self.head_kind == "residual":
                 n_local = n_local + e_d
-        out = torch.einsum("mab,ma->mb", R, n_local).reshape(B, N, d)  # R_i^T n_local
-        return out if pos.dim() == 3 else out[0]
+        return torch.einsum("mab,ma->mb", R, n_local)  # R_i^T n_local
 
 
 # ------------------------------------------------------------------------------------------ tensor frames
@@ -1008,7 +1153,7 @@ class TFPointNet(nn.Module):
 # ------------------------------------------------------------------------------------------ baseline
 class KNNPCANormals(nn.Module):
     """Learning-free baseline: smallest principal axis of the ``k`` nearest neighbours
-    (:func:`~equiframe.datasets.shapes.knn_pca_normals`); no parameters.
+    (:func:`knn_geometry`); no parameters.
 
     Shapes:
         pos ``[B, N, d]`` or ``[N, d]`` -> same shape
@@ -1022,7 +1167,7 @@ class KNNPCANormals(nn.Module):
 
     def forward(self, pos: Tensor) -> Tensor:
         _check_pos(pos)
-        return knn_pca_normals(pos, self.k)
+        return knn_geometry(pos, self.k)[1]
 
 
 # ------------------------------------------------------------------------------------------ factory

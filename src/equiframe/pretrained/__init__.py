@@ -16,11 +16,14 @@ Example:
     0.0069
 
 A new model is added with :func:`save` (one ``.pt`` and one ``.json`` file; there is no central
-manifest to edit).
+manifest to edit). :func:`normal_estimator` wraps a shipped normals model into an estimator for point
+clouds of any size (:mod:`equiframe.pretrained.normals`).
 """
 
 from ._loader import ChecksumError, available, build, evaluate, info, load, save
 from ._registry import WEIGHTS_DIR, WeightsInfo, sha256_of
+from .normals import NormalEstimator, available_normal_models, load_normal_model, normal_estimator, orient_normals
 
-__all__ = ["ChecksumError", "WEIGHTS_DIR", "WeightsInfo", "available", "build", "evaluate", "info", "load", "save",
+__all__ = ["ChecksumError", "NormalEstimator", "WEIGHTS_DIR", "WeightsInfo", "available", "available_normal_models",
+           "build", "evaluate", "info", "load", "load_normal_model", "normal_estimator", "orient_normals", "save",
            "sha256_of"]

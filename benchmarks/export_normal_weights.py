@@ -1,0 +1,56 @@
+"""Export the best-validation weights of a FA-Local-PointNet run as the shipped normal estimator.
+
+    python benchmarks/export_normal_weights.py RUN_DIR [--name fa-local-pointnet-cad] [--command "..."]
+
+Writes ``src/equiframe/pretrained/weights/normals__<name>.pt`` (float32 state dict) and the sidecar
+``normals__<name>.json`` (SHA-256, builder, constructor kwargs, the run's test metrics and its float64
+equivariance errors, the training command, epochs and seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from equiframe.experiments import experiment_from_dict
+from equiframe.models.normals import LocalPointNet
+from equiframe.pretrained.normals import save_normal_model
+from equiframe.train import load_checkpoint
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("run_dir")
+    ap.add_argument("--name", default="fa-local-pointnet-cad")
+    ap.add_argument("--command", default="")
+    args = ap.parse_args()
+    run = Path(args.run_dir)
+    ck = load_checkpoint(run / "checkpoint.pt")
+    cfg = dict(ck["experiment"]["config"])
+    exp = experiment_from_dict(ck["experiment"]["name"], cfg)
+    model = exp.build_model()
+    if not isinstance(model, LocalPointNet):
+        raise SystemExit(f"{run}: the estimator ships LocalPointNet models, got {type(model).__name__}")
+    model.load_state_dict(ck["best"]["state"])
+    metrics: dict = {"best_valid_one_minus_cos2": ck["best"]["value"], "best_epoch": ck["best"]["epoch"]}
+    mfile = run / "metrics.json"
+    if mfile.exists():
+        m = json.loads(mfile.read_text())
+        metrics["test"] = m.get("test")
+        diag = m.get("diagnostics") or {}
+        for k in ("equivariance_error_f64", "equivariance_error_f64_generic", "test_by_rotation"):
+            if k in diag:
+                metrics[k] = diag[k]
+    kwargs = {"dim": model.dim, "k": model.k, "hidden": cfg["hidden"], "head": model.head_kind,
+              "iterations": model.head.iterations if hasattr(model.head, "iterations") else 2}
+    data = {k: cfg[k] for k in ("source", "cad_parts", "cad_points", "n_train", "n_valid", "n_test", "n_points",
+                                "noise", "data_seed", "setting")}
+    pt = save_normal_model(model, args.name, kwargs, metrics=metrics,
+                           trained={"command": args.command, "epochs": ck["epoch"], "seed": int(json.loads((run / "metrics.json").read_text())["seed"]),
+                                    "data": data})
+    print(pt, pt.stat().st_size, "bytes")
+
+
+if __name__ == "__main__":
+    main()
