@@ -33,7 +33,8 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from ..averaging import FrameAveraging, _Fold
+from ..averaging import FrameAveraging
+from ..folding import FoldedBatch
 from ..frames.local import LearnedFrames, gram_schmidt_frames
 from ..frames.pca import pca_frame
 from ..reps import TensorReps
@@ -307,7 +308,7 @@ class LayerwiseFAGNN(nn.Module):
         mode = self.mode if (self.training or self.mode != "stochastic") else "all"
         frame = pca_frame(pts, group=f"E({self.dim})", batch=pbatch, mode=mode, n_samples=self.n_samples,
                           generator=self.generator, tol=self.tol, max_size=self.max_size)
-        fold = _Fold.euclidean(frame, dense=False, batch=batch, edge_index=edge_index)
+        fold = FoldedBatch.euclidean(frame, dense=False, batch=batch, edge_index=edge_index)
         R = frame.R.to(pts.dtype)[fold.new_batch]  # [N_rep, d, d] frame of each node copy
         return frame, fold, R
 
