@@ -48,6 +48,10 @@ EXPORTS = [
            NBODY.format(args="--model tf-gnn --epochs 2000", seed="{seed}")),
     Export("nbody/fa-gnn", "nbody/fa-gnn-layerwise@egnn-small", "nbody/fa-gnn-layerwise@egnn-small",
            NBODY.format(args="--model fa-gnn --fa-variant layerwise --checkpoint-every 5 --epochs 250", seed="{seed}")),
+    Export("nbody/fa-gnn-stochastic", "nbody/fa-gnn-layerwise-stochastic-long@egnn-small",
+           "nbody/fa-gnn-layerwise-stochastic-long@egnn-small",
+           NBODY.format(args="--model fa-gnn --fa-variant layerwise --fa-mode stochastic --checkpoint-every 5 "
+                             "--epochs 550", seed="{seed}") + " (continued in chunks: benchmarks/nbody_long.sh)"),
     Export("nbody/egnn", "nbody/egnn@egnn-small", "nbody/egnn@egnn-small",
            NBODY.format(args="--model egnn --epochs 500", seed="{seed}")),
     Export("nbody/gnn", "nbody/gnn@egnn-small", "nbody/gnn@egnn-small",

@@ -16,7 +16,7 @@ from equiframe.models.nbody import build_nbody_model
 from conftest import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = {"nbody/tf-gnn", "nbody/fa-gnn", "nbody/egnn", "nbody/gnn", "graphs/exp-fa-mlp", "graphs/exp-fa-gin-id",
+SHIPPED = {"nbody/tf-gnn", "nbody/fa-gnn", "nbody/fa-gnn-stochastic", "nbody/egnn", "nbody/gnn", "graphs/exp-fa-mlp", "graphs/exp-fa-gin-id",
            "normals/tf-pointnet", "normals/fa-local-pointnet"}
 EXP_FILE = SHARED_DATA / "exp_graphsat.npz"
 needs_exp = pytest.mark.skipif(not EXP_FILE.is_file(), reason=f"EXP data not found at {EXP_FILE} (shared/data)")
