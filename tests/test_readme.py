@@ -79,15 +79,45 @@ def test_a_failing_block_fails_the_test():
 
 
 # ------------------------------------------------------------------------------------ docstring examples
-# Modules whose examples are complete programs. Not yet listed (their examples show call shapes with names
-# they do not define, as of 0.1.0): averaging, groups, nn.tensor_frames, nn.tf_conv, train.
+# Every module of the package with docstring examples: they are complete programs, run as written. Listed
+# explicitly so that a module whose examples stop running fails here; `test_every_example_module_is_listed`
+# keeps the list complete.
 DOCTEST_MODULES = {
-    "equiframe.pretrained": None,     # None: every docstring of the module
-    "equiframe.pretrained._loader": None,
-    "equiframe.reps": None,
+    "equiframe._native": None,        # None: every docstring of the module
+    "equiframe.averaging": None,
+    "equiframe.datasets._cache": None,
+    "equiframe.datasets.nbody": None,
+    "equiframe.frames.laplacian": None,
+    "equiframe.frames.pca": None,
+    "equiframe.groups": None,
     "equiframe.linalg": None,
-    "equiframe.testing": "module",    # "module": the module docstring only (the functions' are h6's to run)
+    "equiframe.nn.tensor_frames.graph": None,
+    "equiframe.nn.tensor_frames.local": None,
+    "equiframe.nn.tf_conv": None,
+    "equiframe.pretrained": None,
+    "equiframe.pretrained._loader": None,
+    "equiframe.report": None,
+    "equiframe.reps": None,
+    "equiframe.testing": None,
 }
+#: modules whose examples still show call shapes with names they do not define (to be made runnable)
+NOT_YET_RUNNABLE = {"equiframe.train"}
+
+
+def test_every_example_module_is_listed():
+    import pkgutil
+
+    import equiframe
+
+    found = set()
+    for info in pkgutil.walk_packages(equiframe.__path__, "equiframe."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        if any(t.examples for t in doctest.DocTestFinder(exclude_empty=True).find(module, info.name)
+               if t.name == info.name or t.name.startswith(info.name + ".")):
+            found.add(info.name)
+    assert found - NOT_YET_RUNNABLE == set(DOCTEST_MODULES)
 
 
 def _doctests(module_name: str, scope: str | None) -> list[doctest.DocTest]:

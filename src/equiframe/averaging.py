@@ -153,13 +153,29 @@ class FrameAveraging(nn.Module):
         reps_out: the output type(s): a ``TensorReps``, or a tuple / dict of them.
 
     Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from equiframe import FrameAveraging
+        >>> from equiframe.frames import PCAFrames
+        >>> class Backbone(nn.Module):          # any network: here an MLP on the flattened inputs, per cloud
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.mlp = nn.Sequential(nn.Linear(5 * 7, 64), nn.SiLU(), nn.Linear(64, 5 * 3))
+        ...     def forward(self, pos, vel, charge):
+        ...         z = torch.cat([pos, vel, charge], -1).flatten(1)
+        ...         return pos + self.mlp(z).view(pos.shape)
+        >>> backbone = Backbone()
         >>> fa = FrameAveraging(backbone, frames=PCAFrames("E(3)", mode="canonical"),
-        ...                     inputs={"pos": "pos", "vel": "1x1n"}, output="pos")
-        >>> fa = FrameAveraging(backbone, group="E(3)",
         ...                     inputs={"pos": "pos", "vel": "1x1n", "charge": "1x0n"}, output="pos")
+        >>> fa = FrameAveraging(backbone, group="E(3)",     # the same with all 8 elements, as a shortcut
+        ...                     inputs={"pos": "pos", "vel": "1x1n", "charge": "1x0n"}, output="pos")
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> pos, vel = torch.randn(2, 5, 3, generator=gen), torch.randn(2, 5, 3, generator=gen)
+        >>> charge = torch.randn(2, 5, 1, generator=gen)
         >>> y = fa(pos=pos, vel=vel, charge=charge)              # pos [B, N, 3]
         >>> y, frame = fa(pos=pos, vel=vel, charge=charge, return_frame=True)
         >>> frame.degenerate                                      # which examples had tied eigenvalues
+        tensor([False, False])
     """
 
     def __init__(

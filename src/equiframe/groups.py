@@ -10,9 +10,14 @@ O(d) and SO(d) have no translations (``s = 0``). Every sampler takes an explicit
 ``torch.Generator``: there is no global random state.
 
 Example:
+    >>> import torch
+    >>> from equiframe.groups import EuclideanGroup
     >>> G = EuclideanGroup.parse("E(3)")
     >>> g = G.sample(4, generator=torch.Generator().manual_seed(0))   # a batch of 4 elements
-    >>> y = g.act(x, "pos")                                           # x [4, N, 3]
+    >>> x = torch.randn(4, 10, 3, dtype=torch.float64)                # the elements are float64 by default
+    >>> y = g.act_batched(x, "pos")                                   # x [4, N, 3]: element b acts on cloud b
+    >>> tuple(y.shape)
+    (4, 10, 3)
 """
 
 from __future__ import annotations

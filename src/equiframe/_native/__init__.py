@@ -183,8 +183,15 @@ def use_native(enabled: bool | None):
     which it overrides inside the block, for the current thread/task only).
 
     Example:
+        >>> import torch
+        >>> from equiframe.frames import random_local_frames
+        >>> from equiframe.reps import TensorReps
+        >>> reps = TensorReps("2x1n+1x2n", dim=3)
+        >>> x, frames = torch.randn(8, reps.size), random_local_frames(8, 3)
         >>> with use_native(False):
         ...     y = reps.to_local(x, frames)   # pure PyTorch
+        >>> torch.allclose(y, reps.to_local(x, frames), atol=1e-5)
+        True
     """
     if enabled is not None and not isinstance(enabled, bool):
         raise TypeError(f"enabled: expected True, False or None, got {enabled!r}")

@@ -37,7 +37,11 @@ class LaplacianFrames(Frames):
             (:func:`~equiframe.frames.graph.shuffle_components`); ``"sorted"``: the spectral frame throughout.
 
     Example:
-        >>> frames = LaplacianFrames(mode="stochastic", n_samples=1)
+        >>> import torch
+        >>> from torch_geometric.utils import to_undirected
+        >>> edge_index = to_undirected(torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]]))   # a path on 5 nodes
+        >>> batch = torch.zeros(5, dtype=torch.long)
+        >>> frames = LaplacianFrames(mode="stochastic", n_samples=1, generator=torch.Generator().manual_seed(0))
         >>> frame, elements = frames(edge_index, batch, training=True)
 
     Shapes:

@@ -679,8 +679,12 @@ class PCAFrames(Frames):
         tol: tolerances of the degenerate-input logic (default :meth:`Tolerances.for_dtype`).
 
     Example:
+        >>> import torch
+        >>> pos = torch.randn(2, 50, 3, generator=torch.Generator().manual_seed(0)) * torch.tensor([3.0, 2.0, 1.0])
         >>> frames = PCAFrames("E(3)", mode="canonical")
         >>> frame = frames(pos)                    # pos [B, N, 3] -> Frame with 1 element per generic cloud
+        >>> frame.R.shape[0]                       # one element for each of the 2 clouds
+        2
 
     Shapes:
         pos: ``[B, N, d]`` | ``[N, d]``; mask: ``[B, N]``; batch: ``[N]`` -> Frame.R ``[M, d, d]``.

@@ -92,8 +92,19 @@ class TensorFrameConv(nn.Module):
     ``frames``/``pos``): its layout, geometry and receiver matrices are shared with the other layers.
 
     Example:
+        >>> import torch
+        >>> from equiframe.frames import random_local_frames
+        >>> from equiframe.nn import TensorFrameConv, ToLocal
+        >>> from equiframe.geometry import knn_graph
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> pos = torch.randn(20, 3, generator=gen)
+        >>> edge_index = knn_graph(pos, k=4)
+        >>> frames = random_local_frames(20, 3, generator=gen)
+        >>> f_local = ToLocal("16x0n+8x1n", dim=3)(torch.randn(20, 40, generator=gen), frames)
         >>> conv = TensorFrameConv("16x0n+8x1n", "16x0n+8x1n", dim=3, hidden_channels=64)
         >>> out = conv(f_local, edge_index, frames, pos)
+        >>> tuple(out.shape)
+        (20, 40)
 
     Shapes:
         x: ``[N, reps_in.size]`` or ``([N_src, S], [N_dst, S])``; edge_index: ``[2, E]`` or a ``TFGraph``;

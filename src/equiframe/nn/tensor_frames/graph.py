@@ -33,9 +33,21 @@ class TFGraph:
     a graph must not be reused across optimiser steps when those require gradients.
 
     Example:
+        >>> import torch
+        >>> from torch_geometric.nn import GCNConv
+        >>> from equiframe.geometry import knn_graph
+        >>> from equiframe.frames import random_local_frames
+        >>> from equiframe.nn import TFConv, TFGraph
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> pos, x = torch.randn(12, 3, generator=gen), torch.randn(12, 7, generator=gen)
+        >>> edge_index, frames = knn_graph(pos, k=3), random_local_frames(12, 3, generator=gen)
+        >>> conv1 = TFConv(GCNConv(7, 7), "1x0n+2x1n", "1x0n+2x1n", dim=3)
+        >>> conv2 = TFConv(GCNConv(7, 7), "1x0n+2x1n", "1x0n+2x1n", dim=3)
         >>> g = TFGraph(edge_index, frames, pos)
         >>> h = conv1(x, g)        # computes the layout, geometry and matrices
         >>> h = conv2(h, g)        # reuses them
+        >>> tuple(h.shape)
+        (12, 7)
 
     Args:
         edge_index: ``[2, E]`` (row 0 = source ``j``, row 1 = receiver ``i``).

@@ -55,8 +55,14 @@ class ToLocal(_FrameMap):
         dim: the space dimension when ``reps`` is a string (default 3, or ``reps.dim``).
 
     Example:
+        >>> import torch
+        >>> from equiframe.frames import random_local_frames
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> F, frames = torch.randn(6, 10, generator=gen), random_local_frames(6, 3, generator=gen)
         >>> to_local = ToLocal("4x0n+2x1n", dim=3)
         >>> f = to_local(F, frames)          # F [N, 10], frames [N, 3, 3]
+        >>> torch.allclose(ToGlobal("4x0n+2x1n", dim=3)(f, frames), F, atol=1e-5)
+        True
 
     Shapes:
         x: ``[N, reps.size]``, frames: ``[N, d, d]``, pos: ``[N, d]`` -> ``[N, reps.size]``
