@@ -115,16 +115,63 @@ def _train_config_from_args(args: argparse.Namespace, lr: float):
     )
 
 
-def _check_out_dir(out: str) -> None:
+def _check_out_dir(out: str, flag: str = "--out") -> None:
     """``--out`` must be (or be creatable as) a writable directory: one line, not a traceback at the first save."""
     path = Path(out)
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
-        raise ValueError(f"--out: {probe} is a file, not a directory")
+        raise ValueError(f"{flag}: {probe} is a file, not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"--out: {probe} is not writable")
+        raise ValueError(f"{flag}: {probe} is not writable")
+
+
+def _entries(args: argparse.Namespace, kind: str):
+    """``(value, label)`` of the path options a command declares as ``kind`` (its ``set_defaults``: a tuple of
+    attribute names, or of ``(attribute, label)`` pairs for positionals); options left unset are skipped."""
+    for entry in getattr(args, kind, ()) or ():
+        attr, label = (entry, f"--{entry.replace('_', '-')}") if isinstance(entry, str) else entry
+        value = getattr(args, attr, None)
+        if value is not None:
+            yield Path(value), label
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Check the path options of a parsed command before it does any work (an error names the option).
+
+    A command declares them with ``set_defaults``: ``output_dirs`` (directories it creates and writes:
+    writable, not a file), ``cache_dirs`` (created when missing: not a file), ``existing_dirs`` (read: must
+    exist and be a directory), ``output_files`` (files it writes: not a directory, in an existing writable
+    directory), ``output_paths`` (files it writes, creating their directory: not a directory, the directory
+    writable or creatable).
+
+    Raises:
+        FileNotFoundError: an existing directory is missing.
+        ValueError: a file where a directory is expected (or the reverse), or an unwritable location.
+    """
+    for path, label in _entries(args, "output_dirs"):
+        _check_out_dir(str(path), label)
+    for path, label in _entries(args, "cache_dirs"):
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{label}: {path} is a file, not a directory")
+    for path, label in _entries(args, "existing_dirs"):
+        if not path.exists():
+            raise FileNotFoundError(f"{label}: {path} does not exist")
+        if not path.is_dir():
+            raise ValueError(f"{label}: {path} is a file, not a directory")
+    for path, label in _entries(args, "output_files"):
+        if path.is_dir():
+            raise ValueError(f"{label}: {path} is a directory, not a file")
+        parent = path.parent
+        if not parent.is_dir():
+            raise FileNotFoundError(f"{label}: the directory {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"{label}: {parent} is not writable")
+    for path, label in _entries(args, "output_paths"):
+        if path.is_dir():
+            raise ValueError(f"{label}: {path} is a directory, not a file")
+        _check_out_dir(str(path.parent), label)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -167,7 +214,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     path = Path(args.path)
     if not path.exists():
-        raise FileNotFoundError(f"path: {path} does not exist (expected a run directory or a checkpoint.pt)")
+        raise FileNotFoundError(f"path: {path} does not exist (expected a run directory or a checkpoint.pt, or an "
+                                f"experiment: eval nbody|graphs|normals [RUNS], eval graphs-separation ...)")
     targets = [path]
     if path.is_dir() and not (path / "checkpoint.pt").exists():
         targets = sorted(p.parent for p in path.rglob("checkpoint.pt"))
@@ -291,7 +339,7 @@ def add_nbody_data_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentPar
                     help="show the statistics of the original EGNN .npy files in DIR instead")
     p.add_argument("--json", action="store_true", help="also print the statistics as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_data)
+    p.set_defaults(func=_cmd_data, cache_dirs=("root",), existing_dirs=("egnn_npy",))
     return p
 
 
@@ -351,7 +399,7 @@ def add_nbody_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentPa
     p.add_argument("--egnn-npy", default=None, metavar="DIR", help="train on the original EGNN .npy files in DIR")
     p.add_argument("--no-diagnostics", action="store_true", help="skip the final equivariance / rotation diagnostics")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=_cmd_train, output_dirs=("out",), cache_dirs=("data_root",), existing_dirs=("egnn_npy",))
     return p
 
 
@@ -367,7 +415,15 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-class _DispatchParser(argparse.ArgumentParser):
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes end with one line on stderr, ``PROG: error: MESSAGE (see PROG --help)``,
+    and exit code 2 (argparse's usage block is in ``--help``)."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's signature
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _DispatchParser(_Parser):
     """A command whose first argument is an experiment name (the rest is parsed by that experiment's own parser)
     or, in the older spelling, a path (parsed by this parser): ``equiframe eval nbody runs/nbody`` and
     ``equiframe eval runs/nbody`` both work."""
@@ -377,7 +433,7 @@ class _DispatchParser(argparse.ArgumentParser):
         self.experiments: dict[str, argparse.ArgumentParser] = {}
 
     def add_experiment(self, name: str, **kwargs) -> argparse.ArgumentParser:
-        p = argparse.ArgumentParser(prog=f"{self.prog} {name}", formatter_class=_Formatter, **kwargs)
+        p = _Parser(prog=f"{self.prog} {name}", formatter_class=_Formatter, **kwargs)
         self.experiments[name] = p
         return p
 
@@ -437,7 +493,7 @@ older spellings (aliases, kept for existing scripts):
 def build_parser() -> argparse.ArgumentParser:
     """The ``equiframe`` argument parser (one grammar ``VERB EXPERIMENT``; the older spellings are aliases built
     from the same argument functions, so both parse to the same handler and options)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="equiframe",
         description="Frame Averaging and Tensor Frames: make any network invariant/equivariant.\n"
                     "Experiments: nbody (charged particles), graphs (expressive power), normals (point clouds); "
@@ -558,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("root", nargs="?", default="results", help="results root (the committed results; training writes to runs/)")
     rp.add_argument("--out", default=None, help="report path (default: ROOT/report.md)")
     rp.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    rp.set_defaults(func=_cmd_report)
+    rp.set_defaults(func=_cmd_report, output_paths=("out",))
 
     def report_normals(mod, err):
         q = rp.add_experiment("normals", description="Markdown table of the normals runs under ROOT.")
@@ -578,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-pointnet", action="store_true", help="skip the FA-on-PointNet section")
     demo.add_argument("--data-root", default=None, help="cache root of the generated data")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    demo.set_defaults(func=_cmd_demo)
+    demo.set_defaults(func=_cmd_demo, output_dirs=("out",), cache_dirs=("data_root",))
 
     # the older experiment-specific spellings (aliases built from the same argument functions)
     for module in ("graphs", "normals"):
@@ -591,6 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_paths(args)
         return args.func(args)
     except (ValueError, OSError) as err:  # OSError: missing / unwritable paths (FileNotFoundError...)
         if os.environ.get("EQUIFRAME_DEBUG"):

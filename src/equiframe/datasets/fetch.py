@@ -294,7 +294,7 @@ def add_fetch_arguments(fp: argparse.ArgumentParser) -> argparse.ArgumentParser:
     fp.add_argument("--force", action="store_true", help="download again even if a valid copy is present")
     fp.add_argument("--timeout", type=_positive_seconds, default=60.0, help="socket timeout in seconds")
     fp.add_argument("--quiet", action="store_true", help="no progress bar")
-    fp.set_defaults(func=_cmd_fetch)
+    fp.set_defaults(func=_cmd_fetch, cache_dirs=("data_dir",))  # paths: checked by equiframe.cli.check_paths
     return fp
 
 

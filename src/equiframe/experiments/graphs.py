@@ -886,7 +886,7 @@ def add_separate_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
     p.add_argument("--node-features", choices=get_args(NodeFeatures), default="default",
                    help="node features: the data set's (EXP node types, else ones) or with the degree appended")
     p.add_argument("--no-false-positives", action="store_true", help="skip the relabelled-copy check")
-    p.set_defaults(func=_cmd_separate)
+    p.set_defaults(func=_cmd_separate, existing_dirs=("data_dir",))  # paths: checked by equiframe.cli.check_paths
     return p
 
 
@@ -920,7 +920,7 @@ def add_classify_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
     mode.add_argument("--resume-or-start", action="store_true",
                       help="continue runs that have a checkpoint, start the others")
     mode.add_argument("--overwrite", action="store_true", help="start existing runs again")
-    p.set_defaults(func=_cmd_classify)
+    p.set_defaults(func=_cmd_classify, existing_dirs=("data_dir",), output_dirs=("out",))
     return p
 
 

@@ -649,7 +649,7 @@ def add_build_arguments(b: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Options and handler of ``equiframe normals build`` (generate and cache the procedural shapes)."""
     add_shape_arguments(b)
     b.add_argument("--workers", type=_pos_int, default=None)
-    b.set_defaults(func=_cmd_build)
+    b.set_defaults(func=_cmd_build, cache_dirs=("root",))  # paths: checked by equiframe.cli.check_paths
     return b
 
 
@@ -692,7 +692,7 @@ def add_train_arguments(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=_pos_int, default=None,
                    help="epochs between checkpoints (default min(10, epochs))")
     t.add_argument("--quiet", action="store_true")
-    t.set_defaults(func=_cmd_train)
+    t.set_defaults(func=_cmd_train, cache_dirs=("root",), output_dirs=("out",))
     return t
 
 
@@ -712,7 +712,7 @@ def add_estimate_arguments(e: argparse.ArgumentParser) -> argparse.ArgumentParse
     e.add_argument("--ascii", action="store_true", help="write ASCII PLY")
     e.add_argument("--threads", type=_pos_int, default=None)
     e.add_argument("--quiet", action="store_true", help="no progress bar")
-    e.set_defaults(func=_cmd_estimate)
+    e.set_defaults(func=_cmd_estimate, output_files=("output",))
     return e
 
 
@@ -724,7 +724,7 @@ def add_table_arguments(tb: argparse.ArgumentParser, *, positional: bool = False
         tb.add_argument("out", nargs="?", default="runs", metavar="root", help="runs root")
     else:
         tb.add_argument("--out", default="runs", help="runs root")
-    tb.set_defaults(func=_cmd_table)
+    tb.set_defaults(func=_cmd_table, existing_dirs=(("out", "root" if positional else "--out"),))
     return tb
 
 
@@ -762,7 +762,7 @@ def add_data_arguments(d: argparse.ArgumentParser) -> argparse.ArgumentParser:
     d.add_argument("--workers", type=_pos_int, default=1, help="worker processes (the data do not depend on it)")
     d.add_argument("--root", default=None, help="cache root (default: $EQUIFRAME_CACHE or ~/.cache/equiframe)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
-    d.set_defaults(func=_cmd_data_normals)
+    d.set_defaults(func=_cmd_data_normals, cache_dirs=("root",))
     return d
 
 
