@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from equiframe.cli import build_parser, main
 
@@ -228,3 +229,19 @@ def test_normals_strict_resume(spelling, tmp_path, capsys):
     assert main([*base, "--resume"]) == 2
     assert "no checkpoint" in _one_line_error(capsys, f"equiframe {spelling[0]}")
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("checkpoint.pt"))
+
+
+@pytest.mark.parametrize("spelling", [["estimate", "normals"], ["normals", "estimate"]])
+def test_estimate_normals_both_spellings(spelling, tmp_path, capsys):
+    from equiframe.datasets.mesh_io import read_point_cloud, write_point_cloud  # noqa: PLC0415
+    from equiframe.pretrained.normals import available_normal_models  # noqa: PLC0415
+
+    if "fa-local-pointnet-cad" not in available_normal_models():
+        pytest.skip("no shipped normal estimator")
+    x = torch.nn.functional.normalize(torch.randn(300, 3, generator=torch.Generator().manual_seed(0)), dim=1).numpy()
+    write_point_cloud(tmp_path / "scan.ply", x, binary=False)
+    assert main([*spelling, str(tmp_path / "scan.ply"), "-o", str(tmp_path / "out.xyz"), "--orient", "--quiet"]) == 0
+    out = read_point_cloud(tmp_path / "out.xyz")
+    np.testing.assert_allclose(out.pos, x, atol=1e-5)
+    assert (np.abs((out.normal * x).sum(1)) > 0.9).mean() > 0.9  # the sphere's normals, up to sign
+    assert "unoriented" not in capsys.readouterr().out

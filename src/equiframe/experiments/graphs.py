@@ -877,7 +877,7 @@ def add_separate_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
     p.add_argument("--dataset", choices=SEPARATION_DATASETS, required=True, help="data set")
     _add_common_arguments(p)
     p.add_argument("--seeds", type=_pos_int, default=None, help="random initialisations (None: 100; SR25: 10)")
-    p.add_argument("--threshold", type=_pos_float, default=1e-3, help="L1 distance above which a pair is distinguished")
+    p.add_argument("--threshold", type=_nonneg_float, default=1e-3, help="L1 distance above which a pair is distinguished")
     p.add_argument("--max-size", type=_pos_int, default=None,
                    help="largest frame averaged exactly (None: 40320 on graph8c, 1024 else)")
     p.add_argument("--out-dim", type=_pos_int, default=10, help="embedding size")
