@@ -4,10 +4,22 @@
 
     equiframe data nbody [--root DIR]                      generate (cached) + statistics of the n-body data
     equiframe data normals --source cad --parts 2000       CAD-kernel parts with exact normals (resumable)
+    equiframe data graphs exp|sr25                         download EXP / SR25 (checksummed, resumable)
     equiframe train nbody --model fa-gnn --epochs 100 --seeds 0 1 2 [--out runs] [--resume] ...
-    equiframe eval RUN_DIR_OR_CHECKPOINT [--split test]    re-evaluate the best checkpoint of a run
+    equiframe train graphs --dataset csl --model fa-gin-id   graph classification
+    equiframe train normals --model fa-pointnet --setting i/so3
+    equiframe eval nbody|graphs|normals [RUNS] [--split test]   re-evaluate the best checkpoints of runs
+    equiframe eval graphs-separation --dataset exp --model fa-mlp   the separation test (untrained models)
+    equiframe estimate normals FILE -o OUT                 normals with the shipped pretrained model
     equiframe report [runs] [--out report.md]              Markdown table of all results (mean ± std)
+    equiframe report normals [runs]                        the normals table
     equiframe demo [--out reports/demo]                    the main demonstration and its report
+
+One grammar, ``VERB EXPERIMENT [options]``; the older spellings stay as aliases built from the same argument
+functions (``eval PATH``, ``data fetch``, ``graphs separate|classify``, ``normals build|train|estimate|table``;
+see ``equiframe --help`` and docs/cli.md). Mistakes (a missing file, an unwritable ``--out``, a bad value, a
+strict ``--resume`` without a checkpoint) end with one line ``equiframe COMMAND: error: ...`` on stderr and
+exit code 2.
 
 ``train`` also runs under ``torchrun --nproc_per_node N -m equiframe train ...`` (distributed data
 parallel; see :mod:`equiframe.train`). ``python -m equiframe`` is the same command.
@@ -103,16 +115,63 @@ def _train_config_from_args(args: argparse.Namespace, lr: float):
     )
 
 
-def _check_out_dir(out: str) -> None:
+def _check_out_dir(out: str, flag: str = "--out") -> None:
     """``--out`` must be (or be creatable as) a writable directory: one line, not a traceback at the first save."""
     path = Path(out)
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
-        raise ValueError(f"--out: {probe} is a file, not a directory")
+        raise ValueError(f"{flag}: {probe} is a file, not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"--out: {probe} is not writable")
+        raise ValueError(f"{flag}: {probe} is not writable")
+
+
+def _entries(args: argparse.Namespace, kind: str):
+    """``(value, label)`` of the path options a command declares as ``kind`` (its ``set_defaults``: a tuple of
+    attribute names, or of ``(attribute, label)`` pairs for positionals); options left unset are skipped."""
+    for entry in getattr(args, kind, ()) or ():
+        attr, label = (entry, f"--{entry.replace('_', '-')}") if isinstance(entry, str) else entry
+        value = getattr(args, attr, None)
+        if value is not None:
+            yield Path(value), label
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Check the path options of a parsed command before it does any work (an error names the option).
+
+    A command declares them with ``set_defaults``: ``output_dirs`` (directories it creates and writes:
+    writable, not a file), ``cache_dirs`` (created when missing: not a file), ``existing_dirs`` (read: must
+    exist and be a directory), ``output_files`` (files it writes: not a directory, in an existing writable
+    directory), ``output_paths`` (files it writes, creating their directory: not a directory, the directory
+    writable or creatable).
+
+    Raises:
+        FileNotFoundError: an existing directory is missing.
+        ValueError: a file where a directory is expected (or the reverse), or an unwritable location.
+    """
+    for path, label in _entries(args, "output_dirs"):
+        _check_out_dir(str(path), label)
+    for path, label in _entries(args, "cache_dirs"):
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{label}: {path} is a file, not a directory")
+    for path, label in _entries(args, "existing_dirs"):
+        if not path.exists():
+            raise FileNotFoundError(f"{label}: {path} does not exist")
+        if not path.is_dir():
+            raise ValueError(f"{label}: {path} is a file, not a directory")
+    for path, label in _entries(args, "output_files"):
+        if path.is_dir():
+            raise ValueError(f"{label}: {path} is a directory, not a file")
+        parent = path.parent
+        if not parent.is_dir():
+            raise FileNotFoundError(f"{label}: the directory {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"{label}: {parent} is not writable")
+    for path, label in _entries(args, "output_paths"):
+        if path.is_dir():
+            raise ValueError(f"{label}: {path} is a directory, not a file")
+        _check_out_dir(str(path.parent), label)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -155,12 +214,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     path = Path(args.path)
     if not path.exists():
-        raise FileNotFoundError(f"path: {path} does not exist (expected a run directory or a checkpoint.pt)")
+        raise FileNotFoundError(f"path: {path} does not exist (expected a run directory or a checkpoint.pt, or an "
+                                f"experiment: eval nbody|graphs|normals [RUNS], eval graphs-separation ...)")
     targets = [path]
     if path.is_dir() and not (path / "checkpoint.pt").exists():
         targets = sorted(p.parent for p in path.rglob("checkpoint.pt"))
         if not targets:
             raise FileNotFoundError(f"path: no checkpoint.pt under {path}")
+    expected = getattr(args, "expect_experiment", None)  # `eval EXPERIMENT RUNS` (not the older `eval PATH`)
+    if expected is not None:
+        from .train import load_checkpoint  # noqa: PLC0415
+
+        for t in targets:
+            name = load_checkpoint(t)["experiment"]["name"]
+            if name != expected:
+                raise ValueError(f"path: {t} is a {name} run, not {expected} (equiframe eval {name} {t})")
     out = []
     for t in targets:
         res = evaluate_run(t, split=args.split, device=args.device, which=args.which, diagnostics=args.diagnostics,
@@ -258,21 +326,188 @@ def _unavailable(name: str, err: Exception):
     return run
 
 
+def add_nbody_data_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options and handler of ``equiframe data nbody``."""
+    p.add_argument("--root", default=None, help="cache root (default: $EQUIFRAME_CACHE or ~/.cache/equiframe)")
+    p.add_argument("--seed", type=_nonneg_int, default=None,
+                    help="root seed of the simulations (default: 43 with the egnn stream, 0 with split)")
+    p.add_argument("--stream", choices=("split", "egnn"), default="egnn",
+                    help="random stream of the initial conditions: egnn (the original generator's) or split (ours)")
+    p.add_argument("--sims", type=_positive_int, nargs=3, default=[3000, 2000, 2000], metavar=("TRAIN", "VALID", "TEST"),
+                    help="simulations generated per split (the first k of a split do not depend on its size)")
+    p.add_argument("--egnn-npy", default=None, metavar="DIR",
+                    help="show the statistics of the original EGNN .npy files in DIR instead")
+    p.add_argument("--json", action="store_true", help="also print the statistics as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_data, cache_dirs=("root",), existing_dirs=("egnn_npy",))
+    return p
+
+
+def add_nbody_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options and handler of ``equiframe train nbody``."""
+    p.add_argument("--model", choices=_MODELS, required=True, help="model to train")
+    p.add_argument("--epochs", type=_positive_int, default=100, help="epochs (the protocol allows up to 10000)")
+    p.add_argument("--seeds", type=_nonneg_int, nargs="+", default=[0], help="one run per seed, sequentially")
+    p.add_argument("--lr", type=_positive_float, default=None,
+                    help="learning rate (default per model: fa-gnn/tf-gnn/linear 1e-3, egnn/gnn 5e-4)")
+    p.add_argument("--batch-size", type=_positive_int, default=100, help="global batch size")
+    p.add_argument("--weight-decay", type=_nonneg_float, default=1e-12, help="Adam weight decay")
+    p.add_argument("--grad-clip", type=_positive_float, default=None, help="clip the gradient norm")
+    p.add_argument("--n-train", type=_positive_int, default=None, help="training simulations used (a prefix; default: all 3000)")
+    p.add_argument("--n-valid", type=_positive_int, default=None, help="validation simulations used (a prefix; default: all 2000)")
+    p.add_argument("--n-test", type=_positive_int, default=None, help="test simulations used (a prefix; default: all 2000)")
+    p.add_argument("--hidden", type=_positive_int, default=None, help="width (default: 60 GNN/FA-GNN, 64 EGNN/TF-GNN)")
+    p.add_argument("--layers", type=_positive_int, default=4, help="message passing layers")
+    p.add_argument("--fa-mode", choices=("all", "canonical", "stochastic"), default=None,
+                    help="FA-GNN frame mode: all = the full 8-element E(3) frame in training and evaluation; "
+                         "stochastic = one sampled element per system (and layer) while training, the full frame "
+                         "in evaluation; canonical = one canonical element (default: stochastic for "
+                         "--fa-variant layerwise, all for input)")
+    p.add_argument("--fa-variant", choices=("input", "layerwise"), default="input",
+                    help="FA-GNN: input = the input's frame around the whole GNN; layerwise = frame averaging "
+                         "at every layer with latent frames (the FA paper's n-body code)")
+    p.add_argument("--hidden-reps", default="32x0n+8x1n", help="TF-GNN hidden feature type")
+    p.add_argument("--edge-distances", action="store_true", help="GNN/FA-GNN: add squared distances to edge features")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="data and model precision")
+    p.add_argument("--eval-every", type=_positive_int, default=1, help="validate every N epochs")
+    p.add_argument("--eval-batch-size", type=_positive_int, default=None, help="evaluation batch size")
+    p.add_argument("--patience", type=_positive_int, default=None, help="early stopping: evaluations without improvement")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=10, help="checkpoint every N epochs")
+    p.add_argument("--out", default="runs", help="results root")
+    p.add_argument("--name", default=None, help="run directory name (default: the model, e.g. fa-gnn)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="continue existing runs from their last checkpoint (an error where a run has none)")
+    mode.add_argument("--resume-or-start", action="store_true",
+                      help="continue runs that have a checkpoint, start the others")
+    mode.add_argument("--overwrite", action="store_true", help="delete existing runs and start again")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--num-workers", type=_nonneg_int, default=0, help="DataLoader worker processes")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads per process")
+    p.add_argument("--compile", action="store_true",
+                    help="train through torch.compile (inductor; falls back to eager with a warning when no "
+                         "compiler works here; compiling takes about a minute per batch shape on CPU)")
+    p.add_argument("--data-root", default=None, help="cache root of the generated data")
+    p.add_argument("--sims", type=_positive_int, nargs=3, default=[3000, 2000, 2000], metavar=("TRAIN", "VALID", "TEST"),
+                    help="simulations generated per split (advanced; --n-train etc. select prefixes of them)")
+    p.add_argument("--data-seed", type=_nonneg_int, default=None,
+                    help="root seed of the simulations (default: 43 with the egnn stream, 0 with split)")
+    p.add_argument("--data-stream", choices=("split", "egnn"), default="egnn",
+                    help="random stream of the initial conditions: egnn (the original EGNN generator's stream; with "
+                         "the default seed 43 the published nbody_small data set, see `equiframe data nbody --help`) "
+                         "or split (ours, one generator per split: independent data sets for other seeds)")
+    p.add_argument("--egnn-npy", default=None, metavar="DIR", help="train on the original EGNN .npy files in DIR")
+    p.add_argument("--no-diagnostics", action="store_true", help="skip the final equivariance / rotation diagnostics")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    p.set_defaults(func=_cmd_train, output_dirs=("out",), cache_dirs=("data_root",), existing_dirs=("egnn_npy",))
+    return p
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of ``equiframe eval`` (every experiment: the shared training loop re-evaluates a run)."""
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split to evaluate")
+    p.add_argument("--which", choices=("best", "last"), default="best", help="best-validation or last weights")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="evaluation batch size")
+    p.add_argument("--diagnostics", action="store_true", help="also measure equivariance and MSE vs rotation")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_eval)
+    return p
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes end with one line on stderr, ``PROG: error: MESSAGE (see PROG --help)``,
+    and exit code 2 (argparse's usage block is in ``--help``)."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's signature
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _DispatchParser(_Parser):
+    """A command whose first argument is an experiment name (the rest is parsed by that experiment's own parser)
+    or, in the older spelling, a path (parsed by this parser): ``equiframe eval nbody runs/nbody`` and
+    ``equiframe eval runs/nbody`` both work."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.experiments: dict[str, argparse.ArgumentParser] = {}
+
+    def add_experiment(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        p = _Parser(prog=f"{self.prog} {name}", formatter_class=_Formatter, **kwargs)
+        self.experiments[name] = p
+        return p
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: D102 - argparse's signature
+        args = list(sys.argv[1:] if args is None else args)
+        if args and args[0] in self.experiments:
+            return self.experiments[args[0]].parse_known_args(args[1:], namespace)
+        return super().parse_known_args(args, namespace)
+
+
+def _add_dispatch_parser(sub, name: str, **kwargs) -> _DispatchParser:
+    """``sub.add_parser(name, ...)`` creating a :class:`_DispatchParser` (argparse takes the class per action)."""
+    cls = sub._parser_class  # noqa: SLF001 - argparse has no per-parser option for it
+    sub._parser_class = _DispatchParser  # noqa: SLF001
+    try:
+        return sub.add_parser(name, formatter_class=_Formatter, **kwargs)
+    finally:
+        sub._parser_class = cls  # noqa: SLF001
+
+
+def _optional(module: str, register) -> None:
+    """Run ``register(module)`` if ``equiframe.experiments.<module>`` imports (else its commands explain why)."""
+    try:
+        mod = importlib.import_module(f"equiframe.experiments.{module}")
+    except ImportError as err:  # an optional dependency is missing: the command explains itself
+        register(None, err)
+        return
+    register(mod, None)
+
+
+def _missing(sub, name: str, err: Exception) -> None:
+    sub.add_parser(name, help=f"(unavailable: {err})").set_defaults(func=_unavailable(name, err))
+
+
+GRAMMAR = """\
+commands (one grammar: VERB EXPERIMENT [options]; `equiframe VERB EXPERIMENT --help` lists the options):
+  equiframe data nbody | normals | graphs exp|sr25     generate (cache) or download a data set
+  equiframe train nbody | graphs | normals             train (several seeds, resumable: --resume, --resume-or-start)
+  equiframe eval nbody | graphs | normals [RUNS]       re-evaluate trained runs (default RUNS: runs/EXPERIMENT)
+  equiframe eval graphs-separation --dataset D ...     the separation test of untrained graph models
+  equiframe estimate normals FILE -o OUT               normals of a point cloud with the shipped model
+  equiframe report [ROOT] | report normals [ROOT]      Markdown tables of results
+  equiframe demo                                       the main demonstration on a small budget
+
+older spellings (aliases, kept for existing scripts):
+  equiframe eval PATH             = eval EXPERIMENT PATH (any run directory / checkpoint)
+  equiframe data fetch exp|sr25   = data graphs exp|sr25
+  equiframe graphs classify ...   = train graphs ...
+  equiframe graphs separate ...   = eval graphs-separation ...
+  equiframe normals train ...     = train normals ...
+  equiframe normals estimate ...  = estimate normals ...
+  equiframe normals table --out R = report normals R
+  equiframe normals build ...     (the procedural shapes with the training sizes; see data normals)
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The ``equiframe`` argument parser (one grammar ``VERB EXPERIMENT``; the older spellings are aliases built
+    from the same argument functions, so both parse to the same handler and options)."""
+    parser = _Parser(
         prog="equiframe",
         description="Frame Averaging and Tensor Frames: make any network invariant/equivariant.\n"
-                    "Experiments: train, evaluate and report the n-body benchmark; `equiframe demo` runs it all "
-                    "on a small budget.",
-        formatter_class=_Formatter,
+                    "Experiments: nbody (charged particles), graphs (expressive power), normals (point clouds); "
+                    "`equiframe demo` runs the n-body benchmark on a small budget.",
+        epilog=GRAMMAR, formatter_class=_Formatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from .datasets.fetch import add_cli as _add_fetch_cli  # noqa: PLC0415
 
     # data
-    data = sub.add_parser("data", help="generate (and cache) a data set, or fetch EXP / SR25",
+    data = sub.add_parser("data", help="generate (and cache) or download the data of an experiment",
                           formatter_class=_Formatter)
-    dsub = data.add_subparsers(dest="dataset", required=True, metavar="DATASET")
-    dn = dsub.add_parser(
+    dsub = data.add_subparsers(dest="dataset", required=True, metavar="EXPERIMENT")
+    add_nbody_data_arguments(dsub.add_parser(
         "nbody", help="the charged n-body data (EGNN protocol: 3000/2000/2000 simulations)",
         formatter_class=_Formatter,
         description="Generate (and cache) the charged 5-body data set and print its statistics.\n\n"
@@ -281,124 +516,114 @@ def build_parser() -> argparse.ArgumentParser:
                     "of the published nbody_small files (generate_dataset.py --num-train 10000 --seed 43 "
                     "--sufix small): the test split's statistics are the published ones (no motion 0.2715, "
                     "x + c v 0.0835 with c = 0.735).",
-    )
-    dn.add_argument("--root", default=None, help="cache root (default: $EQUIFRAME_CACHE or ~/.cache/equiframe)")
-    dn.add_argument("--seed", type=_nonneg_int, default=None,
-                    help="root seed of the simulations (default: 43 with the egnn stream, 0 with split)")
-    dn.add_argument("--stream", choices=("split", "egnn"), default="egnn",
-                    help="random stream of the initial conditions: egnn (the original generator's) or split (ours)")
-    dn.add_argument("--sims", type=_positive_int, nargs=3, default=[3000, 2000, 2000], metavar=("TRAIN", "VALID", "TEST"),
-                    help="simulations generated per split (the first k of a split do not depend on its size)")
-    dn.add_argument("--egnn-npy", default=None, metavar="DIR",
-                    help="show the statistics of the original EGNN .npy files in DIR instead")
-    dn.add_argument("--json", action="store_true", help="also print the statistics as JSON")
-    dn.add_argument("--quiet", action="store_true", help="no progress bar")
-    dn.set_defaults(func=_cmd_data)
-    from .datasets.fetch import add_cli as _add_fetch_cli  # noqa: PLC0415
+    ))
+    _add_fetch_cli(dsub, "graphs", help="download EXP or SR25 (graph8c, CSL are generated when used)")
+    _add_fetch_cli(dsub, "fetch", help="alias of `equiframe data graphs`")
 
-    _add_fetch_cli(dsub)  # equiframe data fetch exp|sr25
-    try:  # `equiframe data normals` (procedural or CAD-kernel normal-estimation data)
-        importlib.import_module("equiframe.experiments.normals").add_data_cli(dsub)
-    except ImportError as err:
-        dsub.add_parser("normals", help=f"(unavailable: {err})").set_defaults(func=_unavailable("normals", err))
+    def data_normals(mod, err):
+        if mod is None:
+            _missing(dsub, "normals", err)
+        else:
+            mod.add_data_cli(dsub)
+
+    _optional("normals", data_normals)
 
     # train
     tr = sub.add_parser("train", help="train models of an experiment (several seeds; resumable; DDP under torchrun)",
                         formatter_class=_Formatter)
     tsub = tr.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
-    tn = tsub.add_parser(
+    add_nbody_train_arguments(tsub.add_parser(
         "nbody", formatter_class=_Formatter,
         help="charged n-body: predict positions one time unit ahead",
         description="Train on the charged n-body task (SPEC 4.1 protocol: Adam, batch 100, weight decay 1e-12, "
                     "test MSE at the best validation epoch). Results: OUT/nbody/<model>/seed<k>/ "
                     "(checkpoint.pt, metrics.json, curves.csv, curves.png).\n\n"
                     "Distributed: torchrun --nproc_per_node 2 -m equiframe train nbody ...",
-    )
-    tn.add_argument("--model", choices=_MODELS, required=True, help="model to train")
-    tn.add_argument("--epochs", type=_positive_int, default=100, help="epochs (the protocol allows up to 10000)")
-    tn.add_argument("--seeds", type=_nonneg_int, nargs="+", default=[0], help="one run per seed, sequentially")
-    tn.add_argument("--lr", type=_positive_float, default=None,
-                    help="learning rate (default per model: fa-gnn/tf-gnn/linear 1e-3, egnn/gnn 5e-4)")
-    tn.add_argument("--batch-size", type=_positive_int, default=100, help="global batch size")
-    tn.add_argument("--weight-decay", type=_nonneg_float, default=1e-12, help="Adam weight decay")
-    tn.add_argument("--grad-clip", type=_positive_float, default=None, help="clip the gradient norm")
-    tn.add_argument("--n-train", type=_positive_int, default=None, help="training simulations used (a prefix; default: all 3000)")
-    tn.add_argument("--n-valid", type=_positive_int, default=None, help="validation simulations used (a prefix; default: all 2000)")
-    tn.add_argument("--n-test", type=_positive_int, default=None, help="test simulations used (a prefix; default: all 2000)")
-    tn.add_argument("--hidden", type=_positive_int, default=None, help="width (default: 60 GNN/FA-GNN, 64 EGNN/TF-GNN)")
-    tn.add_argument("--layers", type=_positive_int, default=4, help="message passing layers")
-    tn.add_argument("--fa-mode", choices=("all", "canonical", "stochastic"), default=None,
-                    help="FA-GNN frame mode: all = the full 8-element E(3) frame in training and evaluation; "
-                         "stochastic = one sampled element per system (and layer) while training, the full frame "
-                         "in evaluation; canonical = one canonical element (default: stochastic for "
-                         "--fa-variant layerwise, all for input)")
-    tn.add_argument("--fa-variant", choices=("input", "layerwise"), default="input",
-                    help="FA-GNN: input = the input's frame around the whole GNN; layerwise = frame averaging "
-                         "at every layer with latent frames (the FA paper's n-body code)")
-    tn.add_argument("--hidden-reps", default="32x0n+8x1n", help="TF-GNN hidden feature type")
-    tn.add_argument("--edge-distances", action="store_true", help="GNN/FA-GNN: add squared distances to edge features")
-    tn.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="data and model precision")
-    tn.add_argument("--eval-every", type=_positive_int, default=1, help="validate every N epochs")
-    tn.add_argument("--eval-batch-size", type=_positive_int, default=None, help="evaluation batch size")
-    tn.add_argument("--patience", type=_positive_int, default=None, help="early stopping: evaluations without improvement")
-    tn.add_argument("--checkpoint-every", type=_positive_int, default=10, help="checkpoint every N epochs")
-    tn.add_argument("--out", default="runs", help="results root")
-    tn.add_argument("--name", default=None, help="run directory name (default: the model, e.g. fa-gnn)")
-    mode = tn.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true",
-                      help="continue existing runs from their last checkpoint (an error where a run has none)")
-    mode.add_argument("--resume-or-start", action="store_true",
-                      help="continue runs that have a checkpoint, start the others")
-    mode.add_argument("--overwrite", action="store_true", help="delete existing runs and start again")
-    tn.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    tn.add_argument("--num-workers", type=_nonneg_int, default=0, help="DataLoader worker processes")
-    tn.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads per process")
-    tn.add_argument("--compile", action="store_true",
-                    help="train through torch.compile (inductor; falls back to eager with a warning when no "
-                         "compiler works here; compiling takes about a minute per batch shape on CPU)")
-    tn.add_argument("--data-root", default=None, help="cache root of the generated data")
-    tn.add_argument("--sims", type=_positive_int, nargs=3, default=[3000, 2000, 2000], metavar=("TRAIN", "VALID", "TEST"),
-                    help="simulations generated per split (advanced; --n-train etc. select prefixes of them)")
-    tn.add_argument("--data-seed", type=_nonneg_int, default=None,
-                    help="root seed of the simulations (default: 43 with the egnn stream, 0 with split)")
-    tn.add_argument("--data-stream", choices=("split", "egnn"), default="egnn",
-                    help="random stream of the initial conditions: egnn (the original EGNN generator's stream; with "
-                         "the default seed 43 the published nbody_small data set, see `equiframe data nbody --help`) "
-                         "or split (ours, one generator per split: independent data sets for other seeds)")
-    tn.add_argument("--egnn-npy", default=None, metavar="DIR", help="train on the original EGNN .npy files in DIR")
-    tn.add_argument("--no-diagnostics", action="store_true", help="skip the final equivariance / rotation diagnostics")
-    tn.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
-    tn.set_defaults(func=_cmd_train)
+    ))
+
+    def train_graphs(mod, err):
+        if mod is None:
+            _missing(tsub, "graphs", err)
+        else:
+            mod.add_classify_arguments(tsub.add_parser(
+                "graphs", formatter_class=_Formatter,
+                help="graph classification: EXP-classify or CSL (5-fold CV) (older spelling: graphs classify)"))
+
+    def train_normals(mod, err):
+        if mod is None:
+            _missing(tsub, "normals", err)
+        else:
+            mod.add_train_arguments(tsub.add_parser(
+                "normals", formatter_class=_Formatter,
+                help="point-cloud normal estimation in one setting (older spelling: normals train)"))
+
+    _optional("graphs", train_graphs)
+    _optional("normals", train_normals)
 
     # eval
-    ev = sub.add_parser("eval", help="evaluate a run directory or checkpoint (or every run under a directory)",
-                        formatter_class=_Formatter)
+    ev = _add_dispatch_parser(
+        sub, "eval",
+        help="re-evaluate trained runs (eval nbody|graphs|normals [RUNS]) or run the graph separation test "
+             "(eval graphs-separation)",
+        description="equiframe eval EXPERIMENT [RUNS] [options]   (EXPERIMENT: nbody, graphs, normals; RUNS: a run "
+                    "directory, checkpoint.pt or a directory of runs, default runs/EXPERIMENT)\n"
+                    "equiframe eval graphs-separation --dataset D --model M ...   (untrained models: pairs of "
+                    "non-isomorphic graphs never distinguished)\n"
+                    "equiframe eval PATH [options]   (older spelling: any run, whatever its experiment)")
     ev.add_argument("path", help="run directory (…/seed0), checkpoint.pt, or a directory of runs")
-    ev.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split to evaluate")
-    ev.add_argument("--which", choices=("best", "last"), default="best", help="best-validation or last weights")
-    ev.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    ev.add_argument("--batch-size", type=_positive_int, default=None, help="evaluation batch size")
-    ev.add_argument("--diagnostics", action="store_true", help="also measure equivariance and MSE vs rotation")
-    ev.add_argument("--json", action="store_true", help="print JSON")
-    ev.set_defaults(func=_cmd_eval)
+    add_eval_arguments(ev)
+    for name in ("nbody", "graphs", "normals"):
+        q = ev.add_experiment(name, description=f"Re-evaluate {name} runs (the best checkpoint by default).")
+        q.add_argument("path", nargs="?", default=str(Path("runs") / name),
+                       help="run directory (…/seed0), checkpoint.pt, or a directory of runs")
+        add_eval_arguments(q).set_defaults(expect_experiment=name)
+
+    def eval_separation(mod, err):
+        q = ev.add_experiment("graphs-separation", description="The separation test of untrained graph models "
+                                                               "(older spelling: equiframe graphs separate).")
+        if mod is None:
+            q.set_defaults(func=_unavailable("eval graphs-separation", err))
+        else:
+            mod.add_separate_arguments(q)
+
+    _optional("graphs", eval_separation)
+
+    # estimate
+    es = sub.add_parser("estimate", help="apply a shipped pretrained model: estimate normals FILE -o OUT",
+                        formatter_class=_Formatter)
+    esub = es.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+
+    def estimate_normals(mod, err):
+        if mod is None:
+            _missing(esub, "normals", err)
+        else:
+            mod.add_estimate_arguments(esub.add_parser(
+                "normals", formatter_class=_Formatter, description=mod.ESTIMATE_DESCRIPTION,
+                help="normals of a point cloud or mesh with the shipped pretrained model (older spelling: "
+                     "normals estimate)"))
+
+    _optional("normals", estimate_normals)
 
     # report
-    rp = sub.add_parser("report", help="Markdown table of all results under a runs directory (mean ± std over seeds)",
-                        formatter_class=_Formatter)
+    rp = _add_dispatch_parser(sub, "report",
+                        help="Markdown table of all results under a runs directory (mean ± std over seeds); "
+                             "report normals [ROOT]: the normals table",
+                        description="equiframe report [ROOT] [--out FILE] [--no-plots]: every experiment's runs\n"
+                                    "equiframe report normals [ROOT]: the table of the normals settings "
+                                    "(older spelling: normals table --out ROOT)")
     rp.add_argument("root", nargs="?", default="results", help="results root (the committed results; training writes to runs/)")
     rp.add_argument("--out", default=None, help="report path (default: ROOT/report.md)")
     rp.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    rp.set_defaults(func=_cmd_report)
+    rp.set_defaults(func=_cmd_report, output_paths=("out",))
 
-    # experiments that register their own sub-commands
-    for module in ("graphs", "normals"):
-        try:
-            mod = importlib.import_module(f"equiframe.experiments.{module}")
-        except ImportError as err:  # an optional dependency is missing: the command explains itself
-            missing = sub.add_parser(module, help=f"(unavailable: {err})")
-            missing.set_defaults(func=_unavailable(module, err))
-            continue
-        mod.add_cli(sub)
+    def report_normals(mod, err):
+        q = rp.add_experiment("normals", description="Markdown table of the normals runs under ROOT.")
+        if mod is None:
+            q.set_defaults(func=_unavailable("report normals", err))
+        else:
+            mod.add_table_arguments(q, positional=True)
+
+    _optional("normals", report_normals)
 
     # demo
     demo = sub.add_parser("demo", help="run the main demonstration on a small built-in budget and write its report",
@@ -409,7 +634,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-pointnet", action="store_true", help="skip the FA-on-PointNet section")
     demo.add_argument("--data-root", default=None, help="cache root of the generated data")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    demo.set_defaults(func=_cmd_demo)
+    demo.set_defaults(func=_cmd_demo, output_dirs=("out",), cache_dirs=("data_root",))
+
+    # the older experiment-specific spellings (aliases built from the same argument functions)
+    for module in ("graphs", "normals"):
+        _optional(module, lambda mod, err, module=module: _missing(sub, module, err) if mod is None
+                  else mod.add_cli(sub))
     return parser
 
 
@@ -417,6 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_paths(args)
         return args.func(args)
     except (ValueError, OSError) as err:  # OSError: missing / unwritable paths (FileNotFoundError...)
         if os.environ.get("EQUIFRAME_DEBUG"):

@@ -276,14 +276,14 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_cli(dataset_parsers: argparse._SubParsersAction) -> None:
-    """Register ``fetch`` under ``equiframe data``: ``equiframe data fetch exp|sr25 [--url ...]``."""
-    fp = dataset_parsers.add_parser(
-        "fetch", help="download EXP or SR25 (resumable, checksummed, validated) into the data directory",
-        description="Download a graph data set that cannot be generated into --data-dir (default $EQUIFRAME_DATA "
-                    "or ~/.cache/equiframe/data), where `equiframe graphs ...` finds it. Interrupted downloads "
-                    "resume; the file is checked (SHA-256 where known) and validated before use.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+FETCH_DESCRIPTION = ("Download a graph data set that cannot be generated into --data-dir (default $EQUIFRAME_DATA "
+                     "or ~/.cache/equiframe/data), where `equiframe train graphs` / `equiframe eval graphs-separation` "
+                     "find it. Interrupted downloads resume; the file is checked (SHA-256 where known) and validated "
+                     "before use.")
+
+
+def add_fetch_arguments(fp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options and handler of ``equiframe data graphs exp|sr25`` (= ``equiframe data fetch exp|sr25``)."""
     fp.add_argument("fetch_dataset", choices=get_args(FetchDataset), metavar="DATASET", help="exp or sr25")
     fp.add_argument("--url", default=None, help="download from this URL instead of the default public source")
     fp.add_argument("--data-dir", default=None, help="target directory (default: $EQUIFRAME_DATA or "
@@ -292,6 +292,21 @@ def add_cli(dataset_parsers: argparse._SubParsersAction) -> None:
                                                    "files)")
     fp.add_argument("--no-checksum", action="store_true", help="skip the checksum (the content is still validated)")
     fp.add_argument("--force", action="store_true", help="download again even if a valid copy is present")
-    fp.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds")
+    fp.add_argument("--timeout", type=_positive_seconds, default=60.0, help="socket timeout in seconds")
     fp.add_argument("--quiet", action="store_true", help="no progress bar")
-    fp.set_defaults(func=_cmd_fetch)
+    fp.set_defaults(func=_cmd_fetch, cache_dirs=("data_dir",))  # paths: checked by equiframe.cli.check_paths
+    return fp
+
+
+def _positive_seconds(text: str) -> float:
+    from ..cli import _positive_float  # noqa: PLC0415  (the command line's checked argument types)
+
+    return _positive_float(text)
+
+
+def add_cli(dataset_parsers: argparse._SubParsersAction, name: str = "fetch",
+            help: str = "download EXP or SR25 (resumable, checksummed, validated) into the data directory") -> None:
+    """Register ``equiframe data fetch exp|sr25 [--url ...]`` (or the same command under another ``name``:
+    ``equiframe data graphs exp|sr25``) on the sub-parsers of ``equiframe data``."""
+    add_fetch_arguments(dataset_parsers.add_parser(name, help=help, description=FETCH_DESCRIPTION,
+                                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter))

@@ -46,6 +46,7 @@ from ..models.graphs import GRAPH_MODEL_NAMES, ComponentOrder, FrameKind, GraphM
 from .._machine import machine_description
 from ..train import Experiment, OptimConfig, TrainConfig, fit
 from . import register_experiment
+from ..cli import _nonneg_float, _nonneg_int, _positive_float as _pos_float, _positive_int as _pos_int
 
 __all__ = [
     "CLASSIFY_DATASETS",
@@ -746,6 +747,7 @@ def classify(
     quiet: bool = True,
     threads: int | None = None,
     device: str = "cpu",
+    require_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """Train and test a graph classifier with the shared loop (:func:`equiframe.train.fit`).
 
@@ -760,7 +762,9 @@ def classify(
     (canonical frames: always exact, one element). ``frame="canonical", train_frame="spectral"`` =
     augmentation over the spectral frame in training, exactly invariant evaluation. ``train_components=
     "shuffled"`` samples the training orders from the component frame instead (connected components in random
-    order; :func:`~equiframe.frames.graph.shuffle_components`).
+    order; :func:`~equiframe.frames.graph.shuffle_components`). ``resume`` continues runs from their checkpoints;
+    with ``require_checkpoint`` a run without one is a ``FileNotFoundError`` (the CLI's ``--resume``; its
+    ``--resume-or-start`` starts such runs).
 
     Returns:
         ``{"test_accuracy_mean", "test_accuracy_std", "runs": [{fold, seed, test_accuracy, best_epoch,
@@ -774,8 +778,8 @@ def classify(
     t0 = time.perf_counter()
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, optim=OptimConfig(lr=lr, weight_decay=weight_decay),
                       seeds=tuple(seeds), eval_every=eval_every, checkpoint_every=max(10, epochs), out=str(out),
-                      overwrite=overwrite, resume=resume, quiet=quiet, threads=threads, device=device,
-                      diagnostics=True)
+                      overwrite=overwrite, resume=resume, require_checkpoint=require_checkpoint, quiet=quiet,
+                      threads=threads, device=device, diagnostics=True)
     runs = []
     for fold in folds:
         exp = GraphClassificationExperiment(GraphClassificationConfig(
@@ -802,10 +806,10 @@ def classify(
 
 
 # ================================================================================================ CLI
-def _pos_int(s: str) -> int:
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s}")
+def _fold(s: str) -> int:
+    v = _nonneg_int(s)
+    if v > 4:
+        raise argparse.ArgumentTypeError(f"expected a fold 0..4, got {s!r}")
     return v
 
 
@@ -836,7 +840,8 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     res = classify(args.dataset, args.model, args.epochs, frame=args.frame, train_frame=args.train_frame,
                    select=args.select, train_components=args.train_components, seeds=args.seeds, folds=args.folds, lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size, hidden=args.hidden,
                    layers=args.layers, max_size=args.max_size, n_samples=args.n_samples, dtype=args.dtype, data_dir=args.data_dir,
-                   out=args.out, eval_every=args.eval_every, overwrite=args.overwrite, resume=args.resume,
+                   out=args.out, eval_every=args.eval_every, overwrite=args.overwrite,
+                   resume=args.resume or args.resume_or_start, require_checkpoint=args.resume,
                    quiet=args.quiet, threads=args.threads, device=args.device)
     if args.json:
         print(json.dumps(res, indent=2))
@@ -851,72 +856,92 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_common_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", choices=GRAPH_MODEL_NAMES, required=True, help="model")
+    p.add_argument("--frame", choices=get_args(FrameKind), default="spectral",
+                   help="FA frames: spectral (paper) or canonical (individualisation-refinement keys)")
+    p.add_argument("--n-samples", type=_pos_int, default=1, help="frame samples per graph above --max-size")
+    p.add_argument("--hidden", type=_pos_int, default=64, help="width")
+    p.add_argument("--layers", type=_pos_int, default=3, help="layers")
+    p.add_argument("--dtype", choices=tuple(_DTYPES), default="float32", help="precision")
+    p.add_argument("--data-dir", default=None, help="directory of exp_graphsat.npz / sr251256.g6 "
+                   "(None: $EQUIFRAME_DATA)")
+    p.add_argument("--threads", type=_pos_int, default=None, help="torch intra-op threads (None: unchanged)")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def add_separate_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the options of the separation test (``equiframe eval graphs-separation`` = ``equiframe graphs
+    separate``) to ``p`` and set its handler. Returns ``p``."""
+    p.add_argument("--dataset", choices=SEPARATION_DATASETS, required=True, help="data set")
+    _add_common_arguments(p)
+    p.add_argument("--seeds", type=_pos_int, default=None, help="random initialisations (None: 100; SR25: 10)")
+    p.add_argument("--threshold", type=_nonneg_float, default=1e-3, help="L1 distance above which a pair is distinguished")
+    p.add_argument("--max-size", type=_pos_int, default=None,
+                   help="largest frame averaged exactly (None: 40320 on graph8c, 1024 else)")
+    p.add_argument("--out-dim", type=_pos_int, default=10, help="embedding size")
+    p.add_argument("--batch-size", type=_pos_int, default=None, help="graphs per forward pass (None: 2048 for FA on graph8c, 4096 else)")
+    p.add_argument("--gin-eps", type=float, default=0.0, help="initial GIN epsilon (FA-GIN+ID, GIN)")
+    p.add_argument("--node-features", choices=get_args(NodeFeatures), default="default",
+                   help="node features: the data set's (EXP node types, else ones) or with the degree appended")
+    p.add_argument("--no-false-positives", action="store_true", help="skip the relabelled-copy check")
+    p.set_defaults(func=_cmd_separate, existing_dirs=("data_dir",))  # paths: checked by equiframe.cli.check_paths
+    return p
+
+
+def add_classify_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the options of graph classification training (``equiframe train graphs`` = ``equiframe graphs
+    classify``) to ``p`` and set its handler. Returns ``p``."""
+    p.add_argument("--dataset", choices=CLASSIFY_DATASETS, required=True, help="data set")
+    _add_common_arguments(p)
+    p.add_argument("--train-frame", choices=get_args(FrameKind), default=None,
+                   help="FA frames while training (None: --frame); '--frame canonical --train-frame spectral' "
+                        "trains on sampled spectral orders and evaluates with the exact canonical frame")
+    p.add_argument("--select", choices=get_args(SelectMetric), default="error",
+                   help="validation metric of model selection: error (first epoch of the lowest error) or loss "
+                        "(lowest cross-entropy, as the FA paper's code)")
+    p.add_argument("--train-components", choices=get_args(ComponentOrder), default="sorted",
+                   help="FA models: 'shuffled' samples training orders with each graph's connected components in "
+                        "random order (position-reading backbones then see every component at every offset)")
+    p.add_argument("--epochs", type=_pos_int, default=199, help="epochs")
+    p.add_argument("--seeds", type=_nonneg_int, nargs="+", default=[0], help="seeds")
+    p.add_argument("--folds", type=_fold, nargs="+", default=None, help="CSL folds 0..4 (None: all 5)")
+    p.add_argument("--lr", type=_pos_float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--weight-decay", type=_nonneg_float, default=0.0, help="Adam weight decay")
+    p.add_argument("--batch-size", type=_pos_int, default=32, help="batch size")
+    p.add_argument("--max-size", type=_pos_int, default=1024, help="evaluation: largest frame averaged exactly")
+    p.add_argument("--eval-every", type=_pos_int, default=1, help="validate every N epochs")
+    p.add_argument("--out", default="runs", help="results root")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, auto")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="continue existing runs from their last checkpoint (an error where a run has none)")
+    mode.add_argument("--resume-or-start", action="store_true",
+                      help="continue runs that have a checkpoint, start the others")
+    mode.add_argument("--overwrite", action="store_true", help="start existing runs again")
+    p.set_defaults(func=_cmd_classify, existing_dirs=("data_dir",), output_dirs=("out",))
+    return p
+
+
 def add_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``graphs separate`` and ``graphs classify`` on an ``argparse`` sub-parser set.
+    """Register the older spellings ``graphs separate`` and ``graphs classify`` on an ``argparse`` sub-parser set
+    (aliases of ``equiframe eval graphs-separation`` and ``equiframe train graphs``: the same argument functions,
+    :func:`add_separate_arguments` and :func:`add_classify_arguments`).
 
     Each sub-command sets ``func`` (``args.func(args) -> int``), like the other commands of
     :mod:`equiframe.cli`. Returns the ``graphs`` parser.
     """
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    gp = subparsers.add_parser("graphs", help="expressive power of graph models: separation and classification",
-                               formatter_class=fmt)
+    gp = subparsers.add_parser("graphs", formatter_class=fmt,
+                               help="(older spelling) graphs separate = eval graphs-separation, "
+                                    "graphs classify = train graphs")
     gsub = gp.add_subparsers(dest="graphs_command", required=True, metavar="TASK")
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", choices=GRAPH_MODEL_NAMES, required=True, help="model")
-        p.add_argument("--frame", choices=get_args(FrameKind), default="spectral",
-                       help="FA frames: spectral (paper) or canonical (individualisation-refinement keys)")
-        p.add_argument("--n-samples", type=_pos_int, default=1, help="frame samples per graph above --max-size")
-        p.add_argument("--hidden", type=_pos_int, default=64, help="width")
-        p.add_argument("--layers", type=_pos_int, default=3, help="layers")
-        p.add_argument("--dtype", choices=tuple(_DTYPES), default="float32", help="precision")
-        p.add_argument("--data-dir", default=None, help="directory of exp_graphsat.npz / sr251256.g6 "
-                       "(None: $EQUIFRAME_DATA)")
-        p.add_argument("--threads", type=_pos_int, default=None, help="torch intra-op threads (None: unchanged)")
-        p.add_argument("--json", action="store_true", help="print the full result as JSON")
-        p.add_argument("--quiet", action="store_true", help="no progress lines")
-
-    sp = gsub.add_parser("separate", formatter_class=fmt,
-                         help="count pairs of non-isomorphic graphs that untrained models never distinguish")
-    sp.add_argument("--dataset", choices=SEPARATION_DATASETS, required=True, help="data set")
-    common(sp)
-    sp.add_argument("--seeds", type=_pos_int, default=None, help="random initialisations (None: 100; SR25: 10)")
-    sp.add_argument("--threshold", type=float, default=1e-3, help="L1 distance above which a pair is distinguished")
-    sp.add_argument("--max-size", type=_pos_int, default=None,
-                    help="largest frame averaged exactly (None: 40320 on graph8c, 1024 else)")
-    sp.add_argument("--out-dim", type=_pos_int, default=10, help="embedding size")
-    sp.add_argument("--batch-size", type=_pos_int, default=None, help="graphs per forward pass (None: 2048 for FA on graph8c, 4096 else)")
-    sp.add_argument("--gin-eps", type=float, default=0.0, help="initial GIN epsilon (FA-GIN+ID, GIN)")
-    sp.add_argument("--node-features", choices=get_args(NodeFeatures), default="default",
-                    help="node features: the data set's (EXP node types, else ones) or with the degree appended")
-    sp.add_argument("--no-false-positives", action="store_true", help="skip the relabelled-copy check")
-    sp.set_defaults(func=_cmd_separate)
-
-    cp = gsub.add_parser("classify", formatter_class=fmt,
-                         help="train and test on EXP-classify or CSL (5-fold CV) with the shared training loop")
-    cp.add_argument("--dataset", choices=CLASSIFY_DATASETS, required=True, help="data set")
-    common(cp)
-    cp.add_argument("--train-frame", choices=get_args(FrameKind), default=None,
-                    help="FA frames while training (None: --frame); '--frame canonical --train-frame spectral' "
-                         "trains on sampled spectral orders and evaluates with the exact canonical frame")
-    cp.add_argument("--select", choices=get_args(SelectMetric), default="error",
-                    help="validation metric of model selection: error (first epoch of the lowest error) or loss "
-                         "(lowest cross-entropy, as the FA paper's code)")
-    cp.add_argument("--train-components", choices=get_args(ComponentOrder), default="sorted",
-                    help="FA models: 'shuffled' samples training orders with each graph's connected components in "
-                         "random order (position-reading backbones then see every component at every offset)")
-    cp.add_argument("--epochs", type=_pos_int, default=199, help="epochs")
-    cp.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds")
-    cp.add_argument("--folds", type=int, nargs="+", default=None, help="CSL folds (None: all 5)")
-    cp.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    cp.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay")
-    cp.add_argument("--batch-size", type=_pos_int, default=32, help="batch size")
-    cp.add_argument("--max-size", type=_pos_int, default=1024, help="evaluation: largest frame averaged exactly")
-    cp.add_argument("--eval-every", type=_pos_int, default=1, help="validate every N epochs")
-    cp.add_argument("--out", default="runs", help="results root")
-    cp.add_argument("--device", default="cpu", help="cpu, cuda, auto")
-    mode = cp.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="continue existing runs")
-    mode.add_argument("--overwrite", action="store_true", help="start existing runs again")
-    cp.set_defaults(func=_cmd_classify)
+    add_separate_arguments(gsub.add_parser(
+        "separate", formatter_class=fmt,
+        help="alias of `equiframe eval graphs-separation`: count pairs of non-isomorphic graphs that untrained "
+             "models never distinguish"))
+    add_classify_arguments(gsub.add_parser(
+        "classify", formatter_class=fmt,
+        help="alias of `equiframe train graphs`: train and test on EXP-classify or CSL (5-fold CV)"))
     return gp

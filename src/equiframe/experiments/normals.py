@@ -55,6 +55,7 @@ from ..models.normals import (
 )
 from ..testing import equivariance_error
 from ..train import Experiment
+from ..cli import _nonneg_float, _nonneg_int, _positive_float as _pos_float, _positive_int as _pos_int
 
 if TYPE_CHECKING:
     from ..datasets.cad import CADConfig
@@ -629,109 +630,150 @@ def collect_runs(root: "str | Path") -> dict[str, dict[str, dict[str, float]]]:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def add_cli(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser:
-    """Register ``normals build | train | table`` on an argparse sub-parser collection.
+def add_shape_arguments(q: argparse.ArgumentParser) -> None:
+    """Add the data-set options of ``normals build`` / ``train normals`` to ``q``."""
+    q.add_argument("--n-train", type=_pos_int, default=8000)
+    q.add_argument("--n-valid", type=_pos_int, default=500)
+    q.add_argument("--n-test", type=_pos_int, default=2000)
+    q.add_argument("--n-points", type=_pos_int, default=512)
+    q.add_argument("--noise", type=_nonneg_float, default=0.0)
+    q.add_argument("--data-seed", type=_nonneg_int, default=0)
+    q.add_argument("--root", default=None, help="shapes cache root")
+    q.add_argument("--source", choices=get_args(Source), default="procedural",
+                   help="procedural shapes or the CAD-kernel parts (`equiframe data normals --source cad`)")
+    q.add_argument("--cad-parts", type=_pos_int, default=2000, help="parts of the built CAD data set")
+    q.add_argument("--cad-points", type=_pos_int, default=10000, help="samples per part of the built CAD data set")
 
-    ``normals build`` generates (caches) the meshes; ``normals train --model M --setting S`` trains
-    with :func:`equiframe.train.train` and writes prediction / histogram plots into the run directory;
-    ``normals table`` prints the Markdown table of all runs under ``--out``.
-    """
-    p = subparsers.add_parser("normals", help="point-cloud normal estimation (procedural CAD-like shapes)")
-    sub = p.add_subparsers(dest="normals_command", required=True, metavar="COMMAND")
 
-    def data_args(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--n-train", type=int, default=8000)
-        q.add_argument("--n-valid", type=int, default=500)
-        q.add_argument("--n-test", type=int, default=2000)
-        q.add_argument("--n-points", type=int, default=512)
-        q.add_argument("--noise", type=float, default=0.0)
-        q.add_argument("--data-seed", type=int, default=0)
-        q.add_argument("--root", default=None, help="shapes cache root")
-        q.add_argument("--source", choices=get_args(Source), default="procedural",
-                       help="procedural shapes or the CAD-kernel parts (`equiframe data normals --source cad`)")
-        q.add_argument("--cad-parts", type=int, default=2000, help="parts of the built CAD data set")
-        q.add_argument("--cad-points", type=int, default=10000, help="samples per part of the built CAD data set")
+def add_build_arguments(b: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options and handler of ``equiframe normals build`` (generate and cache the procedural shapes)."""
+    add_shape_arguments(b)
+    b.add_argument("--workers", type=_pos_int, default=None)
+    b.set_defaults(func=_cmd_build, cache_dirs=("root",))  # paths: checked by equiframe.cli.check_paths
+    return b
 
-    b = sub.add_parser("build", help="generate (and cache) the shapes")
-    data_args(b)
-    b.add_argument("--workers", type=int, default=None)
-    b.set_defaults(func=_cmd_build)
 
-    t = sub.add_parser("train", help="train a model in one setting")
-    data_args(t)
+def add_train_arguments(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options and handler of ``equiframe train normals`` (= ``equiframe normals train``)."""
+    add_shape_arguments(t)
     t.add_argument("--model", choices=NORMALS_MODELS, default="fa-pointnet")
     t.add_argument("--setting", choices=SETTINGS, default="i/i")
-    t.add_argument("--epochs", type=int, default=100)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--seeds", type=int, nargs="+", default=[0])
-    t.add_argument("--hidden", type=int, default=64)
-    t.add_argument("--k", type=int, default=20)
+    t.add_argument("--epochs", type=_pos_int, default=100)
+    t.add_argument("--batch-size", type=_pos_int, default=32)
+    t.add_argument("--lr", type=_pos_float, default=1e-3)
+    t.add_argument("--seeds", type=_nonneg_int, nargs="+", default=[0])
+    t.add_argument("--hidden", type=_pos_int, default=64)
+    t.add_argument("--k", type=_pos_int, default=20)
     t.add_argument("--fa-mode", choices=get_args(FAMode), default="all")
     t.add_argument("--features", choices=get_args(LocalFeatures), default="pca",
                    help="typed local-geometry input of the global models (pointnet, dgcnn, fa-*)")
     t.add_argument("--output", choices=get_args(GlobalOutput), default="line",
                    help="output head of the global models")
     t.add_argument("--head", choices=get_args(Head), default=None, help="normal head of the local-frame models")
-    t.add_argument("--local-k", type=int, default=16)
+    t.add_argument("--local-k", type=_pos_int, default=16)
     t.add_argument("--hidden-reps", default="32x0n+8x1n")
     t.add_argument("--tf-frames", choices=get_args(FrameKind), default="pca")
-    t.add_argument("--tf-local-layers", type=int, default=2)
-    t.add_argument("--tf-ratios", type=float, nargs="*", default=[0.25, 0.25])
+    t.add_argument("--tf-local-layers", type=_pos_int, default=2)
+    t.add_argument("--tf-ratios", type=_pos_float, nargs="*", default=[0.25, 0.25])
     t.add_argument("--tf-no-pool-edges", action="store_true",
                    help="TF-PointNet++ (plane-fit head): do not give the head the neighbour-pooled edge features")
     t.add_argument("--tf-transport-edges", action="store_true",
                    help="TF-PointNet++ (plane-fit head): edge features include the transported sender features")
-    t.add_argument("--dgcnn-layers", type=int, default=3)
+    t.add_argument("--dgcnn-layers", type=_pos_int, default=3)
     t.add_argument("--dtype", choices=tuple(_DTYPES), default="float32")
     t.add_argument("--out", default="runs")
-    t.add_argument("--threads", type=int, default=None)
-    t.add_argument("--resume", action="store_true")
-    t.add_argument("--checkpoint-every", type=int, default=None, help="epochs between checkpoints (default min(10, epochs))")
-    t.add_argument("--overwrite", action="store_true")
+    t.add_argument("--threads", type=_pos_int, default=None)
+    mode = t.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="continue existing runs from their last checkpoint (an error where a run has none)")
+    mode.add_argument("--resume-or-start", action="store_true",
+                      help="continue runs that have a checkpoint, start the others")
+    mode.add_argument("--overwrite", action="store_true")
+    t.add_argument("--checkpoint-every", type=_pos_int, default=None,
+                   help="epochs between checkpoints (default min(10, epochs))")
     t.add_argument("--quiet", action="store_true")
-    t.set_defaults(func=_cmd_train)
+    t.set_defaults(func=_cmd_train, cache_dirs=("root",), output_dirs=("out",))
+    return t
 
-    e = sub.add_parser("estimate", help="estimate the normals of a point cloud with the shipped pretrained model",
-                       description="Reads PLY (ASCII or binary vertices), .xyz (PCPNet) / .txt / .pts rows, or samples "
-                                   "OFF / OBJ / STL meshes; writes PLY (binary unless --ascii) or text rows "
-                                   "x y z nx ny nz.")
+
+ESTIMATE_DESCRIPTION = ("Reads PLY (ASCII or binary vertices), .xyz (PCPNet) / .txt / .pts rows, or samples "
+                        "OFF / OBJ / STL meshes; writes PLY (binary unless --ascii) or text rows x y z nx ny nz.")
+
+
+def add_estimate_arguments(e: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options and handler of ``equiframe estimate normals`` (= ``equiframe normals estimate``)."""
     e.add_argument("input", help="point cloud or mesh file")
     e.add_argument("-o", "--output", required=True, help="output .ply / .xyz / .txt / .pts")
     e.add_argument("--model", default="fa-local-pointnet-cad", help="shipped model name")
     e.add_argument("--orient", action="store_true", help="orient the normals consistently (spanning-tree propagation)")
-    e.add_argument("--orient-k", type=int, default=10, help="neighbours of the orientation graph")
-    e.add_argument("--samples", type=int, default=100_000, help="points sampled from a mesh input")
-    e.add_argument("--chunk-size", type=int, default=16384, help="points per network call (bounds the memory)")
+    e.add_argument("--orient-k", type=_pos_int, default=10, help="neighbours of the orientation graph")
+    e.add_argument("--samples", type=_pos_int, default=100_000, help="points sampled from a mesh input")
+    e.add_argument("--chunk-size", type=_pos_int, default=16384, help="points per network call (bounds the memory)")
     e.add_argument("--ascii", action="store_true", help="write ASCII PLY")
-    e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--threads", type=_pos_int, default=None)
     e.add_argument("--quiet", action="store_true", help="no progress bar")
-    e.set_defaults(func=_cmd_estimate)
+    e.set_defaults(func=_cmd_estimate, output_files=("output",))
+    return e
 
-    tb = sub.add_parser("table", help="Markdown table of the normals runs under --out")
-    tb.add_argument("--out", default="runs")
-    tb.set_defaults(func=_cmd_table)
+
+def add_table_arguments(tb: argparse.ArgumentParser, *, positional: bool = False) -> argparse.ArgumentParser:
+    """Options and handler of ``equiframe report normals [ROOT]`` (= ``equiframe normals table [--out ROOT]``):
+    the runs root is ``--out`` in the older spelling, the positional ``root`` (like ``equiframe report``) in the
+    new one; both land in ``args.out``."""
+    if positional:
+        tb.add_argument("out", nargs="?", default="runs", metavar="root", help="runs root")
+    else:
+        tb.add_argument("--out", default="runs", help="runs root")
+    tb.set_defaults(func=_cmd_table, existing_dirs=(("out", "root" if positional else "--out"),))
+    return tb
+
+
+def add_cli(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser:
+    """Register the older spellings ``normals build | train | estimate | table`` on an argparse sub-parser
+    collection, from the same argument functions as the new grammar (``equiframe train normals``,
+    ``equiframe estimate normals``, ``equiframe report normals``; ``normals build`` has no new spelling beyond
+    ``equiframe data normals --source procedural``, which builds the default shapes).
+
+    ``normals build`` generates (caches) the meshes; ``normals train --model M --setting S`` trains
+    with :func:`equiframe.train.train` and writes prediction / histogram plots into the run directory;
+    ``normals table`` prints the Markdown table of all runs under ``--out``.
+    """
+    p = subparsers.add_parser("normals", help="(older spelling) normals train = train normals, normals estimate = "
+                                              "estimate normals, normals table = report normals; normals build")
+    sub = p.add_subparsers(dest="normals_command", required=True, metavar="COMMAND")
+    add_build_arguments(sub.add_parser("build", help="generate (and cache) the shapes with the training sizes "
+                                                     "(see also `equiframe data normals --source procedural`)"))
+    add_train_arguments(sub.add_parser("train", help="alias of `equiframe train normals`: train a model in one setting"))
+    add_estimate_arguments(sub.add_parser(
+        "estimate", help="alias of `equiframe estimate normals`: estimate the normals of a point cloud with the "
+                         "shipped pretrained model", description=ESTIMATE_DESCRIPTION))
+    add_table_arguments(sub.add_parser("table", help="alias of `equiframe report normals`: Markdown table of the "
+                                                     "normals runs under --out"))
     return p
+
+
+def add_data_arguments(d: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options and handler of ``equiframe data normals``."""
+    d.add_argument("--source", choices=("cad", "procedural"), default="cad")
+    d.add_argument("--parts", type=_pos_int, default=2000, help="parts (cad) / training shapes (procedural)")
+    d.add_argument("--points", type=_pos_int, default=10000, help="exact samples stored per part (cad)")
+    d.add_argument("--seed", type=_nonneg_int, default=0)
+    d.add_argument("--shard-size", type=_pos_int, default=16, help="parts per shard file (cad)")
+    d.add_argument("--workers", type=_pos_int, default=1, help="worker processes (the data do not depend on it)")
+    d.add_argument("--root", default=None, help="cache root (default: $EQUIFRAME_CACHE or ~/.cache/equiframe)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=_cmd_data_normals, cache_dirs=("root",))
+    return d
 
 
 def add_data_cli(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser:
     """Register ``data normals --source cad|procedural`` (the data sets of normal estimation)."""
-    d = subparsers.add_parser(
+    return add_data_arguments(subparsers.add_parser(
         "normals", help="normal-estimation data: CAD-kernel parts (exact normals) or procedural shapes",
         description="--source cad: random parametric parts built with OpenCASCADE (build123d; pip install "
                     "'equiframe[cad]'), points sampled area-uniformly on the B-rep faces with the exact surface "
                     "normals; sharded, SHA-256 checked, resumable (run the same command again). --source procedural: "
-                    "the boolean-of-primitives meshes of `equiframe normals build`.")
-    d.add_argument("--source", choices=("cad", "procedural"), default="cad")
-    d.add_argument("--parts", type=int, default=2000, help="parts (cad) / training shapes (procedural)")
-    d.add_argument("--points", type=int, default=10000, help="exact samples stored per part (cad)")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--shard-size", type=int, default=16, help="parts per shard file (cad)")
-    d.add_argument("--workers", type=int, default=1, help="worker processes (the data do not depend on it)")
-    d.add_argument("--root", default=None, help="cache root (default: $EQUIFRAME_CACHE or ~/.cache/equiframe)")
-    d.add_argument("--quiet", action="store_true", help="no progress bar")
-    d.set_defaults(func=_cmd_data_normals)
-    return d
+                    "the boolean-of-primitives meshes of `equiframe normals build`."))
 
 
 def _cmd_data_normals(args: argparse.Namespace) -> int:
@@ -775,7 +817,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps(res, indent=2))
         return 0
     tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optim=OptimConfig(lr=args.lr),
-                     seeds=tuple(args.seeds), out=args.out, resume=args.resume, overwrite=args.overwrite,
+                     seeds=tuple(args.seeds), out=args.out, resume=args.resume or args.resume_or_start,
+                     require_checkpoint=args.resume, overwrite=args.overwrite,
                      quiet=args.quiet, threads=args.threads, checkpoint_every=args.checkpoint_every or max(1, min(10, args.epochs)))
     for r in train(exp, tc):
         from ..train import load_checkpoint  # noqa: PLC0415
