@@ -55,6 +55,7 @@ from tqdm.auto import tqdm
 from ._machine import cpu_name
 from .checkpoints import (
     CHECKPOINT,
+    CURVES,  # noqa: F401  (re-exported)
     FORMAT_VERSION,
     METRICS,
     _cpu_state,

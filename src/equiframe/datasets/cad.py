@@ -68,7 +68,14 @@ from equiframe.datasets._cache import (
     save_arrays_npz,
     write_json_atomic,
 )
-from equiframe.datasets.cad_geometry import FAMILIES, SURFACE_TYPES, _require_build123d, make_part, sample_shape
+from equiframe.datasets.cad_geometry import (
+    FAMILIES,
+    SURFACE_TYPES,
+    Family,  # noqa: F401  (re-exported)
+    _require_build123d,
+    make_part,
+    sample_shape,
+)
 from equiframe.datasets.shapes import _random_rotation
 
 __all__ = [

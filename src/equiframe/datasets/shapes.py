@@ -43,6 +43,7 @@ from equiframe.datasets._cache import cache_entry, load_arrays_npz, load_or_buil
 from equiframe.datasets._cache import cache_key as _cache_key
 from equiframe.datasets.normal_metrics import angular_error_deg, knn_pca_normals, normal_loss
 from equiframe.datasets.surfaces import (
+    CenterMode,  # noqa: F401  (re-exported)
     Mesh,
     face_normals_and_areas,
     is_closed_manifold,

@@ -85,6 +85,7 @@ from ._normals_common import (
     GlobalOutput,
     Head,
     LocalFeatures,
+    NormalSign,  # noqa: F401  (re-exported)
     NormalsModelName,
     _as_batch,
     _check_dtype,
@@ -97,6 +98,7 @@ from ._normals_common import (
     tf_head_kind,
 )
 from .normals_geometry import (
+    KDTREE_MIN_POINTS,  # noqa: F401  (re-exported)
     _flat_edges,
     dense_knn,
     farthest_point_sampling,
