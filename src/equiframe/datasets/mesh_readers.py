@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -79,6 +80,15 @@ def read_obj(path: PathLike) -> Mesh:
 _OFF_HEADER = re.compile(r"^(ST)?C?N?OFF(?P<rest>.*)$")
 
 
+def _next_line(it: Iterator[tuple[int, str]], p: Path, lineno: int, done: int, total: int,
+               what: str) -> tuple[int, str]:
+    """The next numbered line of ``it``; a truncated file raises with how many ``what`` were read."""
+    try:
+        return next(it)
+    except StopIteration:
+        raise ValueError(f"{p}:{lineno}: unexpected end of file: {done} of {total} {what} read") from None
+
+
 def read_off(path: PathLike) -> Mesh:
     """Object File Format (``OFF``, also ``COFF`` / ``NOFF`` / ``STOFF`` variants).
 
@@ -123,10 +133,7 @@ def read_off(path: PathLike) -> Mesh:
     tokens: list[str] = []
     v_lines: list[int] = []
     for _ in range(n_v):
-        try:
-            lineno, line = next(it)
-        except StopIteration:
-            raise ValueError(f"{p}:{lineno}: unexpected end of file: {len(v_lines)} of {n_v} vertices read") from None
+        lineno, line = _next_line(it, p, lineno, len(v_lines), n_v, "vertices")
         toks = line.split()
         if len(toks) < 3:
             raise ValueError(f"{p}:{lineno}: vertex needs 3 coordinates, got {len(toks)}")
@@ -142,10 +149,7 @@ def read_off(path: PathLike) -> Mesh:
     faces: list[tuple[int, int, int]] = []
     n_read = 0
     for _ in range(n_f):
-        try:
-            lineno, line = next(it)
-        except StopIteration:
-            raise ValueError(f"{p}:{lineno}: unexpected end of file: {n_read} of {n_f} faces read") from None
+        lineno, line = _next_line(it, p, lineno, n_read, n_f, "faces")
         toks = line.split()
         k = _int(toks[0], p, lineno, "face size")
         if k < 3 or len(toks) < k + 1:

@@ -90,6 +90,21 @@ def _as_batch(pos: Tensor) -> Tensor:
     return pos if pos.dim() == 3 else pos[None]
 
 
+def _checked_cloud(pos: Tensor, module: nn.Module, k: int) -> Tensor:
+    """``pos`` checked for a k-NN model ``module`` (its ``dim``, its dtype, more than ``k`` points per
+    cloud) and returned as a batch.
+
+    Shapes:
+        pos ``[B, N, d]`` or ``[N, d]`` -> ``[B, N, d]``
+    """
+    _check_pos(pos, module.dim)
+    _check_dtype(pos, module)
+    x = _as_batch(pos)
+    if x.shape[1] <= k:
+        raise ValueError(f"pos: every cloud needs more than k = {k} points")
+    return x
+
+
 def _feature_channels(features: str, dim: int) -> int:
     reps = FEATURE_REPS[features]
     return 0 if reps is None else TensorReps(reps, dim=dim).size

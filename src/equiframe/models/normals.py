@@ -91,6 +91,7 @@ from ._normals_common import (
     _check_dtype,
     _check_feat,
     _check_pos,
+    _checked_cloud,
     _choice,
     _feature_channels,
     _mlp,
@@ -235,13 +236,9 @@ class DGCNN(nn.Module):
         self.head = _mlp([hidden * layers + global_dim, 2 * hidden, hidden, out_channels], last_act=False)
 
     def forward(self, pos: Tensor, feat: Tensor | None = None) -> Tensor:
-        _check_pos(pos, self.dim)
-        _check_dtype(pos, self)
+        x = _checked_cloud(pos, self, self.k)
         feat = _check_feat(feat, pos, self.in_features)
-        x = _as_batch(pos)
         B, N, _ = x.shape
-        if N <= self.k:
-            raise ValueError(f"pos: every cloud needs more than k = {self.k} points")
         h = x if feat is None else torch.cat([x, _as_batch(feat)], dim=-1)
         feats = []
         graph = x

@@ -12,7 +12,7 @@ from typing import get_args
 from torch import Tensor, nn
 
 from ..frames.local import local_pca_frames
-from ._normals_common import NORMALS_TYPES, Head, _as_batch, _check_dtype, _check_pos, _choice, _mlp, _positive, _zero_last
+from ._normals_common import NORMALS_TYPES, Head, _check_dtype, _checked_cloud, _choice, _mlp, _positive, _zero_last
 from .normals_geometry import _flat_edges, _gather, dense_knn
 
 # ------------------------------------------------------------------------------------------ local frames
@@ -184,12 +184,8 @@ class LocalPointNet(nn.Module):
                 _zero_last(self.head)
 
     def forward(self, pos: Tensor) -> Tensor:
-        _check_pos(pos, self.dim)
-        _check_dtype(pos, self)
-        x = _as_batch(pos)
+        x = _checked_cloud(pos, self, self.k)
         B, N, d = x.shape
-        if N <= self.k:
-            raise ValueError(f"pos: every cloud needs more than k = {self.k} points")
         R, idx, _ = _pca_frames_dense(x, self.k)
         rel = (_gather(x, idx) - x[:, :, None]).reshape(B * N, self.k, d)
         out = self._predict(R, rel).reshape(B, N, d)

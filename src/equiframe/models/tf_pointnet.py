@@ -18,9 +18,7 @@ from ._normals_common import (
     FrameKind,
     Head,
     NormalSign,
-    _as_batch,
-    _check_dtype,
-    _check_pos,
+    _checked_cloud,
     _choice,
     _mlp,
     _positive,
@@ -186,12 +184,8 @@ class TFPointNet(nn.Module):
         return R, idx, lam
 
     def forward(self, pos: Tensor) -> Tensor:
-        _check_pos(pos, self.dim)
-        _check_dtype(pos, self)
-        x = _as_batch(pos)
+        x = _checked_cloud(pos, self, self.k)
         B, N, d = x.shape
-        if N <= self.k:
-            raise ValueError(f"pos: every cloud needs more than k = {self.k} points")
         R, idx, lam = self.local_frames(x)  # level-0 frames of every point
         if self.normalize:
             # invariant length unit per cloud: the mean distance to the k-th neighbour (PointNet++ divides
