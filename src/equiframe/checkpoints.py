@@ -17,30 +17,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .datasets._cache import _atomic_write  # the one atomic file write
+
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
 CURVES = "curves.csv"
 FORMAT_VERSION = 1
 
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file in the same directory + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` atomically (temporary file in the same directory + fsync + ``os.replace``)."""
+    _atomic_write(Path(path), lambda f: f.write(text), "w")
 
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to ``path`` atomically (temporary file + fsync + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    _atomic_write(Path(path), lambda f: torch.save(obj, f), "wb")
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -138,7 +130,5 @@ def _plot_curves(run_dir: Path, history: list[dict[str, Any]], metric: str, titl
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = run_dir / ".curves.png.tmp.png"
-    fig.savefig(tmp, dpi=110)
+    _atomic_write(run_dir / "curves.png", lambda f: fig.savefig(f, dpi=110, format="png"), "wb")
     plt.close(fig)
-    os.replace(tmp, run_dir / "curves.png")
