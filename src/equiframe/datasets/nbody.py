@@ -83,6 +83,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._checks import check_int
 from . import _cache
 from .nbody_config import (
     EGNN_POOLS,
@@ -91,7 +92,6 @@ from .nbody_config import (
     NBodyConfig,
     Split,
     Stream,  # noqa: F401  (re-exported)
-    _check_int,
     _check_split,
 )
 
@@ -155,7 +155,7 @@ def sample_initial_conditions(
     Shapes:
         pos0, vel0: ``[S, n, d]``; charges: ``[S, n, 1]``.
     """
-    _check_int("n_sims", n_sims, 1)
+    check_int("n_sims", n_sims, 1)
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
     n, d = config.n_particles, config.dim
@@ -500,7 +500,7 @@ def nbody_baselines(
     if vel.shape != pos.shape:
         raise ValueError(f"arrays['vel']: expected the shape of arrays['pos'] {pos.shape}, got {vel.shape}")
     for name, idx in (("input_sample", input_sample), ("target_sample", target_sample)):
-        _check_int(name, idx, 0)
+        check_int(name, idx, 0)
         if idx >= pos.shape[1]:
             raise ValueError(f"{name}: expected < {pos.shape[1]} (samples stored), got {idx}")
     x, v, y = pos[:, input_sample], vel[:, input_sample], pos[:, target_sample]
@@ -522,7 +522,7 @@ def fully_connected_edge_index(n: int, device: torch.device | str | None = None)
     Shapes:
         -> ``[2, n (n - 1)]`` (int64)
     """
-    _check_int("n", n, 1)
+    check_int("n", n, 1)
     rows, cols = torch.meshgrid(torch.arange(n, device=device), torch.arange(n, device=device), indexing="ij")
     keep = rows != cols
     return torch.stack([rows[keep], cols[keep]])
@@ -606,11 +606,11 @@ class NBodyDataset(torch.utils.data.Dataset):
         if charges.shape != (n_sims, n, 1):
             raise ValueError(f"arrays['charges']: expected shape {(n_sims, n, 1)}, got {charges.shape}")
         for name, idx in (("input_sample", input_sample), ("target_sample", target_sample)):
-            _check_int(name, idx, 0)
+            check_int(name, idx, 0)
             if idx >= n_time:
                 raise ValueError(f"{name}: expected < {n_time} (samples stored), got {idx}")
         if max_samples is not None:
-            _check_int("max_samples", max_samples, 1)
+            check_int("max_samples", max_samples, 1)
             if max_samples > n_sims:
                 raise ValueError(f"max_samples: expected <= {n_sims} (simulations in the split), got {max_samples}")
             n_sims = int(max_samples)

@@ -5,11 +5,12 @@ Split out of :mod:`equiframe.datasets.nbody`, which re-exports the public names.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
 import numpy as np
+
+from .._checks import check_int, check_real
 
 Split = Literal["train", "valid", "test"]
 SPLITS: tuple[Split, ...] = get_args(Split)
@@ -19,21 +20,6 @@ STREAMS: tuple[Stream, ...] = get_args(Stream)
 #: (``generate_dataset.py --num-train 10000 --seed 43 --sufix small``: 10 000 training simulations, of which
 #: the protocol uses the first 3000, then 2000 validation and 2000 test simulations).
 EGNN_POOLS: dict[Split, int] = {"train": 10_000, "valid": 2_000, "test": 2_000}
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected >= {minimum}, got {value}")
-
-
-def _check_float(name: str, value: object, minimum: float, *, strict: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name}: expected a float, got {type(value).__name__}")
-    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
-        op = ">" if strict else ">="
-        raise ValueError(f"{name}: expected a finite value {op} {minimum}, got {value}")
 
 
 def _check_split(split: object) -> None:
@@ -92,32 +78,32 @@ class NBodyConfig:
         return cls(**{"stream": "egnn", "seed": 43, **overrides})
 
     def __post_init__(self) -> None:
-        _check_int("n_particles", self.n_particles, 2)
-        _check_int("dim", self.dim, 1)
+        check_int("n_particles", self.n_particles, 2)
+        check_int("dim", self.dim, 1)
         for split in SPLITS:
-            _check_int(f"n_{split}", getattr(self, f"n_{split}"), 1)
-        _check_float("dt", self.dt, 0.0, strict=True)
-        _check_int("sample_every", self.sample_every, 1)
-        _check_int("n_steps", self.n_steps, 2 * self.sample_every)
+            check_int(f"n_{split}", getattr(self, f"n_{split}"), 1)
+        check_real("dt", self.dt, 0.0, strict=True)
+        check_int("sample_every", self.sample_every, 1)
+        check_int("n_steps", self.n_steps, 2 * self.sample_every)
         if self.n_steps % self.sample_every:
             raise ValueError(
                 f"n_steps: expected a multiple of sample_every={self.sample_every}, got {self.n_steps}"
             )
         for name in ("input_sample", "target_sample"):
-            _check_int(name, getattr(self, name), 0)
+            check_int(name, getattr(self, name), 0)
             if getattr(self, name) >= self.n_samples:
                 raise ValueError(
                     f"{name}: expected < n_samples = n_steps // sample_every - 1 = {self.n_samples}, "
                     f"got {getattr(self, name)}"
                 )
-        _check_float("position_std", self.position_std, 0.0, strict=True)
-        _check_float("velocity_norm", self.velocity_norm, 0.0, strict=False)
-        _check_float("charge_prob", self.charge_prob, 0.0, strict=False)
+        check_real("position_std", self.position_std, 0.0, strict=True)
+        check_real("velocity_norm", self.velocity_norm, 0.0, strict=False)
+        check_real("charge_prob", self.charge_prob, 0.0, strict=False)
         if self.charge_prob > 1:
             raise ValueError(f"charge_prob: expected a probability in [0, 1], got {self.charge_prob}")
-        _check_float("interaction_strength", self.interaction_strength, 0.0, strict=False)
-        _check_float("force_clip", self.force_clip, 0.0, strict=True)
-        _check_int("seed", self.seed, 0)
+        check_real("interaction_strength", self.interaction_strength, 0.0, strict=False)
+        check_real("force_clip", self.force_clip, 0.0, strict=True)
+        check_int("seed", self.seed, 0)
         if self.stream not in STREAMS:
             raise ValueError(f"stream: expected one of {STREAMS}, got {self.stream!r}")
         if self.stream == "egnn":
