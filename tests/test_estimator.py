@@ -89,7 +89,7 @@ def test_orientation_on_a_sphere():
 
 
 def test_kdtree_knn_matches_dense(monkeypatch):
-    import equiframe.models.normals as mn
+    import equiframe.models.normals_geometry as mn  # where dense_knn reads its threshold
 
     x = torch.randn(1, 500, 3, dtype=torch.float64)
     dense = dense_knn(x, x, 8)

@@ -36,6 +36,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ._checks import check_int
+
 __all__ = ["knn_graph", "radius_graph", "batch_to_ptr", "ptr_to_batch"]
 
 Flow = Literal["source_to_target", "target_to_source"]
@@ -87,14 +89,6 @@ def _check_backend(backend: str) -> None:
         raise ValueError(f"backend: expected 'auto', 'torch' or 'torch_cluster', got {backend!r}")
 
 
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected >= {minimum}, got {value}")
-    return value
-
-
 def _torch_cluster():
     try:
         import torch_cluster  # noqa: PLC0415
@@ -133,7 +127,7 @@ def batch_to_ptr(batch: Tensor, num_graphs: int | None = None) -> Tensor:
     needed = int(batch.max()) + 1 if batch.numel() else 0
     if num_graphs is None:
         num_graphs = needed
-    num_graphs = _check_int(num_graphs, "num_graphs", 0)
+    num_graphs = check_int("num_graphs", num_graphs, 0)
     if num_graphs < needed:
         raise ValueError(f"num_graphs: {num_graphs} is smaller than max(batch) + 1 = {needed}")
     counts = torch.bincount(batch, minlength=num_graphs)
@@ -389,10 +383,10 @@ def knn_graph(
         pos ``[N, d]``, batch ``[N]`` -> edge_index ``[2, E]`` with ``E <= N k``
     """
     _check_pos(pos)
-    k = _check_int(k, "k", 1)
+    k = check_int("k", k, 1)
     _check_flow(flow)
     _check_backend(backend)
-    budget = _check_int(max_block_elements, "max_block_elements", 1)
+    budget = check_int("max_block_elements", max_block_elements, 1)
     batch = _check_batch(batch, pos.shape[0], pos.device)
     tc = _torch_cluster() if backend != "torch" else None
     if backend == "torch_cluster" and tc is None:
@@ -440,13 +434,13 @@ def radius_graph(
         raise ValueError(f"r: expected a finite radius > 0, got {r}")
     _check_flow(flow)
     _check_backend(backend)
-    budget = _check_int(max_block_elements, "max_block_elements", 1)
+    budget = check_int("max_block_elements", max_block_elements, 1)
     batch = _check_batch(batch, pos.shape[0], pos.device)
     N = pos.shape[0]
     if max_num_neighbors is None:
         cap = max(N, 1)
     else:
-        cap = _check_int(max_num_neighbors, "max_num_neighbors", 1)
+        cap = check_int("max_num_neighbors", max_num_neighbors, 1)
     tc = _torch_cluster() if backend != "torch" else None
     if backend == "torch_cluster" and tc is None:
         raise ImportError("backend='torch_cluster' requested but torch_cluster is not installed")

@@ -34,18 +34,15 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import csv
-import io
 import json
 import math
 import os
-import platform
 import random  # noqa: F401  (seed_everything)
 import shutil
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
@@ -54,6 +51,35 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+from ._machine import cpu_name
+from .checkpoints import (
+    CHECKPOINT,
+    CURVES,  # noqa: F401  (re-exported)
+    FORMAT_VERSION,
+    METRICS,
+    _cpu_state,
+    _json_default,
+    _plot_curves,
+    _rng_states,
+    _set_rng_states,
+    _version,
+    _write_curves,
+    atomic_save,
+    atomic_write_text,
+    load_checkpoint,
+)
+from .distributed import (
+    DistInfo,
+    _all_reduce,
+    _barrier,
+    _check_rank_batches,
+    epoch_batches,
+    get_dist,
+    init_distributed,
+    resolve_device,
+)
+from .train_config import _RESUMABLE, OptimConfig, TrainConfig
 
 __all__ = [
     "CHECKPOINT",
@@ -78,160 +104,7 @@ __all__ = [
     "train",
 ]
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.json"
-CURVES = "curves.csv"
-FORMAT_VERSION = 1
 
-
-# ================================================================================================ configs
-def _pos_int(name: str, v: Any, minimum: int = 1) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {v!r}")
-
-
-def _pos_float(name: str, v: Any, *, allow_zero: bool) -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ValueError(f"{name}: expected a finite number {'>=' if allow_zero else '>'} 0, got {v!r}")
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """Adam with (L2) weight decay.
-
-    Attributes:
-        lr: learning rate.
-        weight_decay: weight decay of :class:`torch.optim.Adam` (1e-12 in the n-body protocol).
-        betas: Adam's betas.
-        grad_clip: clip the global gradient norm to this value (``None``: no clipping).
-        fused: PyTorch's fused Adam kernel (``None``: where PyTorch has one, CPU and CUDA; ``False``: the
-            per-tensor ``foreach`` implementation used before; the two agree up to rounding).
-    """
-
-    lr: float = 1e-3
-    weight_decay: float = 1e-12
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float | None = None
-    fused: bool | None = None
-
-    def __post_init__(self) -> None:
-        _pos_float("lr", self.lr, allow_zero=False)
-        _pos_float("weight_decay", self.weight_decay, allow_zero=True)
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"betas: expected two numbers in [0, 1), got {self.betas!r}")
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        if self.grad_clip is not None:
-            _pos_float("grad_clip", self.grad_clip, allow_zero=False)
-        if self.fused is not None and not isinstance(self.fused, bool):
-            raise TypeError(f"fused: expected True, False or None, got {self.fused!r}")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Options of the training loop (the experiment-specific ones live in the experiment's config).
-
-    Attributes:
-        epochs: number of epochs (the total: a resumed run continues up to it).
-        batch_size: global mini-batch size (split over the ranks under DDP).
-        optim: the optimiser.
-        seeds: one run per seed, sequentially.
-        eval_every: evaluate on the validation split every this many epochs (and at the last epoch).
-        patience: stop after this many evaluations without improvement (``None``: never).
-        checkpoint_every: write a checkpoint every this many epochs (and at the end).
-        eval_batch_size: batch size of evaluations (default: ``batch_size``).
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-        num_workers: DataLoader worker processes (0: batches are built in the main process).
-        out: results root; a run writes ``<out>/<experiment>/<name>/seed<k>/``.
-        name: the run name (default: the experiment's ``run_name``, e.g. the model).
-        resume: continue from an existing checkpoint (else an existing run is an error unless
-            ``overwrite``). Without a checkpoint the run starts (with a log line) unless
-            ``require_checkpoint``.
-        require_checkpoint: with ``resume``, a run without a checkpoint is an error (``FileNotFoundError``)
-            instead of a fresh start (the CLI's ``--resume``; ``--resume-or-start`` continues or starts).
-        overwrite: delete an existing run directory and start again.
-        quiet: no progress bars and no log lines.
-        diagnostics: run the experiment's extra diagnostics at the end (equivariance, rotations).
-        threads: ``torch.set_num_threads`` while the run trains, restored afterwards (``None``: leave as is).
-        compile: train through ``torch.compile(model)`` (inductor; evaluation stays eager) when a compiler
-            backend works here, else eagerly with a warning. Equal to eager training up to rounding.
-    """
-
-    epochs: int = 100
-    batch_size: int = 100
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    seeds: tuple[int, ...] = (0,)
-    eval_every: int = 1
-    patience: int | None = None
-    checkpoint_every: int = 10
-    eval_batch_size: int | None = None
-    device: str = "auto"
-    num_workers: int = 0
-    out: str = "runs"
-    name: str | None = None
-    resume: bool = False
-    overwrite: bool = False
-    quiet: bool = False
-    diagnostics: bool = True
-    threads: int | None = None
-    require_checkpoint: bool = False
-    compile: bool = False
-
-    def __post_init__(self) -> None:
-        _pos_int("epochs", self.epochs)
-        _pos_int("batch_size", self.batch_size)
-        if not isinstance(self.optim, OptimConfig):
-            raise TypeError(f"optim: expected an OptimConfig, got {type(self.optim).__name__}")
-        seeds = tuple(self.seeds)
-        if not seeds:
-            raise ValueError("seeds: expected at least one seed")
-        for s in seeds:
-            _pos_int("seeds", s, 0)
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds: expected distinct seeds, got {seeds}")
-        object.__setattr__(self, "seeds", seeds)
-        _pos_int("eval_every", self.eval_every)
-        if self.patience is not None:
-            _pos_int("patience", self.patience)
-        _pos_int("checkpoint_every", self.checkpoint_every)
-        if self.eval_batch_size is not None:
-            _pos_int("eval_batch_size", self.eval_batch_size)
-        _pos_int("num_workers", self.num_workers, 0)
-        if self.threads is not None:
-            _pos_int("threads", self.threads)
-        if not isinstance(self.device, str) or not self.device:
-            raise ValueError(f"device: expected a device string like 'cpu', 'cuda' or 'auto', got {self.device!r}")
-        if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
-            raise ValueError(f"name: expected a plain directory name, got {self.name!r}")
-        if self.resume and self.overwrite:
-            raise ValueError("resume, overwrite: choose one")
-        for name in ("resume", "overwrite", "require_checkpoint", "compile"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name}: expected True or False, got {getattr(self, name)!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["seeds"] = list(self.seeds)
-        d["optim"]["betas"] = list(self.optim.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
-        d = dict(d)
-        optim = dict(d.pop("optim", {}))
-        if "betas" in optim:
-            optim["betas"] = tuple(optim["betas"])
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"config: unknown training options {sorted(unknown)}")
-        if "seeds" in d:
-            d["seeds"] = tuple(d["seeds"])
-        return cls(optim=OptimConfig(**optim), **d)
-
-
-# Options that may change when a run is resumed (everything else must match the checkpoint).
-_RESUMABLE = {"epochs", "patience", "checkpoint_every", "device", "num_workers", "out", "resume", "overwrite",
-              "quiet", "diagnostics", "threads", "seeds", "eval_batch_size", "name", "require_checkpoint", "compile"}
 
 
 # ================================================================================================ experiment
@@ -320,87 +193,6 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-# ================================================================================================ distributed
-@dataclass(frozen=True)
-class DistInfo:
-    """Rank, world size and local rank of this process (``1`` process when not distributed)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def get_dist() -> DistInfo:
-    """The current process group's layout (single process when none is initialised)."""
-    if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
-    return DistInfo()
-
-
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Initialise the default process group from ``torchrun``'s environment variables.
-
-    ``WORLD_SIZE`` > 1 (set by ``torchrun``) starts a group with ``init_method="env://"`` (``RANK``,
-    ``MASTER_ADDR``, ``MASTER_PORT``), backend ``nccl`` when the run uses CUDA and ``gloo`` otherwise.
-    Without those variables (or ``WORLD_SIZE=1``) nothing is initialised. Idempotent.
-    """
-    if dist.is_available() and dist.is_initialized():
-        return get_dist()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    if not dist.is_available():
-        raise RuntimeError("WORLD_SIZE > 1 but torch.distributed is not available in this PyTorch build")
-    cuda = _wants_cuda(device)
-    backend = "nccl" if cuda else "gloo"
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if cuda:
-        torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend=backend, init_method="env://")
-    return get_dist()
-
-
-def _wants_cuda(device: str) -> bool:
-    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-
-
-def resolve_device(device: str, info: DistInfo | None = None) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; under DDP with CUDA each rank gets ``cuda:LOCAL_RANK``."""
-    info = info or get_dist()
-    if _wants_cuda(device):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device: {device!r} requested but CUDA is not available")
-        if info.enabled and device in ("auto", "cuda"):
-            return torch.device("cuda", info.local_rank)
-        return torch.device("cuda" if device == "auto" else device)
-    if device == "auto":
-        return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"device: {err}") from None
-
-
-def _all_reduce(values: dict[str, list[float]], info: DistInfo, device: torch.device) -> dict[str, list[float]]:
-    if not info.enabled or not values:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return {k: t[i].tolist() for i, k in enumerate(keys)}
-
-
-def _barrier(info: DistInfo) -> None:
-    if info.enabled:
-        dist.barrier()
 
 
 # ================================================================================================ utilities
@@ -411,91 +203,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file in the same directory + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` atomically (temporary file + fsync + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint written by the loop (a run directory or the ``checkpoint.pt`` file)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint: {path} does not exist (expected a run directory or a {CHECKPOINT} file)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001  (truncated / foreign files)
-        raise ValueError(f"checkpoint: cannot read {path}: {err}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "equiframe-run":
-        raise ValueError(f"checkpoint: {path} is not an equiframe training checkpoint")
-    return ckpt
-
 
 def run_dir_for(experiment: Experiment, config: TrainConfig, seed: int) -> Path:
     """``<out>/<experiment.name>/<config.name or experiment.run_name>/seed<seed>``."""
     return Path(config.out) / experiment.name / (config.name or experiment.run_name) / f"seed{seed}"
 
-
-def _version() -> str:
-    try:
-        from . import __version__  # noqa: PLC0415
-
-        return __version__
-    except ImportError:  # pragma: no cover
-        return "unknown"
-
-
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return cpu
-
-
-def _rng_states(model: nn.Module) -> dict[str, Any]:
-    gens = {name: m.generator.get_state() for name, m in model.named_modules()
-            if isinstance(getattr(m, "generator", None), torch.Generator)}
-    out = {"torch": torch.get_rng_state(), "modules": gens}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["cuda"] = torch.cuda.get_rng_state_all()
-    return out
-
-
-def _set_rng_states(states: Mapping[str, Any], model: nn.Module) -> None:
-    # (checkpoints written before the loop kept its own torch stream also hold Python's and NumPy's global
-    # states; the loop draws from neither, and leaves them alone)
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        with contextlib.suppress(RuntimeError):
-            torch.cuda.set_rng_state_all(states["cuda"])
-    mods = dict(model.named_modules())
-    for name, st in states.get("modules", {}).items():
-        if name in mods and isinstance(getattr(mods[name], "generator", None), torch.Generator):
-            mods[name].generator.set_state(st)
-
-
-def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _is_tty() -> bool:
@@ -644,54 +356,6 @@ def _check_resumable(ckpt: Mapping[str, Any], experiment: Experiment, config: Tr
         raise ValueError(f"resume: checkpoint seed {ckpt['seed']} != {seed}")
 
 
-# ------------------------------------------------------------------------------------------ batches per rank
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, info: DistInfo | None = None
-                  ) -> list[tuple[list[int], float]]:
-    """This rank's share of every global mini-batch of an epoch, and its weight in the global loss.
-
-    The epoch's order is ``torch.randperm(n)`` drawn from a generator seeded with ``seed + epoch`` (the order
-    of :class:`~torch.utils.data.DistributedSampler` in one process); it is cut into global batches of
-    ``batch_size`` items (the last one may be smaller), and every global batch of ``b`` items is split over
-    the ``W`` ranks into contiguous parts of ``ceil(b / W)`` or ``floor(b / W)`` items. Rank ``r`` weighs
-    the mean loss of its ``b_r`` items by ``W b_r / b``: DDP averages the gradients over the ranks, so the
-    step is that of the mean loss over the global batch, as in one process -- whatever ``W``, ``batch_size``
-    and ``n`` (no padding with repeated items, no dropped items).
-
-    Raises:
-        ValueError: when a global batch has fewer items than there are ranks (a rank would have nothing to
-            train on in that step).
-
-    Returns:
-        ``[(indices, weight), ...]``, one entry per global batch, identical in number on every rank.
-    """
-    info = info or get_dist()
-    W = info.world_size
-    _check_rank_batches(n, batch_size, W)
-    g = torch.Generator()
-    g.manual_seed(seed + epoch)
-    order = torch.randperm(n, generator=g).tolist()
-    out = []
-    for start in range(0, n, batch_size):
-        glob = order[start : start + batch_size]
-        q, r = divmod(len(glob), W)
-        lo = info.rank * q + min(info.rank, r)
-        mine = glob[lo : lo + q + (info.rank < r)]
-        out.append((mine, W * len(mine) / len(glob)))
-    return out
-
-
-def _check_rank_batches(n: int, batch_size: int, world: int) -> None:
-    if world <= 1:
-        return
-    if batch_size < world:
-        raise ValueError(f"batch_size: the global batch of {batch_size} items cannot be split over {world} "
-                         "processes (every process needs at least one item per step); use a batch size >= the "
-                         "number of processes")
-    tail = n % batch_size
-    if 0 < tail < world:
-        raise ValueError(f"batch_size: the last global batch of every epoch has {tail} item(s) ({n} training items, "
-                         f"batch size {batch_size}), fewer than the {world} processes; choose a batch size or a "
-                         f"training set size with n % batch_size = 0 or >= {world}")
 
 
 # ------------------------------------------------------------------------------------------ scoped process state
@@ -931,7 +595,7 @@ def _finish(run: _Run, n_params: int) -> RunResult:
         "epochs_planned": cfg.epochs, "stopped_early": run.stopped_early, "wall_time_s": run.elapsed,
         "time_per_epoch_s": run.elapsed / max(len(run.history), 1), "n_params": n_params,
         "experiment_config": exp.to_dict(), "describe": exp.describe(), "train_config": cfg.to_dict(),
-        "version": _version(), "torch": torch.__version__, "device": str(run.device), "machine": _machine(),
+        "version": _version(), "torch": torch.__version__, "device": str(run.device), "machine": cpu_name(),
         "threads": torch.get_num_threads(), "world_size": info.world_size, "diagnostics": diag,
         "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
@@ -1009,55 +673,6 @@ def _batch_len(batch: Any) -> int:
         return int(batch.num_graphs)
     return 1
 
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, Tensor):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _write_curves(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    keys: list[str] = []
-    for row in history:
-        for k in row:
-            if k not in keys:
-                keys.append(k)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys, restval="")
-    writer.writeheader()
-    for row in history:
-        writer.writerow(row)
-    atomic_write_text(run_dir / CURVES, buf.getvalue())
-
-
-def _plot_curves(run_dir: Path, history: list[dict[str, Any]], metric: str, title: str) -> None:
-    try:
-        import matplotlib  # noqa: PLC0415
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-    except ImportError:  # pragma: no cover
-        return
-    if not history:
-        return
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    ax.plot([r["epoch"] for r in history], [r["train_loss"] for r in history], label="train loss")
-    ev = [r for r in history if f"val_{metric}" in r]
-    ax.plot([r["epoch"] for r in ev], [r[f"val_{metric}"] for r in ev], label=f"valid {metric}", marker="." if len(ev) < 30 else None)
-    ax.set_xlabel("epoch")
-    ax.set_yscale("log")
-    ax.set_title(title, fontsize=9)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = run_dir / ".curves.png.tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, run_dir / "curves.png")
 
 
 # ================================================================================================ evaluation

@@ -75,17 +75,25 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._checks import check_int
 from . import _cache
+from .nbody_config import (
+    EGNN_POOLS,
+    SPLITS,
+    STREAMS,  # noqa: F401  (re-exported)
+    NBodyConfig,
+    Split,
+    Stream,  # noqa: F401  (re-exported)
+    _check_split,
+)
 
 __all__ = [
     "CACHE_NAME",
@@ -107,14 +115,6 @@ __all__ = [
     "split_rng",
 ]
 
-Split = Literal["train", "valid", "test"]
-SPLITS: tuple[Split, ...] = get_args(Split)
-Stream = Literal["split", "egnn"]
-STREAMS: tuple[Stream, ...] = get_args(Stream)
-#: Simulations per split that the EGNN generator draws, in this order, from one legacy NumPy stream
-#: (``generate_dataset.py --num-train 10000 --seed 43 --sufix small``: 10 000 training simulations, of which
-#: the protocol uses the first 3000, then 2000 validation and 2000 test simulations).
-EGNN_POOLS: dict[Split, int] = {"train": 10_000, "valid": 2_000, "test": 2_000}
 #: Half-width of the box the EGNN generator reflects the initial positions into (once, at step 0).
 EGNN_BOX = 5.0
 #: Version of the generated arrays; bump when the simulator's output changes (invalidates caches).
@@ -123,142 +123,6 @@ FORMAT_VERSION = 1
 CACHE_NAME = "nbody_charged"
 _ARRAY_KEYS = ("pos", "vel", "charges", "pos0", "vel0")
 
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected >= {minimum}, got {value}")
-
-
-def _check_float(name: str, value: object, minimum: float, *, strict: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name}: expected a float, got {type(value).__name__}")
-    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
-        op = ">" if strict else ">="
-        raise ValueError(f"{name}: expected a finite value {op} {minimum}, got {value}")
-
-
-def _check_split(split: object) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
-
-
-@dataclass(frozen=True)
-class NBodyConfig:
-    """All parameters of the charged n-body data set (defaults: the EGNN/FA protocol).
-
-    Attributes:
-        n_particles: particles per system (``>= 2``).
-        dim: space dimension (``>= 1``; the protocol uses 3).
-        n_train, n_valid, n_test: simulations per split (``>= 1``).
-        dt: integrator time step.
-        n_steps: trajectory length in steps (a multiple of ``sample_every``).
-        sample_every: steps between stored samples; sample ``k`` is step ``(k + 1) * sample_every``.
-        input_sample, target_sample: sample indices of the input and target (``0 <= . < n_samples``);
-            they select data only and do not change the generated arrays (nor the cache key).
-        position_std: standard deviation of the initial positions.
-        velocity_norm: norm of every initial velocity (``0`` gives particles at rest).
-        charge_prob: probability of charge ``+1`` (else ``-1``).
-        interaction_strength: factor ``k`` of the force ``k q_i q_j (x_i - x_j) / r^3``.
-        force_clip: each force component is clipped to ``[-force_clip, force_clip]``.
-        seed: root seed; the splits use independent derived seeds (see :func:`split_rng`).
-        stream: where the initial conditions come from. ``"split"`` (default): one modern NumPy generator
-            per split (:func:`split_rng`). ``"egnn"``: the single legacy ``numpy.random.RandomState(seed)``
-            stream of the original EGNN generator, drawn in its order (:func:`egnn_initial_conditions`);
-            with ``seed=43`` these are the initial conditions of the ``nbody_small`` files behind the
-            published numbers (see :meth:`egnn_small`).
-    """
-
-    n_particles: int = 5
-    dim: int = 3
-    n_train: int = 3000
-    n_valid: int = 2000
-    n_test: int = 2000
-    dt: float = 0.001
-    n_steps: int = 5000
-    sample_every: int = 100
-    input_sample: int = 30
-    target_sample: int = 40
-    position_std: float = 1.0
-    velocity_norm: float = 0.5
-    charge_prob: float = 0.5
-    interaction_strength: float = 1.0
-    force_clip: float = 100.0
-    seed: int = 0
-    stream: Stream = "split"
-
-    @classmethod
-    def egnn_small(cls, **overrides: Any) -> NBodyConfig:
-        """The EGNN ``nbody_small`` data set: ``NBodyConfig(stream="egnn", seed=43)`` (the protocol's
-        3000 / 2000 / 2000 simulations; ``overrides`` change other fields)."""
-        return cls(**{"stream": "egnn", "seed": 43, **overrides})
-
-    def __post_init__(self) -> None:
-        _check_int("n_particles", self.n_particles, 2)
-        _check_int("dim", self.dim, 1)
-        for split in SPLITS:
-            _check_int(f"n_{split}", getattr(self, f"n_{split}"), 1)
-        _check_float("dt", self.dt, 0.0, strict=True)
-        _check_int("sample_every", self.sample_every, 1)
-        _check_int("n_steps", self.n_steps, 2 * self.sample_every)
-        if self.n_steps % self.sample_every:
-            raise ValueError(
-                f"n_steps: expected a multiple of sample_every={self.sample_every}, got {self.n_steps}"
-            )
-        for name in ("input_sample", "target_sample"):
-            _check_int(name, getattr(self, name), 0)
-            if getattr(self, name) >= self.n_samples:
-                raise ValueError(
-                    f"{name}: expected < n_samples = n_steps // sample_every - 1 = {self.n_samples}, "
-                    f"got {getattr(self, name)}"
-                )
-        _check_float("position_std", self.position_std, 0.0, strict=True)
-        _check_float("velocity_norm", self.velocity_norm, 0.0, strict=False)
-        _check_float("charge_prob", self.charge_prob, 0.0, strict=False)
-        if self.charge_prob > 1:
-            raise ValueError(f"charge_prob: expected a probability in [0, 1], got {self.charge_prob}")
-        _check_float("interaction_strength", self.interaction_strength, 0.0, strict=False)
-        _check_float("force_clip", self.force_clip, 0.0, strict=True)
-        _check_int("seed", self.seed, 0)
-        if self.stream not in STREAMS:
-            raise ValueError(f"stream: expected one of {STREAMS}, got {self.stream!r}")
-        if self.stream == "egnn":
-            if self.seed >= 2**32:
-                raise ValueError(f"seed: the 'egnn' stream (numpy RandomState) needs a seed < 2**32, got {self.seed}")
-            for split, pool in EGNN_POOLS.items():
-                if self.n_sims(split) > pool:
-                    raise ValueError(
-                        f"n_{split}: the 'egnn' stream draws {pool} {split} simulations (as the EGNN "
-                        f"generator), so at most {pool} can be used, got {self.n_sims(split)}"
-                    )
-
-    @property
-    def n_samples(self) -> int:
-        """Stored samples per trajectory: ``n_steps // sample_every - 1`` (49 for the protocol)."""
-        return self.n_steps // self.sample_every - 1
-
-    def sample_step(self, sample: int) -> int:
-        """The integration step of sample index ``sample``: ``(sample + 1) * sample_every``."""
-        return (sample + 1) * self.sample_every
-
-    def n_sims(self, split: Split) -> int:
-        """Number of simulations of ``split``."""
-        _check_split(split)
-        return int(getattr(self, f"n_{split}"))
-
-    def simulation_params(self) -> dict[str, int | float | str]:
-        """Every parameter that determines the generated arrays (the cache key); excludes
-        ``input_sample``/``target_sample``, which only select data."""
-        d = asdict(self)
-        del d["input_sample"], d["target_sample"]
-        stream = d.pop("stream")
-        params: dict[str, int | float | str] = {
-            k: (int(v) if isinstance(v, (int, np.integer)) else float(v)) for k, v in d.items()
-        }
-        if stream != "split":  # the default stream is left out: caches written before the option stay valid
-            params["stream"] = stream
-        return params
 
 
 def split_rng(config: NBodyConfig, split: Split) -> np.random.Generator:
@@ -291,7 +155,7 @@ def sample_initial_conditions(
     Shapes:
         pos0, vel0: ``[S, n, d]``; charges: ``[S, n, 1]``.
     """
-    _check_int("n_sims", n_sims, 1)
+    check_int("n_sims", n_sims, 1)
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
     n, d = config.n_particles, config.dim
@@ -636,7 +500,7 @@ def nbody_baselines(
     if vel.shape != pos.shape:
         raise ValueError(f"arrays['vel']: expected the shape of arrays['pos'] {pos.shape}, got {vel.shape}")
     for name, idx in (("input_sample", input_sample), ("target_sample", target_sample)):
-        _check_int(name, idx, 0)
+        check_int(name, idx, 0)
         if idx >= pos.shape[1]:
             raise ValueError(f"{name}: expected < {pos.shape[1]} (samples stored), got {idx}")
     x, v, y = pos[:, input_sample], vel[:, input_sample], pos[:, target_sample]
@@ -658,7 +522,7 @@ def fully_connected_edge_index(n: int, device: torch.device | str | None = None)
     Shapes:
         -> ``[2, n (n - 1)]`` (int64)
     """
-    _check_int("n", n, 1)
+    check_int("n", n, 1)
     rows, cols = torch.meshgrid(torch.arange(n, device=device), torch.arange(n, device=device), indexing="ij")
     keep = rows != cols
     return torch.stack([rows[keep], cols[keep]])
@@ -742,11 +606,11 @@ class NBodyDataset(torch.utils.data.Dataset):
         if charges.shape != (n_sims, n, 1):
             raise ValueError(f"arrays['charges']: expected shape {(n_sims, n, 1)}, got {charges.shape}")
         for name, idx in (("input_sample", input_sample), ("target_sample", target_sample)):
-            _check_int(name, idx, 0)
+            check_int(name, idx, 0)
             if idx >= n_time:
                 raise ValueError(f"{name}: expected < {n_time} (samples stored), got {idx}")
         if max_samples is not None:
-            _check_int("max_samples", max_samples, 1)
+            check_int("max_samples", max_samples, 1)
             if max_samples > n_sims:
                 raise ValueError(f"max_samples: expected <= {n_sims} (simulations in the split), got {max_samples}")
             n_sims = int(max_samples)
