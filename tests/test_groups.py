@@ -95,3 +95,16 @@ def test_sample_on_device(device, gen):
     g = EuclideanGroup.parse("SE(3)").sample(5, generator=gen, device=device, dtype=torch.float32)
     assert g.Q.device.type == device.type and g.s.device.type == device.type
     assert bool(EuclideanGroup.parse("SE(3)").contains(g.to(torch.float64)).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_act_follows_the_features_dtype(dtype):
+    """Elements are sampled in float64 by default; acting on features keeps the features' dtype."""
+    g = EuclideanGroup.parse("E(3)").sample(4, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(4, 10, 3, dtype=dtype)
+    y = g.act_batched(x, "pos")
+    assert y.dtype == dtype
+    want = torch.einsum("bij,bnj->bni", g.Q, x.double()) + g.s[:, None]
+    torch.testing.assert_close(y.double(), want, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-5)
+    single = EuclideanGroup.parse("E(3)").sample(generator=torch.Generator().manual_seed(1))
+    assert single.act(x[0], "1x1n").dtype == dtype and single.act(x[0]).dtype == dtype

@@ -14,7 +14,7 @@ Example:
     >>> from equiframe.groups import EuclideanGroup
     >>> G = EuclideanGroup.parse("E(3)")
     >>> g = G.sample(4, generator=torch.Generator().manual_seed(0))   # a batch of 4 elements
-    >>> x = torch.randn(4, 10, 3, dtype=torch.float64)                # the elements are float64 by default
+    >>> x = torch.randn(4, 10, 3)
     >>> y = g.act_batched(x, "pos")                                   # x [4, N, 3]: element b acts on cloud b
     >>> tuple(y.shape)
     (4, 10, 3)
@@ -267,7 +267,8 @@ class GroupElement:
         ``[B, ...]`` inputs only after unsqueezing; use :meth:`act_batched` for ``[B, N, size]`` data.
         """
         r = as_reps(reps, self.dim)
-        return r.transform(x, self.Q, self.s if r.has_pos else None)
+        Q, s = self.Q.to(x.dtype), self.s.to(x.dtype)  # the features' dtype (elements are float64 by default)
+        return r.transform(x, Q, s if r.has_pos else None)
 
     def act_batched(self, x: Tensor, reps: "str | TensorReps" = "pos", index: Tensor | None = None) -> Tensor:
         """Act with element ``b`` on example ``b``.
@@ -276,10 +277,11 @@ class GroupElement:
         Ragged: ``x [N, size]`` with ``index [N]`` giving each row's element (a PyG ``batch`` vector).
         """
         r = as_reps(reps, self.dim)
+        Q0, s0 = self.Q.to(x.dtype), self.s.to(x.dtype)  # the features' dtype (elements are float64 by default)
         if index is not None:
-            Q, s = self.Q[index], self.s[index]
+            Q, s = Q0[index], s0[index]
         else:
             extra = x.dim() - 1 - (self.Q.dim() - 2)
-            Q = self.Q.reshape(*self.Q.shape[:-2], *([1] * extra), self.dim, self.dim)
-            s = self.s.reshape(*self.s.shape[:-1], *([1] * extra), self.dim)
+            Q = Q0.reshape(*self.Q.shape[:-2], *([1] * extra), self.dim, self.dim)
+            s = s0.reshape(*self.s.shape[:-1], *([1] * extra), self.dim)
         return r.transform(x, Q, s if r.has_pos else None)
