@@ -3,7 +3,8 @@
 
 from .base import Frame, Frames
 from .canonical import CanonicalBudgetWarning, CanonicalLabels, canonical_keys
-from .graph import PermutationFrame, canonical_ranks, frame_elements, laplacian_frame, shuffle_components
+from .graph import PermutationFrame, canonical_ranks, frame_elements, laplacian_frame  # (imports .components)
+from .components import shuffle_components
 from .local import (
     LearnedFrames,
     LocalPCAFrames,
