@@ -329,16 +329,24 @@ def equivariance_error(
         g = G.sample(n_elem, generator=generator, dtype=torch.float64, translation_scale=translation_scale)
         elements.append(g)
         moved = transform_inputs(inputs, resolved, g.to(dtype=dtype, device=device), batch=batch)
-        if batch is not None:
-            moved["batch"] = batch
-        with torch.no_grad():
-            lhs = _flatten(fn(**moved))
-        for k, y in base.items():
-            if k not in out_types:
-                raise ValueError(f"output: the model returned {k!r}, which has no declared type")
-            rhs = _apply(y, out_types[k], g.to(dtype=y.dtype, device=y.device), batch, B if n_elem else 1, f"output[{k}]")
-            _record(k, lhs[k], rhs, abs_errors, sides, return_sides)
+        _trial(fn, moved, batch, base, out_types, abs_errors, sides, return_sides,
+               lambda k, y: _apply(y, out_types[k], g.to(dtype=y.dtype, device=y.device), batch, B if n_elem else 1,
+                                   f"output[{k}]"))
     return _report(base, abs_errors, sides if return_sides else {}, elements, resolved, out_types)
+
+
+def _trial(fn, moved: dict, batch, base: Mapping[str, Tensor], out_types: Mapping[str, Any], abs_errors: dict,
+           sides: dict, return_sides: bool, transform_output) -> None:
+    """One trial of a check: run ``fn`` on the transformed inputs (``f(g.x)``) and record its distance to the
+    transformed outputs (``g.f(x)``, given by ``transform_output(name, y)``) for every output."""
+    if batch is not None:
+        moved["batch"] = batch
+    with torch.no_grad():
+        lhs = _flatten(fn(**moved))
+    for k, y in base.items():
+        if k not in out_types:
+            raise ValueError(f"output: the model returned {k!r}, which has no declared type")
+        _record(k, lhs[k], transform_output(k, y), abs_errors, sides, return_sides)
 
 
 def _is_pos(spec: Any) -> bool:
@@ -397,23 +405,15 @@ def _permutation_error(fn, inputs, types, output, batch, n_trials, generator, re
     abs_errors = {k: 0.0 for k in base}
     sides: dict[str, list] = {k: [] for k in base}
     elements = []
+    device = next((v.device for v in inputs.values() if isinstance(v, Tensor)), torch.device("cpu"))
     for _ in range(n_trials):
-        perm = G.sample(nodes.cpu(), generator=generator)
-        device = next((v.device for v in inputs.values() if isinstance(v, Tensor)), torch.device("cpu"))
-        perm = perm.to(device)
+        perm = G.sample(nodes.cpu(), generator=generator).to(device)
         inv = torch.empty_like(perm)
         inv[perm] = torch.arange(n, device=device)
         elements.append(perm)
         moved = _permute_inputs(inputs, perm, inv, n)
-        if batch is not None:
-            moved["batch"] = batch
-        with torch.no_grad():
-            lhs = _flatten(fn(**moved))
-        for k, y in base.items():
-            if k not in out_types:
-                raise ValueError(f"output: the model returned {k!r}, which has no declared type")
-            rhs = y[perm] if y.dim() >= 1 and y.shape[0] == n else y
-            _record(k, lhs[k], rhs, abs_errors, sides, return_sides)
+        _trial(fn, moved, batch, base, out_types, abs_errors, sides, return_sides,
+               lambda k, y: y[perm] if y.dim() >= 1 and y.shape[0] == n else y)
     return _report(base, abs_errors, sides if return_sides else {}, elements, resolved, out_types)
 
 

@@ -64,7 +64,7 @@ import torch
 from torch import Tensor, nn
 
 from ..averaging import FrameAveraging, node_ranks
-from ..frames.canonical import CanonicalBudgetWarning, CanonicalLabels, canonical_keys, wl_classes
+from ..frames.canonical import CanonicalBudgetWarning, CanonicalLabels, _check_edge_index, canonical_keys, wl_classes
 
 __all__ = [
     "AdjacencyMLP",
@@ -105,12 +105,7 @@ def _check_graph_inputs(x: Tensor, edge_index: Tensor, batch: Tensor | None) -> 
         raise TypeError(f"x: expected floating point node features, got {x.dtype}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x: contains NaN or inf")
-    if not isinstance(edge_index, Tensor):
-        raise TypeError(f"edge_index: expected a torch.Tensor, got {type(edge_index).__name__}")
-    if edge_index.dtype.is_floating_point or edge_index.dtype.is_complex or edge_index.dtype == torch.bool:
-        raise TypeError(f"edge_index: expected an integer tensor, got {edge_index.dtype}")
-    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise ValueError(f"edge_index: expected shape [2, E], got {tuple(edge_index.shape)}")
+    _check_edge_index(edge_index)
     if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= x.shape[0]):
         raise ValueError(f"edge_index: node ids must lie in [0, {x.shape[0]}) (one per row of x)")
     if batch is None:
