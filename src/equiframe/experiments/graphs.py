@@ -128,13 +128,13 @@ def relabelled_copies(graphs: Sequence[Any], generator: torch.Generator) -> list
     """
     from torch_geometric.data import Data  # noqa: PLC0415
 
-    from ..frames.graph import permute_graph  # noqa: PLC0415
+    from ..transforms import RandomNodePermutation  # noqa: PLC0415
 
+    relabel = {True: RandomNodePermutation(node_attrs=("x",), generator=generator),  # one randperm per graph
+               False: RandomNodePermutation(node_attrs=(), generator=generator)}      # (graphs without x)
     out = []
     for g in graphs:
-        perm = torch.randperm(g.num_nodes, generator=generator)
-        ei, x = permute_graph(g.edge_index, perm, g.x)
-        d = Data(edge_index=ei, x=x, num_nodes=g.num_nodes)
+        d = relabel[g.x is not None](Data(edge_index=g.edge_index, x=g.x, num_nodes=g.num_nodes))
         if getattr(g, "y", None) is not None:
             d.y = g.y
         out.append(d)
@@ -152,10 +152,12 @@ def with_degree(graphs: Sequence[Any]) -> list[Any]:
     """
     from torch_geometric.data import Data  # noqa: PLC0415
 
+    from ..transforms import AddDegree  # noqa: PLC0415
+
+    add_degree = AddDegree()
     out = []
     for g in graphs:
-        deg = torch.bincount(g.edge_index[0], minlength=g.num_nodes).to(g.x.dtype)[:, None]
-        d = Data(x=torch.cat([g.x, deg], 1), edge_index=g.edge_index, num_nodes=g.num_nodes)
+        d = add_degree(Data(x=g.x, edge_index=g.edge_index, num_nodes=g.num_nodes))
         if getattr(g, "y", None) is not None:
             d.y = g.y
         out.append(d)

@@ -185,10 +185,9 @@ def rotate_batch(batch: Mapping[str, Tensor], Q: Tensor) -> dict[str, Tensor]:
     Shapes:
         batch tensors ``pos``, ``vel``, ``target``: ``[N, d]``; Q: ``[d, d]``
     """
-    out = dict(batch)
-    for k in ("pos", "vel", "target"):
-        out[k] = batch[k] @ Q.to(batch[k].dtype).T
-    return out
+    from ..transforms import ApplyGroupElement  # noqa: PLC0415
+
+    return ApplyGroupElement(Q, {"pos": "1x1n", "vel": "1x1n", "target": "1x1n"})(dict(batch))  # x Q^T, no translation
 
 
 class NBodyExperiment(Experiment):
