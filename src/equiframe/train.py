@@ -24,10 +24,48 @@ An :class:`Experiment` provides the data sets, a model factory, the loss and the
   all-reduces the metrics, and only rank 0 writes files and shows progress bars.
 
 Example:
-    >>> from equiframe.experiments.nbody import NBodyExperiment, NBodyExperimentConfig
-    >>> exp = NBodyExperiment(NBodyExperimentConfig(model="egnn", n_train=500))
-    >>> results = train(exp, TrainConfig(epochs=100, seeds=(0, 1, 2), out="runs"))
-    >>> results[0].metrics["test"]["mse"]
+    An experiment is a small class; the loop does the rest (the n-body, graph and normal experiments of
+    :mod:`equiframe.experiments` are written the same way, e.g.
+    ``train(NBodyExperiment(NBodyExperimentConfig(model="egnn")), TrainConfig(epochs=1000, seeds=(0, 1, 2)))``).
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from equiframe.train import Experiment, OptimConfig, TrainConfig, evaluate, load_checkpoint, train
+    >>> class LineFit(Experiment):                       # least squares on 64 points, as an experiment
+    ...     name, metric = "linefit", "mse"
+    ...     def __init__(self, noise=0.01):
+    ...         g = torch.Generator().manual_seed(0)
+    ...         X = torch.randn(96, 4, generator=g)
+    ...         y = X @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + noise * torch.randn(96, generator=g)
+    ...         self.noise = noise
+    ...         self.splits = {"train": (0, 64), "valid": (64, 80), "test": (80, 96)}
+    ...         self.X, self.y = X, y
+    ...     def to_dict(self):
+    ...         return {"noise": self.noise}
+    ...     @classmethod
+    ...     def from_dict(cls, d):
+    ...         return cls(**d)
+    ...     def dataset(self, split):
+    ...         a, b = self.splits[split]
+    ...         return torch.utils.data.TensorDataset(self.X[a:b], self.y[a:b])
+    ...     def build_model(self):
+    ...         return nn.Linear(4, 1)
+    ...     def loss(self, model, batch):
+    ...         X, y = batch
+    ...         return (model(X)[:, 0] - y).square().mean()
+    ...     def metrics(self, model, batch):             # name -> (sum, count) over the batch
+    ...         X, y = batch
+    ...         err = (model(X)[:, 0] - y).square()
+    ...         return {"mse": (float(err.sum()), err.numel())}
+    >>> config = TrainConfig(epochs=60, batch_size=16, optim=OptimConfig(lr=0.05), seeds=(0, 1), out="runs",
+    ...                      quiet=True, device="cpu")
+    >>> results = train(LineFit(), config)                # one run per seed: runs/linefit/linefit/seed<k>/
+    >>> [r.metrics["test"]["mse"] < 1e-2 for r in results]
+    [True, True]
+    >>> model = LineFit().build_model()                  # the best weights, read back from the run directory
+    >>> _ = model.load_state_dict(load_checkpoint(results[0].run_dir)["best"]["state"])
+    >>> evaluate(LineFit(), model, "test", batch_size=16)["mse"] == results[0].metrics["test"]["mse"]
+    True
 """
 
 from __future__ import annotations
