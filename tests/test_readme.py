@@ -91,6 +91,7 @@ DOCTEST_MODULES = {
     "equiframe.frames.pca": None,
     "equiframe.groups": None,
     "equiframe.linalg": None,
+    "equiframe.nn.mlp": None,
     "equiframe.nn.tensor_frames.graph": None,
     "equiframe.nn.tensor_frames.local": None,
     "equiframe.nn.tf_conv": None,

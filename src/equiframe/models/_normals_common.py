@@ -10,6 +10,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
+from ..nn.mlp import mlp
 from ..reps import TensorReps
 
 NormalsModelName = Literal["pointnet", "dgcnn", "fa-pointnet", "fa-dgcnn", "fa-local-pointnet", "tf-pointnet",
@@ -70,12 +71,8 @@ def tf_head_kind(head: "Head | None", frames: "FrameKind") -> str:
 
 
 def _mlp(sizes: list[int], *, last_act: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2 or last_act:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+    """The normals models' MLP: :func:`equiframe.nn.mlp.mlp` with ReLU (after the last layer too by default)."""
+    return mlp(sizes, nn.ReLU, last_activation=last_act)
 
 
 def _zero_last(mlp: nn.Sequential) -> nn.Sequential:

@@ -65,6 +65,7 @@ from torch import Tensor, nn
 
 from ..averaging import FrameAveraging, node_ranks
 from ..frames.canonical import CanonicalBudgetWarning, CanonicalLabels, _check_edge_index, canonical_keys, wl_classes
+from ..nn.mlp import mlp
 
 __all__ = [
     "AdjacencyMLP",
@@ -123,15 +124,6 @@ def _check_graph_inputs(x: Tensor, edge_index: Tensor, batch: Tensor | None) -> 
     return batch.long()
 
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
 def _pos_int(name: str, v: Any) -> None:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ValueError(f"{name}: expected a positive integer, got {v!r}")
@@ -162,7 +154,7 @@ class AdjacencyMLP(nn.Module):
         for name, v in (("in_dim", in_dim), ("n_max", n_max), ("hidden", hidden), ("layers", layers), ("out_dim", out_dim)):
             _pos_int(name, v)
         self.in_dim, self.n_max = in_dim, n_max
-        self.mlp = _mlp([n_max * n_max + n_max * in_dim] + [hidden] * layers + [out_dim])
+        self.mlp = mlp([n_max * n_max + n_max * in_dim] + [hidden] * layers + [out_dim])
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None, **_: Any) -> Tensor:
         batch = _check_graph_inputs(x, edge_index, batch)
@@ -210,7 +202,7 @@ class GINWithIDs(nn.Module):
             _pos_int(name, v)
         self.in_dim, self.n_max = in_dim, n_max
         dims = [in_dim + n_max] + [hidden] * layers
-        self.convs = nn.ModuleList(GINConv(_mlp([dims[i], hidden, hidden]), eps=float(eps), train_eps=True)
+        self.convs = nn.ModuleList(GINConv(mlp([dims[i], hidden, hidden]), eps=float(eps), train_eps=True)
                                    for i in range(layers))
         self.readout = nn.Linear(hidden, out_dim)
 
@@ -258,7 +250,7 @@ class MessagePassingBaseline(nn.Module):
         self.kind, self.in_dim = kind, in_dim
         dims = [in_dim] + [hidden] * layers
         if kind == "gin":
-            self.convs = nn.ModuleList(GINConv(_mlp([dims[i], hidden, hidden]), eps=float(eps), train_eps=True)
+            self.convs = nn.ModuleList(GINConv(mlp([dims[i], hidden, hidden]), eps=float(eps), train_eps=True)
                                        for i in range(layers))
         else:
             self.convs = nn.ModuleList(GCNConv(dims[i], hidden) for i in range(layers))

@@ -37,6 +37,7 @@ from ..averaging import FrameAveraging
 from ..folding import FoldedBatch
 from ..frames.local import LearnedFrames, gram_schmidt_frames
 from ..frames.pca import pca_frame
+from ..nn.mlp import mlp
 from ..reps import TensorReps
 
 __all__ = [
@@ -116,13 +117,8 @@ def _message(mlp: nn.Sequential, fused: bool, h: Tensor, src: Tensor, dst: Tenso
 
 
 def _mlp(sizes: list[int], act: bool = False) -> nn.Sequential:
-    """Linear layers with SiLU in between (and after the last one when ``act``)."""
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2 or act:
-            layers.append(nn.SiLU())
-    return nn.Sequential(*layers)
+    """Linear layers with SiLU in between (and after the last one when ``act``): :func:`equiframe.nn.mlp.mlp`."""
+    return mlp(sizes, nn.SiLU, last_activation=act)
 
 
 # ------------------------------------------------------------------------------------------ GNN

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..reps import Block, TensorReps
+from .mlp import mlp
 from .tensor_frames.checks import _check_edge_index, _check_features, _check_pos, _pair
 from .tensor_frames.geometry import geometry_dim, local_edge_geometry
 from .tensor_frames.graph import TFGraph, _as_graph, _features_on_graph
@@ -170,13 +171,7 @@ class TensorFrameConv(nn.Module):
         mids.append(act())
         self.msg_mid = nn.Sequential(*mids)
         self.msg_out = nn.Linear(h, h)  # applied after aggregation (exact for sum/mean)
-        ups: list[nn.Module] = []
-        width = c_in + h
-        for _ in range(update_layers - 1):
-            ups += [nn.Linear(width, h), act()]
-            width = h
-        ups.append(nn.Linear(width, self.reps_out.size))
-        self.update_mlp = nn.Sequential(*ups)
+        self.update_mlp = mlp([c_in + h] + [h] * (update_layers - 1) + [self.reps_out.size], act)
 
     def extra_repr(self) -> str:
         return (
