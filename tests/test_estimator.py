@@ -88,14 +88,12 @@ def test_orientation_on_a_sphere():
     assert ((out * x).sum(1) > 0).all()  # all outward
 
 
-def test_kdtree_knn_matches_dense(monkeypatch):
-    import equiframe.models.normals_geometry as mn  # where dense_knn reads its threshold
-
+def test_kdtree_knn_matches_dense():
     x = torch.randn(1, 500, 3, dtype=torch.float64)
     dense = dense_knn(x, x, 8)
-    monkeypatch.setattr(mn, "KDTREE_MIN_POINTS", 10)
-    tree = dense_knn(x, x, 8)
+    tree = dense_knn(x, x, 8, kdtree_min_points=10)
     torch.testing.assert_close(tree, dense)
+    torch.testing.assert_close(dense_knn(x, x, 8, exclude_self=True, kdtree_min_points=10), dense_knn(x, x, 9)[..., 1:])
     torch.testing.assert_close(dense_knn(x, x, 8, exclude_self=True), dense_knn(x, x, 9)[..., 1:])
 
 

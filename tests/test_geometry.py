@@ -255,3 +255,23 @@ def test_matches_torch_cluster():  # pragma: no cover - torch_cluster is optiona
     pos = torch.randn(70, 3, generator=g, dtype=torch.float64)
     key = lambda ei: sorted(zip(ei[1].tolist(), ei[0].tolist()))  # noqa: E731
     assert key(knn_graph(pos, 5, batch, backend="torch")) == key(knn_graph(pos, 5, batch, backend="torch_cluster"))
+
+
+# ------------------------------------------------------------------------------------------ dense batches
+def test_dense_knn_agrees_with_knn_graph():
+    from equiframe.geometry import dense_knn
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 40, 3, generator=g, dtype=torch.float64)
+    idx = dense_knn(x, x, 5, exclude_self=True)
+    batch = torch.arange(2).repeat_interleave(40)
+    ei = knn_graph(x.reshape(80, 3), 5, batch, backend="torch")
+    assert torch.equal(idx.reshape(80, 5) + 40 * batch[:, None], ei[0].reshape(80, 5))
+    # exact ties: the same set as knn_graph (their order is topk's)
+    sq = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0], [3.0, 0.0]]], dtype=torch.float64)
+    got = dense_knn(sq[:, :1], sq, 5).tolist()[0][0]
+    assert got[0] == 0 and sorted(got) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="k"):
+        dense_knn(x, x, 40, exclude_self=True)
+    with pytest.raises(ValueError, match="kdtree_min_points"):
+        dense_knn(x, x, 3, kdtree_min_points=-1)

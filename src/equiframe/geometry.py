@@ -23,6 +23,12 @@ torch implementation below (``backend="torch"`` forces it). The pure torch imple
 * ``radius_graph`` keeps, per target, the ``max_num_neighbors`` *nearest* sources with
   ``||x_i - x_j|| <= r`` (torch_cluster keeps an implementation-defined subset).
 
+Dense batches of clouds ``[B, N, d]`` (the normal-estimation models and the estimator) use
+:func:`dense_knn`: neighbour lists ``[B, M, k]``, distances by ``torch.cdist``'s default (the matmul form,
+fast on dense batches) and ``topk``, a k-d tree above :data:`KDTREE_MIN_POINTS` points on the CPU. Its
+neighbour choice, tie order included, is what the shipped normal models were trained with, so it keeps
+them rather than the exact distances and tie rule above.
+
 An unsorted ``batch`` vector is handled (nodes are stably sorted by graph internally, results are
 mapped back to the original node indices); :func:`batch_to_ptr` requires a sorted one.
 Positions are not differentiated through (the graph is discrete): inputs are detached.
@@ -38,7 +44,7 @@ from torch import Tensor
 
 from ._checks import check_int
 
-__all__ = ["knn_graph", "radius_graph", "batch_to_ptr", "ptr_to_batch"]
+__all__ = ["KDTREE_MIN_POINTS", "dense_knn", "knn_graph", "radius_graph", "batch_to_ptr", "ptr_to_batch"]
 
 Flow = Literal["source_to_target", "target_to_source"]
 Backend = Literal["auto", "torch", "torch_cluster"]
@@ -448,3 +454,65 @@ def radius_graph(
         return tc.radius_graph(pos.detach(), float(r), batch, loop=loop, max_num_neighbors=cap, flow=flow)
     src, dst = _search(pos, batch, k=cap, r=float(r), loop=loop, budget=budget)
     return _finish(src, dst, flow)
+
+
+# ----------------------------------------------------------------------------------------------
+# dense batches of clouds
+# ----------------------------------------------------------------------------------------------
+
+#: clouds with more points than this (and on the CPU) search neighbours with a k-d tree (scipy)
+KDTREE_MIN_POINTS = 4096
+
+
+def dense_knn(query: Tensor, points: Tensor, k: int, *, exclude_self: bool = False,
+              chunk_size: int = 1024, kdtree_min_points: int | None = None) -> Tensor:
+    """Indices of the ``k`` nearest ``points`` of every query point, per cloud (dense batches).
+
+    ``idx[b, i]`` lists the ``k`` points of cloud ``b`` closest to ``query[b, i]`` by Euclidean
+    distance, nearest first. Small clouds: ``torch.cdist`` (its default matmul form) and ``topk`` on
+    rows of ``chunk_size`` queries at a time (``O(M N)`` work); unlike :func:`knn_graph`, the order of
+    exactly tied distances is ``topk``'s (the matmul form rounds near neighbours and the point itself
+    to equal distances, so this order is part of what the shipped normal models were trained with). Clouds of more than ``kdtree_min_points``
+    points (default :data:`KDTREE_MIN_POINTS`) on the CPU: a k-d tree (``scipy.spatial.cKDTree``,
+    ``O(N log N)``), so that millions of points run in bounded memory; the two agree except in the
+    order of exactly tied distances. With ``exclude_self`` (``query is points``) the point itself is
+    left out.
+
+    Shapes:
+        query ``[B, M, d]``, points ``[B, N, d]`` -> ``[B, M, k]`` (int64)
+    """
+    k = check_int("k", k, 1)
+    n = points.shape[1] - (1 if exclude_self else 0)
+    if k > n:
+        raise ValueError(f"k: every cloud needs at least k = {k} neighbours, got {n} points")
+    chunk_size = check_int("chunk_size", chunk_size, 1)
+    threshold = KDTREE_MIN_POINTS if kdtree_min_points is None else check_int("kdtree_min_points", kdtree_min_points, 0)
+    query, points = query.detach(), points.detach()  # indices only: no graph through the distances
+    if points.shape[1] > threshold and points.device.type == "cpu":
+        return _kdtree_knn(query, points, k, exclude_self)
+    out = []
+    for s in range(0, query.shape[1], chunk_size):
+        dist = torch.cdist(query[:, s:s + chunk_size], points)  # [B, c, N]
+        if exclude_self:
+            rows = torch.arange(s, s + dist.shape[1], device=dist.device)
+            dist[:, torch.arange(dist.shape[1], device=dist.device), rows] = float("inf")
+        out.append(dist.topk(k, dim=-1, largest=False).indices)
+    return torch.cat(out, dim=1)
+
+
+def _kdtree_knn(query: Tensor, points: Tensor, k: int, exclude_self: bool) -> Tensor:
+    """The k-d tree path of :func:`dense_knn` (CPU, float64 coordinates)."""
+    import numpy as np  # noqa: PLC0415
+    from scipy.spatial import cKDTree  # noqa: PLC0415
+
+    res = []
+    for b in range(points.shape[0]):
+        tree = cKDTree(points[b].double().numpy())
+        _, ii = tree.query(query[b].double().numpy(), k=k + (1 if exclude_self else 0))
+        ii = ii.reshape(ii.shape[0], -1)
+        if exclude_self:  # drop the query itself (first unless a duplicate point ties with it)
+            rows = torch.arange(ii.shape[0])[:, None].numpy()
+            keep = ii != rows
+            ii = np.stack([r[m][:k] for r, m in zip(ii, keep)])
+        res.append(torch.from_numpy(np.ascontiguousarray(ii)).long())
+    return torch.stack(res).to(query.device)

@@ -1,5 +1,5 @@
-"""Neighbourhood geometry for the normal-estimation models: dense k-NN, local PCA, jet fits,
-Open3D normals, local features and farthest-point sampling.
+"""Neighbourhood geometry for the normal-estimation models: local PCA, jet fits, Open3D normals, local
+features and farthest-point sampling (the dense k-NN, :func:`~equiframe.geometry.dense_knn`, is re-exported).
 
 Split out of :mod:`equiframe.models.normals`, which re-exports the public names.
 """
@@ -12,60 +12,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..geometry import KDTREE_MIN_POINTS, dense_knn  # noqa: F401  (the k-NN of dense batches, re-exported)
 from ._normals_common import LocalFeatures, _as_batch, _check_pos, _choice, _positive
 
 
 # ------------------------------------------------------------------------------------------ geometry
-#: clouds with more points than this (and on the CPU) search neighbours with a k-d tree (scipy)
-KDTREE_MIN_POINTS = 4096
-
-
-def dense_knn(query: Tensor, points: Tensor, k: int, *, exclude_self: bool = False,
-              chunk_size: int = 1024) -> Tensor:
-    """Indices of the ``k`` nearest ``points`` of every query point, per cloud (dense batches).
-
-    ``idx[b, i]`` lists the ``k`` points of cloud ``b`` closest to ``query[b, i]`` by Euclidean
-    distance, nearest first. Small clouds: ``torch.cdist`` + ``topk`` on rows of ``chunk_size``
-    queries at a time (``O(M N)`` work). Clouds of more than :data:`KDTREE_MIN_POINTS` points on the
-    CPU: a k-d tree (``scipy.spatial.cKDTree``, ``O(N log N)``), so that millions of points run in
-    bounded memory; the two agree except in the order of exactly tied distances. With
-    ``exclude_self`` (``query is points``) the point itself is left out. This is the one k-NN of the
-    normal-estimation code (models, baselines, estimator).
-
-    Shapes:
-        query ``[B, M, d]``, points ``[B, N, d]`` -> ``[B, M, k]`` (int64)
-    """
-    k = _positive("k", k)
-    n = points.shape[1] - (1 if exclude_self else 0)
-    if k > n:
-        raise ValueError(f"k: every cloud needs at least k = {k} neighbours, got {n} points")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
-    query, points = query.detach(), points.detach()  # indices only: no graph through the distances
-    if points.shape[1] > KDTREE_MIN_POINTS and points.device.type == "cpu":
-        from scipy.spatial import cKDTree  # noqa: PLC0415
-
-        res = []
-        for b in range(points.shape[0]):
-            tree = cKDTree(points[b].double().numpy())
-            _, ii = tree.query(query[b].double().numpy(), k=k + (1 if exclude_self else 0))
-            ii = ii.reshape(ii.shape[0], -1)
-            if exclude_self:  # drop the query itself (first unless a duplicate point ties with it)
-                rows = torch.arange(ii.shape[0])[:, None].numpy()
-                keep = ii != rows
-                ii = np.stack([r[m][:k] for r, m in zip(ii, keep)])
-            res.append(torch.from_numpy(np.ascontiguousarray(ii)).long())
-        return torch.stack(res).to(query.device)
-    out = []
-    for s in range(0, query.shape[1], chunk_size):
-        dist = torch.cdist(query[:, s:s + chunk_size], points)  # [B, c, N]
-        if exclude_self:
-            rows = torch.arange(s, s + dist.shape[1], device=dist.device)
-            dist[:, torch.arange(dist.shape[1], device=dist.device), rows] = float("inf")
-        out.append(dist.topk(k, dim=-1, largest=False).indices)
-    return torch.cat(out, dim=1)
-
-
 def _gather(x: Tensor, idx: Tensor) -> Tensor:
     """``x [B, N, C]``, ``idx [B, M, k]`` -> ``[B, M, k, C]``."""
     B, M, k = idx.shape
