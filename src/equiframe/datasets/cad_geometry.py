@@ -294,37 +294,14 @@ def sample_shape(shape: Any, n_points: int, rng: np.random.Generator, *,
         int64 ``[n]`` (index of the face in ``TopExp_Explorer`` order), int64 ``[n]``
         (:data:`SURFACE_TYPES` code). Coordinates are those of the shape (not normalised).
     """
-    from OCP.BRepAdaptor import BRepAdaptor_Surface  # noqa: PLC0415
-    from OCP.gp import gp_Pnt, gp_Vec  # noqa: PLC0415
-    from OCP.TopAbs import TopAbs_REVERSED  # noqa: PLC0415
-
     if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
         raise ValueError(f"n_points: expected a positive int, got {n_points!r}")
     wrapped = getattr(shape, "wrapped", shape)
-    from OCP.Bnd import Bnd_Box  # noqa: PLC0415
-    from OCP.BRepBndLib import BRepBndLib  # noqa: PLC0415
-
-    box = Bnd_Box()
-    BRepBndLib.Add_s(wrapped, box)
-    lo, hi = np.array(box.CornerMin().Coord()), np.array(box.CornerMax().Coord())
-    diag = float(np.linalg.norm(hi - lo))
-    if not diag > 0:
-        raise ValueError("shape: empty or degenerate bounding box")
+    diag = _bbox_diagonal(wrapped)
     faces = _faces_triangulated(wrapped, deflection * diag)
-    tri_face, tri_idx, areas = [], [], []
-    for f, (_, nodes, _, tris) in enumerate(faces):
-        if len(tris) == 0:
-            continue
-        a = 0.5 * np.linalg.norm(np.cross(nodes[tris[:, 1]] - nodes[tris[:, 0]], nodes[tris[:, 2]] - nodes[tris[:, 0]]), axis=1)
-        tri_face.append(np.full(len(tris), f))
-        tri_idx.append(np.arange(len(tris)))
-        areas.append(a)
-    if not areas:
-        raise ValueError("shape: no triangulated faces")
-    tri_face_a, tri_idx_a, area_a = np.concatenate(tri_face), np.concatenate(tri_idx), np.concatenate(areas)
+    tri_face_a, tri_idx_a, area_a = _triangle_table(faces)
     prob = area_a / area_a.sum()
-    adaptors: dict[int, tuple[Any, float, int]] = {}
-    P, DU, DV = gp_Pnt(), gp_Vec(), gp_Vec()
+    evaluator = _FaceEvaluator(faces, diag)
     pos_l, nrm_l, fid_l, w_l, u_l = [], [], [], [], []
     have = 0
     keep = np.zeros(0, dtype=bool)
@@ -336,30 +313,10 @@ def sample_shape(shape: Any, n_points: int, rng: np.random.Generator, *,
         r1, r2 = np.where(flip, 1 - r1, r1), np.where(flip, 1 - r2, r2)
         for f in np.unique(tri_face_a[t]):
             sel = np.nonzero(tri_face_a[t] == f)[0]
-            face, nodes, uv, tris = faces[f]
-            tt = tris[tri_idx_a[t[sel]]]
-            b1, b2 = r1[sel, None], r2[sel, None]
-            uvp = uv[tt[:, 0]] + b1 * (uv[tt[:, 1]] - uv[tt[:, 0]]) + b2 * (uv[tt[:, 2]] - uv[tt[:, 0]])
-            a3 = area_a[t[sel]]
-            e1, e2 = uv[tt[:, 1]] - uv[tt[:, 0]], uv[tt[:, 2]] - uv[tt[:, 0]]
-            auv = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
-            if f not in adaptors:
-                ad = BRepAdaptor_Surface(face)
-                adaptors[f] = (ad, -1.0 if face.Orientation() == TopAbs_REVERSED else 1.0, _surface_code(ad.GetType()))
-            ad, sign, _ = adaptors[f]
-            xyz = np.empty((len(sel), 3))
-            nn = np.empty((len(sel), 3))
-            for j, (u, v) in enumerate(uvp):
-                ad.D1(float(u), float(v), P, DU, DV)
-                xyz[j] = P.Coord()
-                nn[j] = DU.Crossed(DV).Coord()
-            jac = np.linalg.norm(nn, axis=1)
-            good = (jac > 1e-14 * diag * diag) & (auv > 0) & (a3 > 0)
-            # density correction weight w = J * A_uv / A_3d (1 for planes)
-            w = jac[good] * auv[good] / a3[good]
-            pos_l.append(xyz[good])
-            nrm_l.append(sign * nn[good] / jac[good, None])
-            fid_l.append(np.full(int(good.sum()), f))
+            xyz, nrm, w = evaluator(int(f), tri_idx_a[t[sel]], r1[sel, None], r2[sel, None], area_a[t[sel]])
+            pos_l.append(xyz)
+            nrm_l.append(nrm)
+            fid_l.append(np.full(len(w), f))
             w_l.append(w)
             u_l.append(rng.random(len(w)))  # one uniform per candidate, drawn once
         w_all, u_all = np.concatenate(w_l), np.concatenate(u_l)
@@ -373,5 +330,78 @@ def sample_shape(shape: Any, n_points: int, rng: np.random.Generator, *,
     pos, nrm, fid = np.concatenate(pos_l)[keep], np.concatenate(nrm_l)[keep], np.concatenate(fid_l)[keep]
     # a random subset of the accepted points (candidates are grouped by face)
     pick = rng.permutation(len(pos))[:n_points]
-    ftype = np.array([adaptors[int(f)][2] for f in fid[pick]], dtype=np.int64)
+    ftype = np.array([evaluator.adaptors[int(f)][2] for f in fid[pick]], dtype=np.int64)
     return pos[pick], nrm[pick], fid[pick].astype(np.int64), ftype
+
+
+def _bbox_diagonal(wrapped: Any) -> float:
+    """The bounding-box diagonal of an OCP shape (``> 0``, else a ``ValueError``)."""
+    from OCP.Bnd import Bnd_Box  # noqa: PLC0415
+    from OCP.BRepBndLib import BRepBndLib  # noqa: PLC0415
+
+    box = Bnd_Box()
+    BRepBndLib.Add_s(wrapped, box)
+    lo, hi = np.array(box.CornerMin().Coord()), np.array(box.CornerMax().Coord())
+    diag = float(np.linalg.norm(hi - lo))
+    if not diag > 0:
+        raise ValueError("shape: empty or degenerate bounding box")
+    return diag
+
+
+def _triangle_table(faces: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every triangle of the locating mesh: its face, its index in the face and its 3-D area (faces
+    without triangles left out)."""
+    tri_face, tri_idx, areas = [], [], []
+    for f, (_, nodes, _, tris) in enumerate(faces):
+        if len(tris) == 0:
+            continue
+        a = 0.5 * np.linalg.norm(np.cross(nodes[tris[:, 1]] - nodes[tris[:, 0]], nodes[tris[:, 2]] - nodes[tris[:, 0]]), axis=1)
+        tri_face.append(np.full(len(tris), f))
+        tri_idx.append(np.arange(len(tris)))
+        areas.append(a)
+    if not areas:
+        raise ValueError("shape: no triangulated faces")
+    return np.concatenate(tri_face), np.concatenate(tri_idx), np.concatenate(areas)
+
+
+class _FaceEvaluator:
+    r"""Candidate points of :func:`sample_shape` on one face: barycentric points of its triangles mapped to
+    surface parameters, evaluated on the surface (position, outward unit normal) with their density
+    correction weight ``w = J A_uv / A_3d`` (1 for planes); degenerate candidates are dropped. Surface
+    adaptors are built once per face."""
+
+    def __init__(self, faces: list, diag: float):
+        from OCP.gp import gp_Pnt, gp_Vec  # noqa: PLC0415
+
+        self.faces, self.diag = faces, diag
+        self.adaptors: dict[int, tuple[Any, float, int]] = {}
+        self.P, self.DU, self.DV = gp_Pnt(), gp_Vec(), gp_Vec()
+
+    def _adaptor(self, f: int, face: Any) -> tuple[Any, float, int]:
+        from OCP.BRepAdaptor import BRepAdaptor_Surface  # noqa: PLC0415
+        from OCP.TopAbs import TopAbs_REVERSED  # noqa: PLC0415
+
+        if f not in self.adaptors:
+            ad = BRepAdaptor_Surface(face)
+            self.adaptors[f] = (ad, -1.0 if face.Orientation() == TopAbs_REVERSED else 1.0, _surface_code(ad.GetType()))
+        return self.adaptors[f]
+
+    def __call__(self, f: int, tri: np.ndarray, b1: np.ndarray, b2: np.ndarray,
+                 a3: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        face, nodes, uv, tris = self.faces[f]
+        tt = tris[tri]
+        uvp = uv[tt[:, 0]] + b1 * (uv[tt[:, 1]] - uv[tt[:, 0]]) + b2 * (uv[tt[:, 2]] - uv[tt[:, 0]])
+        e1, e2 = uv[tt[:, 1]] - uv[tt[:, 0]], uv[tt[:, 2]] - uv[tt[:, 0]]
+        auv = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+        ad, sign, _ = self._adaptor(f, face)
+        P, DU, DV = self.P, self.DU, self.DV
+        xyz = np.empty((len(tt), 3))
+        nn = np.empty((len(tt), 3))
+        for j, (u, v) in enumerate(uvp):
+            ad.D1(float(u), float(v), P, DU, DV)
+            xyz[j] = P.Coord()
+            nn[j] = DU.Crossed(DV).Coord()
+        jac = np.linalg.norm(nn, axis=1)
+        good = (jac > 1e-14 * self.diag * self.diag) & (auv > 0) & (a3 > 0)
+        w = jac[good] * auv[good] / a3[good]
+        return xyz[good], sign * nn[good] / jac[good, None], w

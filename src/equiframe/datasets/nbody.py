@@ -276,44 +276,20 @@ def integrate_charged(
         ValueError: bad shapes, non-finite inputs, or a non-finite result (two particles exactly on top
             of each other).
     """
-    pos0, vel0 = _as_float_array("pos0", pos0, 3), _as_float_array("vel0", vel0, 3)
-    if vel0.shape != pos0.shape:
-        raise ValueError(f"vel0: expected the shape of pos0 {pos0.shape}, got {vel0.shape}")
-    charges = _as_float_array("charges", charges, None)
-    if charges.shape == pos0.shape[:2]:
-        charges = charges[..., None]
-    if charges.shape != pos0.shape[:2] + (1,):
-        raise ValueError(f"charges: expected shape {pos0.shape[:2] + (1,)}, got {charges.shape}")
+    pos0, vel0, charges = _checked_initial_state(pos0, vel0, charges)
     n_sims, n, d = pos0.shape
-    if n < 2:
-        raise ValueError(f"pos0: expected at least 2 particles, got {n}")
-
-    first, second, gather = _pair_tables(n)
-    n_pairs = first.size
     # simulations on the last (contiguous) axis: every operation is elementwise over simulations
     x = np.ascontiguousarray(np.moveaxis(pos0, 0, -1))  # [n, d, S]
     v = np.ascontiguousarray(np.moveaxis(vel0, 0, -1))
-    q = np.moveaxis(charges[..., 0], 0, -1)  # [n, S]
-    qq = (config.interaction_strength * q[first] * q[second])[:, None, :]  # [P, 1, S]
-    diff = np.empty((n_pairs, d, n_sims))
-    sq = np.empty_like(diff)
-    f_signed = np.empty((2 * n_pairs, d, n_sims))
+    forces = _CoulombForces(np.moveaxis(charges[..., 0], 0, -1), d, config)
     n_keep = config.n_samples
     out_x = np.empty((n_keep, n, d, n_sims))
     out_v = np.empty_like(out_x)
-    dt, clip, every = float(config.dt), float(config.force_clip), config.sample_every
+    dt, every = float(config.dt), config.sample_every
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for step in tqdm(range(1, n_keep * every + 1), disable=not progress, desc="n-body", unit="step",
                          mininterval=0.5):
-            np.subtract(x[first], x[second], out=diff)  # x_a - x_b
-            np.multiply(diff, diff, out=sq)
-            r2 = sq.sum(axis=1, keepdims=True)  # [P, 1, S], summed in a fixed order over d
-            # k q_a q_b / r^3 with correctly rounded ops only (sqrt, *, /): bitwise reproducible
-            np.multiply(diff, qq / (r2 * np.sqrt(r2)), out=f_signed[:n_pairs])
-            np.negative(f_signed[:n_pairs], out=f_signed[n_pairs:])
-            force = f_signed[gather].sum(axis=1)  # [n, d, S], summed in a fixed order over j
-            np.clip(force, -clip, clip, out=force)
-            v += dt * force
+            v += dt * forces(x)
             x += dt * v
             if step % every == 0:
                 out_x[step // every - 1] = x
@@ -323,6 +299,52 @@ def integrate_charged(
     if not (np.isfinite(pos).all() and np.isfinite(vel).all()):
         raise ValueError("integrate_charged: non-finite trajectory (two particles at the same position?)")
     return {"pos": pos, "vel": vel}
+
+
+def _checked_initial_state(pos0: object, vel0: object, charges: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``pos0``, ``vel0`` ``[S, n, d]`` and ``charges`` ``[S, n, 1]`` as float64 arrays, checked (``n >= 2``)."""
+    pos0, vel0 = _as_float_array("pos0", pos0, 3), _as_float_array("vel0", vel0, 3)
+    if vel0.shape != pos0.shape:
+        raise ValueError(f"vel0: expected the shape of pos0 {pos0.shape}, got {vel0.shape}")
+    charges = _as_float_array("charges", charges, None)
+    if charges.shape == pos0.shape[:2]:
+        charges = charges[..., None]
+    if charges.shape != pos0.shape[:2] + (1,):
+        raise ValueError(f"charges: expected shape {pos0.shape[:2] + (1,)}, got {charges.shape}")
+    if pos0.shape[1] < 2:
+        raise ValueError(f"pos0: expected at least 2 particles, got {pos0.shape[1]}")
+    return pos0, vel0, charges
+
+
+class _CoulombForces:
+    """The clipped Coulomb force of :func:`integrate_charged` on all particles of ``S`` systems at once,
+    with preallocated buffers (simulations on the last axis).
+
+    Shapes:
+        charges ``q [n, S]``; call: ``x [n, d, S]`` -> force ``[n, d, S]``
+    """
+
+    def __init__(self, q: np.ndarray, d: int, config: NBodyConfig):
+        n, n_sims = q.shape
+        self.first, self.second, self.gather = _pair_tables(n)
+        n_pairs = self.first.size
+        self.qq = (config.interaction_strength * q[self.first] * q[self.second])[:, None, :]  # [P, 1, S]
+        self.diff = np.empty((n_pairs, d, n_sims))
+        self.sq = np.empty_like(self.diff)
+        self.f_signed = np.empty((2 * n_pairs, d, n_sims))
+        self.clip = float(config.force_clip)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        n_pairs, diff, sq, f_signed = self.first.size, self.diff, self.sq, self.f_signed
+        np.subtract(x[self.first], x[self.second], out=diff)  # x_a - x_b
+        np.multiply(diff, diff, out=sq)
+        r2 = sq.sum(axis=1, keepdims=True)  # [P, 1, S], summed in a fixed order over d
+        # k q_a q_b / r^3 with correctly rounded ops only (sqrt, *, /): bitwise reproducible
+        np.multiply(diff, self.qq / (r2 * np.sqrt(r2)), out=f_signed[:n_pairs])
+        np.negative(f_signed[:n_pairs], out=f_signed[n_pairs:])
+        force = f_signed[self.gather].sum(axis=1)  # [n, d, S], summed in a fixed order over j
+        np.clip(force, -self.clip, self.clip, out=force)
+        return force
 
 
 def _as_float_array(name: str, a: object, ndim: int | None) -> np.ndarray:

@@ -324,42 +324,7 @@ def make_csg_shape(rng: np.random.Generator, resolution: int = 48, max_ops: int 
         if applied == n_ops:
             break
         op = ops[int(rng.choice(len(ops), p=probs))]
-        bb = np.asarray(solid.bounding_box(), dtype=np.float64)
-        lo, hi = bb[:3], bb[3:]
-        ext = np.maximum(hi - lo, 1e-3)
-        if op == "hole":
-            axis = int(rng.integers(3))
-            others = [a for a in range(3) if a != axis]
-            radius = float(rng.uniform(0.05, 0.2)) * float(ext[others].min())
-            centre = lo + ext * rng.uniform(0.15, 0.85, size=3)
-            rot = np.eye(3)[[(axis + 1) % 3, (axis + 2) % 3, axis]].T  # maps z to the axis
-            tool = m3d.Manifold.cylinder(3.0 * float(ext.max()), radius, radius, segs, center=True)
-            new = solid - tool.transform(_transform(rot, centre))
-        elif op == "cut":
-            if rng.random() < 0.5:  # chamfer-like: normal in a coordinate plane or along an axis
-                n = np.zeros(3)
-                m = int(rng.integers(1, 3))
-                signs = rng.choice([-1.0, 1.0], size=m)
-                n[rng.choice(3, size=m, replace=False)] = signs * rng.uniform(0.5, 1.0, size=m)
-            else:
-                n = rng.standard_normal(3)
-            n = n / np.linalg.norm(n)
-            corners = lo + ext * np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=float)
-            proj = corners @ n
-            offset = proj.max() - float(rng.uniform(0.05, 0.35)) * (proj.max() - proj.min())
-            new = solid.trim_by_plane(tuple(-n), float(-offset))  # keep n . x <= offset
-        else:
-            rot = _axis_rotation(rng) if rng.random() < 0.6 else _random_rotation(rng)
-            if op == "intersection":
-                size = ext * rng.uniform(0.9, 1.4, size=3)
-                centre = 0.5 * (lo + hi) + ext * rng.uniform(-0.15, 0.15, size=3)
-                tool = _primitive(rng, size, segs, ("sphere", "cylinder", "box"))
-                new = solid ^ tool.transform(_transform(rot, centre))
-            else:
-                size = ext * rng.uniform(0.15, 0.6, size=3)
-                centre = lo + ext * rng.uniform(0.0, 1.0, size=3)
-                tool = _primitive(rng, size, segs, _FEATURE_PRIMITIVES).transform(_transform(rot, centre))
-                new = solid + tool if op == "union" else solid - tool
+        new = _csg_operation(rng, op, solid, segs, m3d)
         if new.is_empty():
             continue
         volume = new.volume()
@@ -371,6 +336,54 @@ def make_csg_shape(rng: np.random.Generator, resolution: int = 48, max_ops: int 
     if len(parts) > 1:
         solid = max(parts, key=lambda p: p.volume())
     return _to_mesh(solid)
+
+
+def _csg_operation(rng: np.random.Generator, op: str, solid: Any, segs: int, m3d: Any) -> Any:
+    """One random operation of :func:`make_csg_shape` on ``solid`` (drawn from ``rng`` in a fixed order)."""
+    bb = np.asarray(solid.bounding_box(), dtype=np.float64)
+    lo, hi = bb[:3], bb[3:]
+    ext = np.maximum(hi - lo, 1e-3)
+    if op == "hole":
+        return _csg_hole(rng, solid, lo, ext, segs, m3d)
+    if op == "cut":
+        return _csg_cut(rng, solid, lo, ext)
+    rot = _axis_rotation(rng) if rng.random() < 0.6 else _random_rotation(rng)
+    if op == "intersection":  # rounding: intersection with a large primitive
+        size = ext * rng.uniform(0.9, 1.4, size=3)
+        centre = 0.5 * (lo + hi) + ext * rng.uniform(-0.15, 0.15, size=3)
+        tool = _primitive(rng, size, segs, ("sphere", "cylinder", "box"))
+        return solid ^ tool.transform(_transform(rot, centre))
+    size = ext * rng.uniform(0.15, 0.6, size=3)  # union / difference with a feature primitive
+    centre = lo + ext * rng.uniform(0.0, 1.0, size=3)
+    tool = _primitive(rng, size, segs, _FEATURE_PRIMITIVES).transform(_transform(rot, centre))
+    return solid + tool if op == "union" else solid - tool
+
+
+def _csg_hole(rng: np.random.Generator, solid: Any, lo: np.ndarray, ext: np.ndarray, segs: int, m3d: Any) -> Any:
+    """A through hole: difference with a long thin cylinder along a random coordinate axis."""
+    axis = int(rng.integers(3))
+    others = [a for a in range(3) if a != axis]
+    radius = float(rng.uniform(0.05, 0.2)) * float(ext[others].min())
+    centre = lo + ext * rng.uniform(0.15, 0.85, size=3)
+    rot = np.eye(3)[[(axis + 1) % 3, (axis + 2) % 3, axis]].T  # maps z to the axis
+    tool = m3d.Manifold.cylinder(3.0 * float(ext.max()), radius, radius, segs, center=True)
+    return solid - tool.transform(_transform(rot, centre))
+
+
+def _csg_cut(rng: np.random.Generator, solid: Any, lo: np.ndarray, ext: np.ndarray) -> Any:
+    """A half-space cut ``n . x <= o`` removing 5-35 % of the extent along ``n`` (chamfer / wedge cut)."""
+    if rng.random() < 0.5:  # chamfer-like: normal in a coordinate plane or along an axis
+        n = np.zeros(3)
+        m = int(rng.integers(1, 3))
+        signs = rng.choice([-1.0, 1.0], size=m)
+        n[rng.choice(3, size=m, replace=False)] = signs * rng.uniform(0.5, 1.0, size=m)
+    else:
+        n = rng.standard_normal(3)
+    n = n / np.linalg.norm(n)
+    corners = lo + ext * np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=float)
+    proj = corners @ n
+    offset = proj.max() - float(rng.uniform(0.05, 0.35)) * (proj.max() - proj.min())
+    return solid.trim_by_plane(tuple(-n), float(-offset))  # keep n . x <= offset
 
 
 def make_analytic_shape(rng: np.random.Generator, kind: AnalyticKind, resolution: int = 48) -> Mesh:
