@@ -471,8 +471,9 @@ def dense_knn(query: Tensor, points: Tensor, k: int, *, exclude_self: bool = Fal
     ``idx[b, i]`` lists the ``k`` points of cloud ``b`` closest to ``query[b, i]`` by Euclidean
     distance, nearest first. Small clouds: ``torch.cdist`` (its default matmul form) and ``topk`` on
     rows of ``chunk_size`` queries at a time (``O(M N)`` work); unlike :func:`knn_graph`, the order of
-    exactly tied distances is ``topk``'s (the matmul form rounds near neighbours and the point itself
-    to equal distances, so this order is part of what the shipped normal models were trained with). Clouds of more than ``kdtree_min_points``
+    exactly tied distances is ``topk``'s. Such ties occur on the normals test clouds (a second point at
+    distance 0 from the query, equal distances further down: 3 of the TF-PointNet++ k-NN calls on its
+    128 test clouds), so this order is part of what the shipped normal models compute. Clouds of more than ``kdtree_min_points``
     points (default :data:`KDTREE_MIN_POINTS`) on the CPU: a k-d tree (``scipy.spatial.cKDTree``,
     ``O(N log N)``), so that millions of points run in bounded memory; the two agree except in the
     order of exactly tied distances. With ``exclude_self`` (``query is points``) the point itself is
