@@ -218,6 +218,65 @@ def pca_frame(
     Shapes:
         pos: ``[B, N, d]`` | ``[N, d]``; mask: ``[B, N]``; batch: ``[N]`` -> Frame.R ``[M, d, d]``.
     """
+    pos, mask, batch, G, tol = _prepared(pos, group, mask, batch, mode, n_samples, generator, tol, max_size, name)
+    d, dtype, device = pos.shape[-1], pos.dtype, pos.device
+    t, xs, X, padded, counts, C = _second_moments(pos, mask, batch, G.translations)
+    B = C.shape[0]
+    evals, U, cluster_id, degenerate = _spectrum(C, tol)
+
+    canonical = mode == "canonical"
+    lam = evals.clamp_min(0)
+    scale2 = lam[:, :1] * d  # ~ squared extent; lam_k below floor^2 * scale2 means "no support"
+    supported = lam > (tol.floor**2) * scale2.clamp_min(torch.finfo(dtype).tiny)
+    if canonical:  # the sign of each axis from the skewness, where it exceeds its rounding error
+        with torch.no_grad():
+            signs = _skew_signs(padded, X, xs, batch, counts, U.detach(), lam, tol.sign) * supported
+    else:
+        signs = torch.zeros_like(lam)
+
+    exact_flags = torch.ones(B, dtype=torch.bool, device=device)
+    # ---- degenerate examples whose point-tuple axes are unique (the common case): batched with the generic ones
+    base, fixed, slow = _with_unique_tuple_axes(
+        U.transpose(-1, -2), signs, degenerate, pos, xs, X, padded, evals, U, cluster_id,
+        canonical=canonical, tol=tol, max_size=max_size)
+    # ---- generic examples: sign vectors, fully batched, elements sorted by example
+    batched = ~slow
+    bidx = batched.nonzero().flatten() if bool(slow.any()) else None
+    R_parts, ex_parts, sizes = [], [], torch.zeros(B, dtype=torch.long, device=device)
+    if bidx is None or bidx.numel():
+        R_g, ex = _sign_elements(base if bidx is None else base[bidx], fixed if bidx is None else fixed[bidx],
+                                 proper=G.proper, mode=mode, n_samples=n_samples, generator=generator)
+        ex = ex if bidx is None else bidx[ex]
+        R_parts.append(R_g)
+        ex_parts.append(ex)
+        sizes.index_add_(0, ex, torch.ones_like(ex))
+    # ---- the other degenerate examples: invariantly selected points, one at a time (exact for symmetric inputs)
+    for b in slow.nonzero().flatten().tolist():
+        R_b, ok = _robust_example(
+            _example_points(b, batch, counts, xs, X, mask), evals[b], U[b], cluster_id[b], signs[b],
+            canonical=canonical, proper=G.proper, tol=tol, max_size=max_size, generator=generator,
+        )
+        if mode == "stochastic":
+            j = torch.randint(R_b.shape[0], (n_samples,), generator=generator).to(device)
+            R_b = R_b[j]
+            ok = False
+        exact_flags[b] = ok
+        R_parts.append(R_b.to(dtype))
+        ex_parts.append(torch.full((R_b.shape[0],), b, dtype=torch.long, device=device))
+        sizes[b] = R_b.shape[0]
+    if mode == "stochastic":
+        exact_flags[:] = False
+    R, index = _by_example(R_parts, ex_parts, sizes, d, dtype, device)
+    weight = (1.0 / sizes.to(dtype))[index]
+    return Frame(R=R, t=t[index], index=index, weight=weight, num_examples=B, degenerate=degenerate, exact=exact_flags,
+                 example_t=t)
+
+
+def _prepared(pos: Tensor, group: "str | EuclideanGroup", mask: Tensor | None, batch: Tensor | None, mode: str,
+              n_samples: int, generator: torch.Generator | None, tol: Tolerances | None, max_size: int,
+              name: str) -> tuple[Tensor, Tensor | None, Tensor | None, EuclideanGroup, Tolerances]:
+    """:func:`pca_frame`'s arguments checked, the group parsed, one example given a batch dimension and
+    equal-sized ragged examples viewed as a dense batch (same frames)."""
     _check_pos(pos, mask, batch, name)
     check_choice(mode, "mode", ("all", "canonical", "stochastic"))
     if mode == "stochastic":
@@ -239,122 +298,102 @@ def pca_frame(
         if bool((sizes == sizes[0]).all()) and int(batch[-1]) + 1 == sizes.shape[0]:
             # equal-sized examples: the dense computation, on a view (same frames)
             pos, batch = pos.view(sizes.shape[0], int(sizes[0]), d), None
-    tol = tol or Tolerances.for_dtype(pos.dtype)
-    dtype, device = pos.dtype, pos.device
+    return pos, mask, batch, G, tol or Tolerances.for_dtype(pos.dtype)
 
-    # centred coordinates scaled by a power of two per example (exact): clouds near the limits of the
-    # format (1e19, 1e-30, subnormal) give the same frames as unit-scale ones; eigenvectors, signs and the
-    # point-tuple axes do not depend on the scale
+
+def _second_moments(pos: Tensor, mask: Tensor | None, batch: Tensor | None, translations: bool) -> tuple:
+    """Centroids ``t``, the centred points in the layouts later steps read (``xs`` per point, ``X``
+    component-major ``[d, N, B]`` for small clouds, ``padded`` dense), counts and the second moments ``C``.
+
+    The centred coordinates are scaled by a power of two per example (exact): clouds near the limits of
+    the format (1e19, 1e-30, subnormal) give the same frames as unit-scale ones; eigenvectors, signs and
+    the point-tuple axes do not depend on the scale.
+    """
     fast = batch is None and mask is None and _small(pos) and not (torch.is_grad_enabled() and pos.requires_grad)
     if fast:  # tiny clouds: component-major [d, N, B] throughout (long vector operations)
-        t, X, counts = _centred_soa(pos, G.translations)
-        xs, padded = None, None
-        C = _moments2(None, counts, X)
-    else:
-        t, xs, counts = _centred(pos, mask, batch, G.translations)
-        scale = _pow2_scale(xs, batch, counts)
-        if scale is not None:
-            xs = xs * scale[0] * scale[1]
-        padded = _padded(xs, batch, counts) if batch is not None else (xs, None)
-        X = padded[0].detach().permute(2, 1, 0).contiguous() if padded is not None and _small(padded[0]) else None
-        C = _moments2(padded[0], counts, X) if padded is not None else _moments2_ragged(xs, batch, counts)
-    B = C.shape[0]
+        t, X, counts = _centred_soa(pos, translations)
+        return t, None, X, None, counts, _moments2(None, counts, X)
+    t, xs, counts = _centred(pos, mask, batch, translations)
+    scale = _pow2_scale(xs, batch, counts)
+    if scale is not None:
+        xs = xs * scale[0] * scale[1]
+    padded = _padded(xs, batch, counts) if batch is not None else (xs, None)
+    X = padded[0].detach().permute(2, 1, 0).contiguous() if padded is not None and _small(padded[0]) else None
+    C = _moments2(padded[0], counts, X) if padded is not None else _moments2_ragged(xs, batch, counts)
+    return t, xs, X, padded, counts, C
+
+
+def _spectrum(C: Tensor, tol: Tolerances) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Descending eigenvalues, eigenvectors (columns), eigenvalue clusters and the degenerate flags of
+    ``C [B, d, d]``; eigenvectors carry gradients only where the gaps are large (finite by construction)."""
     with torch.no_grad():
         evals, U = _symeig(C.detach())
         evals, U = evals.flip(-1), U.flip(-1)  # descending
         cluster_id, degenerate = _clusters(evals, tol.eig)
     generic = ~degenerate
     if torch.is_grad_enabled() and C.requires_grad and bool(generic.any()):
-        # gradients through the eigenvectors only where the gaps are large (finite by construction)
         gidx = generic.nonzero().flatten()
         ev_g, U_g = _symeig(C[gidx])
         U = U.index_put((gidx,), U_g.flip(-1))
+    return evals, U, cluster_id, degenerate
 
-    canonical = mode == "canonical"
-    lam = evals.clamp_min(0)
-    scale2 = lam[:, :1] * d  # ~ squared extent; lam_k below floor^2 * scale2 means "no support"
-    supported = lam > (tol.floor**2) * scale2.clamp_min(torch.finfo(dtype).tiny)
-    if canonical:  # the sign of each axis from the skewness, where it exceeds its rounding error
-        with torch.no_grad():
-            signs = _skew_signs(padded, X, xs, batch, counts, U.detach(), lam, tol.sign) * supported
-    else:
-        signs = torch.zeros_like(lam)
 
-    exact_flags = torch.ones(B, dtype=torch.bool, device=device)
-    # ---- degenerate examples whose point-tuple axes are unique (the common case): batched with the generic ones
+def _with_unique_tuple_axes(base: Tensor, fixed: Tensor, degenerate: Tensor, pos: Tensor, xs: Tensor | None,
+                            X: Tensor | None, padded: tuple | None, evals: Tensor, U: Tensor, cluster_id: Tensor, *,
+                            canonical: bool, tol: Tolerances, max_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Axes (rows) ``base`` and decided signs ``fixed`` with the degenerate examples whose point-tuple axes
+    are unique filled in, and ``slow``: the degenerate examples left for :func:`_robust_example`."""
     slow = degenerate
-    base, fixed = U.transpose(-1, -2), signs  # rows = axes
-    if bool(degenerate.any()) and not (torch.is_grad_enabled() and (xs if xs is not None else pos).requires_grad):
-        didx = degenerate.nonzero().flatten()
-        if X is not None:
-            xd = X[:, :, didx].permute(2, 1, 0)
-        elif padded is not None:
-            xd = padded[0][didx]
-        else:
-            xd = None
-        if xd is not None:
-            with torch.no_grad():
-                rows, fx, ok = _unique_tuple_axes(xd.detach(), evals[didx], U[didx], cluster_id[didx], signs[didx],
-                                                  canonical=canonical, tol=tol, max_size=max_size)
-            if bool(ok.any()):
-                fast_idx = didx[ok]
-                base = base.clone()
-                base[fast_idx] = rows[ok].to(base.dtype)
-                fixed = fixed.clone()
-                fixed[fast_idx] = fx[ok]
-                slow = degenerate.clone()
-                slow[fast_idx] = False
-    # ---- generic examples: sign vectors, fully batched, elements sorted by example
-    batched = ~slow
-    bidx = batched.nonzero().flatten() if bool(slow.any()) else None
-    R_parts, ex_parts, sizes = [], [], torch.zeros(B, dtype=torch.long, device=device)
-    if bidx is None or bidx.numel():
-        R_g, ex = _sign_elements(base if bidx is None else base[bidx], fixed if bidx is None else fixed[bidx],
-                                 proper=G.proper, mode=mode, n_samples=n_samples, generator=generator)
-        ex = ex if bidx is None else bidx[ex]
-        R_parts.append(R_g)
-        ex_parts.append(ex)
-        sizes.index_add_(0, ex, torch.ones_like(ex))
-    # ---- the other degenerate examples: invariantly selected points, one at a time (exact for symmetric inputs)
-    if bool(slow.any()):
-        ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]) if batch is not None else None
-        for b in slow.nonzero().flatten().tolist():
-            if batch is not None:
-                xb = xs[int(ptr[b]) : int(ptr[b + 1])]
-            elif xs is None:
-                xb = X[:, :, b].T
-            else:
-                xb = xs[b][mask[b]] if mask is not None else xs[b]
-            R_b, ok = _robust_example(
-                xb, evals[b], U[b], cluster_id[b], signs[b],
-                canonical=canonical, proper=G.proper, tol=tol, max_size=max_size, generator=generator,
-            )
-            if mode == "stochastic":
-                j = torch.randint(R_b.shape[0], (n_samples,), generator=generator).to(device)
-                R_b = R_b[j]
-                ok = False
-            exact_flags[b] = ok
-            R_parts.append(R_b.to(dtype))
-            ex_parts.append(torch.full((R_b.shape[0],), b, dtype=torch.long, device=device))
-            sizes[b] = R_b.shape[0]
-    if mode == "stochastic":
-        exact_flags[:] = False
+    if not bool(degenerate.any()) or (torch.is_grad_enabled() and (xs if xs is not None else pos).requires_grad):
+        return base, fixed, slow
+    didx = degenerate.nonzero().flatten()
+    if X is not None:
+        xd = X[:, :, didx].permute(2, 1, 0)
+    elif padded is not None:
+        xd = padded[0][didx]
+    else:
+        return base, fixed, slow
+    with torch.no_grad():
+        rows, fx, ok = _unique_tuple_axes(xd.detach(), evals[didx], U[didx], cluster_id[didx], fixed[didx],
+                                          canonical=canonical, tol=tol, max_size=max_size)
+    if bool(ok.any()):
+        fast_idx = didx[ok]
+        base = base.clone()
+        base[fast_idx] = rows[ok].to(base.dtype)
+        fixed = fixed.clone()
+        fixed[fast_idx] = fx[ok]
+        slow = degenerate.clone()
+        slow[fast_idx] = False
+    return base, fixed, slow
+
+
+def _example_points(b: int, batch: Tensor | None, counts: Tensor, xs: Tensor | None, X: Tensor | None,
+                    mask: Tensor | None) -> Tensor:
+    """The centred points ``[n_b, d]`` of example ``b`` from whichever layout holds them."""
+    if batch is not None:
+        ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        return xs[int(ptr[b]) : int(ptr[b + 1])]
+    if xs is None:
+        return X[:, :, b].T
+    return xs[b][mask[b]] if mask is not None else xs[b]
+
+
+def _by_example(R_parts: list[Tensor], ex_parts: list[Tensor], sizes: Tensor, d: int, dtype: torch.dtype,
+                device: torch.device) -> tuple[Tensor, Tensor]:
+    """The frame elements of all parts placed at their examples' slots (elements sorted by example)."""
     if len(R_parts) == 1:
-        R, index = R_parts[0], ex_parts[0]
-    else:  # place every part at its examples' slots (elements sorted by example)
-        ptr = sizes.cumsum(0) - sizes
-        M = int(sizes.sum())
-        R = torch.empty(M, d, d, dtype=dtype, device=device)
-        index = torch.repeat_interleave(torch.arange(B, device=device), sizes, output_size=M)
-        for R_p, ex_p in zip(R_parts, ex_parts):
-            first = torch.ones_like(ex_p, dtype=torch.bool)
-            first[1:] = ex_p[1:] != ex_p[:-1]
-            start = torch.arange(ex_p.shape[0], device=device)
-            j = start - torch.cummax(torch.where(first, start, torch.zeros_like(start)), 0).values
-            R = R.index_put((ptr[ex_p] + j,), R_p)
-    weight = (1.0 / sizes.to(dtype))[index]
-    return Frame(R=R, t=t[index], index=index, weight=weight, num_examples=B, degenerate=degenerate, exact=exact_flags,
-                 example_t=t)
+        return R_parts[0], ex_parts[0]
+    ptr = sizes.cumsum(0) - sizes
+    M = int(sizes.sum())
+    R = torch.empty(M, d, d, dtype=dtype, device=device)
+    index = torch.repeat_interleave(torch.arange(sizes.shape[0], device=device), sizes, output_size=M)
+    for R_p, ex_p in zip(R_parts, ex_parts):
+        first = torch.ones_like(ex_p, dtype=torch.bool)
+        first[1:] = ex_p[1:] != ex_p[:-1]
+        start = torch.arange(ex_p.shape[0], device=device)
+        j = start - torch.cummax(torch.where(first, start, torch.zeros_like(start)), 0).values
+        R = R.index_put((ptr[ex_p] + j,), R_p)
+    return R, index
 
 
 def _centred(pos: Tensor, mask: Tensor | None, batch: Tensor | None, center: bool) -> tuple[Tensor, Tensor, Tensor]:
