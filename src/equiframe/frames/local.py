@@ -264,73 +264,23 @@ def local_pca_frames(
     if handedness not in ("free", "right"):
         raise ValueError(f"handedness: expected 'free' or 'right', got {handedness!r}")
     N, d = pos.shape
-    ties = None
-    if edge_index is None and k is not None and r is None:  # one search gives the graph and its ties
-        edge_index, ties = knn_graph_with_ties(pos, k, _check_batch(batch, N, pos.device))
-    else:
-        built = edge_index is None
-        edge_index = _resolve_graph(pos, edge_index, batch, k, r, max_num_neighbors)
-        if built:
-            ties = neighbourhood_ties(pos, r=r, batch=batch, max_num_neighbors=max_num_neighbors)
+    edge_index, ties = _graph_and_ties(pos, edge_index, k, r, batch, max_num_neighbors)
     src, dst = edge_index[0], edge_index[1]
-    E = src.shape[0]
-    gap_tol = _default_tol(pos.dtype) if gap_tol is None else float(gap_tol)
-    sign_tol = math.sqrt(torch.finfo(pos.dtype).eps) if sign_tol is None else float(sign_tol)
-    for name, value in (("gap_tol", gap_tol), ("sign_tol", sign_tol)):
-        if not (value >= 0 and math.isfinite(value)):
-            raise ValueError(f"{name}: expected a finite value >= 0, got {value}")
-
+    gap_tol, sign_tol = _pca_tolerances(pos.dtype, gap_tol, sign_tol)
     x = pos.detach() if detach else pos
-    if edge_weight is None:
-        w = x.new_ones(E)
-    else:
-        if not isinstance(edge_weight, Tensor) or edge_weight.shape != (E,):
-            raise ValueError(f"edge_weight: expected shape [{E}] (one weight per edge)")
-        if edge_weight.numel() and not bool((torch.isfinite(edge_weight) & (edge_weight >= 0)).all()):
-            raise ValueError("edge_weight: must be finite and >= 0")
-        w = edge_weight.to(x.dtype)
-        if detach:
-            w = w.detach()
-
-    y = x[src] - x[dst]  # [E, d] offsets from the node (translation-exact)
-    if center == "centroid":
-        Wm = _scatter_sum(torch.cat([w[:, None], w[:, None] * y], 1), dst, N)
-        W = Wm[:, 0]
-        m = Wm[:, 1:] / torch.where(W > 0, W, torch.ones_like(W))[:, None]
-        y = y - m[dst]
-    # one scatter for C_i, the first moment sum_j w y_ij, and the scale normalisers
-    # sum_j w |y_ij| and sum_j w |y_ij|^3 (thresholds relative to the neighbourhood's size, not to
-    # sum_j w |u.y|^q: an axis orthogonal to all offsets has u.y = O(eps) noise that must not decide)
-    yn = y.detach().norm(dim=1, keepdim=True)
-    per_edge = torch.cat([(y[:, :, None] * y[:, None, :]).reshape(E, d * d), y, yn.to(y.dtype), yn**3], 1)
-    if edge_weight is not None:
-        per_edge = per_edge * w[:, None]
-    S = _scatter_sum(per_edge, dst, N)
-    C = S[:, : d * d].reshape(N, d, d)
-    M1 = S[:, d * d : d * d + d]
-    a1, a3 = S[:, -2].detach(), S[:, -1].detach()
+    w = _edge_weights(x, edge_weight, src.shape[0], detach)
+    weighted = edge_weight is not None
+    y, C, M1, a1, a3 = _neighbourhood_moments(x, src, dst, w, weighted, center)
 
     evals, U = _eigh(C)
     evals, U = evals.flip(-1), U.flip(-1)  # descending; columns u_k
-
-    # invariant sign statistics of each axis: first moment u_k . sum_j w y_ij, third moment
-    # sum_j w (u_k . y_ij)^3 (per edge)
-    s1 = torch.einsum("nd,ndk->nk", M1, U)
-    p = torch.einsum("ed,edk->ek", y, U[dst])  # u_k . y_ij   [E, d]
-    p3 = p * p * p
-    if edge_weight is not None:
-        p3 = p3 * w[:, None]
-    s3 = _scatter_sum(p3, dst, N)
-    use3 = s3.abs() > sign_tol * a3[:, None]
-    use1 = ~use3 & (s1.abs() > sign_tol * a1[:, None])
-    one = torch.ones_like(s1)
-    sign = torch.where(use3, torch.sign(s3), torch.where(use1, torch.sign(s1), one)).detach()
+    sign, decided = _moment_signs(y, U, dst, M1, w, weighted, a1, a3, sign_tol)
     R = (U * sign[:, None, :]).transpose(-1, -2)  # rows = axes
 
     # degenerate: repeated eigenvalues or an undecided sign; C = 0 -> identity
     lam1 = evals[:, 0]
     gaps = evals[:, :-1] - evals[:, 1:]
-    degenerate = ~(use3 | use1).all(1) | (lam1 <= 0)
+    degenerate = ~decided | (lam1 <= 0)
     if d > 1:
         degenerate |= (gaps <= gap_tol * lam1.clamp_min(0)[:, None]).any(1)
     if ties is not None:  # a k-NN / radius neighbourhood decided by a tie is not a function of the geometry
@@ -346,6 +296,82 @@ def local_pca_frames(
         R = R * flip[:, :, None]
     R = R.detach() if detach else R
     return (R, degenerate) if return_mask else R
+
+
+def _graph_and_ties(pos: Tensor, edge_index: Tensor | None, k: int | None, r: float | None, batch: Tensor | None,
+                    max_num_neighbors: int | None) -> tuple[Tensor, Tensor | None]:
+    """The neighbourhood graph (given, or built from ``k`` / ``r``) and, for a built one, the nodes whose
+    neighbourhood is decided by a distance tie."""
+    if edge_index is None and k is not None and r is None:  # one search gives the graph and its ties
+        return knn_graph_with_ties(pos, k, _check_batch(batch, pos.shape[0], pos.device))
+    built = edge_index is None
+    edge_index = _resolve_graph(pos, edge_index, batch, k, r, max_num_neighbors)
+    ties = neighbourhood_ties(pos, r=r, batch=batch, max_num_neighbors=max_num_neighbors) if built else None
+    return edge_index, ties
+
+
+def _pca_tolerances(dtype: torch.dtype, gap_tol: float | None, sign_tol: float | None) -> tuple[float, float]:
+    gap_tol = _default_tol(dtype) if gap_tol is None else float(gap_tol)
+    sign_tol = math.sqrt(torch.finfo(dtype).eps) if sign_tol is None else float(sign_tol)
+    for name, value in (("gap_tol", gap_tol), ("sign_tol", sign_tol)):
+        if not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"{name}: expected a finite value >= 0, got {value}")
+    return gap_tol, sign_tol
+
+
+def _edge_weights(x: Tensor, edge_weight: Tensor | None, E: int, detach: bool) -> Tensor:
+    """The weights ``w_ij`` (default 1), checked: one per edge, finite, ``>= 0``."""
+    if edge_weight is None:
+        return x.new_ones(E)
+    if not isinstance(edge_weight, Tensor) or edge_weight.shape != (E,):
+        raise ValueError(f"edge_weight: expected shape [{E}] (one weight per edge)")
+    if edge_weight.numel() and not bool((torch.isfinite(edge_weight) & (edge_weight >= 0)).all()):
+        raise ValueError("edge_weight: must be finite and >= 0")
+    w = edge_weight.to(x.dtype)
+    return w.detach() if detach else w
+
+
+def _neighbourhood_moments(x: Tensor, src: Tensor, dst: Tensor, w: Tensor, weighted: bool,
+                           center: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Offsets ``y_ij`` (from the node or the centroid), ``C_i``, the first moment ``sum_j w y_ij`` and the
+    scale normalisers ``sum_j w |y_ij|`` and ``sum_j w |y_ij|^3``, in one scatter.
+
+    The sign thresholds are relative to the neighbourhood's size, not to ``sum_j w |u.y|^q``: an axis
+    orthogonal to all offsets has ``u.y = O(eps)`` noise that must not decide.
+    """
+    N, d = x.shape
+    E = src.shape[0]
+    y = x[src] - x[dst]  # [E, d] offsets from the node (translation-exact)
+    if center == "centroid":
+        Wm = _scatter_sum(torch.cat([w[:, None], w[:, None] * y], 1), dst, N)
+        W = Wm[:, 0]
+        m = Wm[:, 1:] / torch.where(W > 0, W, torch.ones_like(W))[:, None]
+        y = y - m[dst]
+    yn = y.detach().norm(dim=1, keepdim=True)
+    per_edge = torch.cat([(y[:, :, None] * y[:, None, :]).reshape(E, d * d), y, yn.to(y.dtype), yn**3], 1)
+    if weighted:
+        per_edge = per_edge * w[:, None]
+    S = _scatter_sum(per_edge, dst, N)
+    C = S[:, : d * d].reshape(N, d, d)
+    M1 = S[:, d * d : d * d + d]
+    return y, C, M1, S[:, -2].detach(), S[:, -1].detach()
+
+
+def _moment_signs(y: Tensor, U: Tensor, dst: Tensor, M1: Tensor, w: Tensor, weighted: bool, a1: Tensor, a3: Tensor,
+                  sign_tol: float) -> tuple[Tensor, Tensor]:
+    """The sign of each axis ``u_k`` from the third moment ``sum_j w (u_k . y_ij)^3``, else the first
+    ``u_k . sum_j w y_ij``, else ``+1``; and whether every axis of a node was decided by a moment."""
+    s1 = torch.einsum("nd,ndk->nk", M1, U)
+    p = torch.einsum("ed,edk->ek", y, U[dst])  # u_k . y_ij   [E, d]
+    p3 = p * p * p
+    if weighted:
+        p3 = p3 * w[:, None]
+    s3 = _scatter_sum(p3, dst, U.shape[0])
+    use3 = s3.abs() > sign_tol * a3[:, None]
+    use1 = ~use3 & (s1.abs() > sign_tol * a1[:, None])
+    one = torch.ones_like(s1)
+    sign = torch.where(use3, torch.sign(s3), torch.where(use1, torch.sign(s1), one)).detach()
+    return sign, (use3 | use1).all(1)
 
 
 class LocalPCAFrames(nn.Module):
