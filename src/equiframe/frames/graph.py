@@ -355,6 +355,65 @@ def laplacian_frame(
         raise ValueError(f"edge_index: expected shape [2, E], got {tuple(edge_index.shape)}")
     if operator not in ("laplacian", "normalized_laplacian", "adjacency"):
         raise ValueError(f"operator: expected 'laplacian', 'normalized_laplacian' or 'adjacency', got {operator!r}")
+    dtype, tol, key_tol, atol = _spectral_tolerances(dtype, tol, key_tol, atol)
+    device = edge_index.device
+    E = edge_index.shape[1]
+    num_nodes, batch, B = _nodes_and_batch(edge_index, batch, x, num_nodes, num_graphs)
+    edge_index = edge_index.to(torch.long)
+    src, dst = edge_index[0], edge_index[1]
+    if E > 0 and not torch.equal(batch[src], batch[dst]):
+        raise ValueError("edge_index: an edge joins nodes of different graphs (see batch)")
+    feats, feat_exact = _exact_features(x, num_nodes, device)
+    w = _operator_weights(edge_weight, E, operator, dtype, device)
+
+    # -- node layout: graph by graph ----------------------------------------------------------------
+    node_sorted = torch.argsort(batch, stable=True)  # nodes grouped by graph, increasing index
+    counts = torch.bincount(batch, minlength=B)
+    ptr = torch.zeros(B + 1, dtype=torch.long, device=device)
+    ptr[1:] = torch.cumsum(counts, 0)
+    local = torch.empty(num_nodes, dtype=torch.long, device=device)
+    local[node_sorted] = torch.arange(num_nodes, device=device) - ptr[batch[node_sorted]]
+
+    order = torch.empty(num_nodes, dtype=torch.long, device=device)
+    block_local = torch.empty(num_nodes, dtype=torch.long, device=device)
+    e_graph = batch[src]
+    for n in sorted(set(counts.tolist()) - {0}):  # graphs of equal size n together
+        graphs = torch.nonzero(counts == n).flatten()  # [G]
+        G = graphs.numel()
+        slot = torch.full((B,), -1, dtype=torch.long, device=device)
+        slot[graphs] = torch.arange(G, device=device)
+        emask = slot[e_graph] >= 0
+        A = torch.zeros(G, n, n, dtype=dtype, device=device)
+        A.index_put_((slot[e_graph[emask]], local[src[emask]], local[dst[emask]]), w[emask], accumulate=True)
+        ranks = _spectral_ranks(_graph_operator(A, operator), tol, atol, key_tol)
+        if feats is not None:
+            # nodes of the group's graphs in local order
+            nodes = node_sorted[ptr[graphs][:, None] + torch.arange(n, device=device)]  # [G, n]
+            f = feats[nodes]  # [G, n, F]
+            ftol = key_tol * f.abs().amax(1, keepdim=True).clamp_min(1.0)
+            ftol = torch.where(feat_exact, torch.zeros_like(ftol), ftol)
+            ranks = torch.cat([ranks, _cluster_ranks(f, ftol)], dim=-1)
+        perm = _lex_argsort(ranks)  # [G, n] local positions in sorted order
+        srt = ranks.gather(1, perm[:, :, None].expand_as(ranks))
+        newb = (srt[:, 1:] != srt[:, :-1]).any(-1)
+        blk = torch.cat([torch.zeros(G, 1, dtype=torch.long, device=device), newb.long().cumsum(-1)], dim=-1)
+        pos = ptr[graphs][:, None] + torch.arange(n, device=device)  # [G, n] global positions
+        order[pos] = node_sorted[ptr[graphs][:, None] + perm]
+        block_local[pos] = blk
+
+    # global block ids: offset by the number of blocks of all previous graphs
+    pos_graph = torch.repeat_interleave(torch.arange(B, device=device), counts, output_size=num_nodes)
+    nblocks = torch.zeros(B, dtype=torch.long, device=device)
+    nblocks.scatter_reduce_(0, pos_graph, block_local + 1, reduce="amax")
+    offset = torch.cumsum(nblocks, 0) - nblocks
+    block = block_local + offset[pos_graph]
+    return PermutationFrame(order=order, block=block, ptr=ptr)
+
+
+def _spectral_tolerances(dtype: torch.dtype | None, tol: float | None, key_tol: float | None,
+                         atol: float | None) -> tuple[torch.dtype, float, float, float]:
+    """The dtype (default float64) and the tolerances of :func:`laplacian_frame` (``tol=0``: the
+    exact-equality variant, unless ``key_tol`` / ``atol`` are given)."""
     if dtype is None:
         dtype = torch.float64
     if dtype not in _DEFAULT_TOLS:
@@ -369,10 +428,14 @@ def laplacian_frame(
     for name, v in (("tol", tol), ("key_tol", key_tol), ("atol", atol)):
         if not math.isfinite(v) or v < 0:
             raise ValueError(f"{name}: expected a finite value >= 0, got {v}")
-    device = edge_index.device
-    E = edge_index.shape[1]
+    return dtype, tol, key_tol, atol
 
-    # -- number of nodes, batch ---------------------------------------------------------------------
+
+def _nodes_and_batch(edge_index: Tensor, batch: Tensor | None, x: Tensor | None, num_nodes: int | None,
+                     num_graphs: int | None) -> tuple[int, Tensor, int]:
+    """The number of nodes (given, or from ``batch``, ``x`` or ``edge_index``), the checked batch vector
+    (default: one graph) and the number of graphs."""
+    device, E = edge_index.device, edge_index.shape[1]
     if batch is not None and x is not None and isinstance(batch, Tensor) and isinstance(x, Tensor) \
             and batch.dim() == 1 and x.dim() >= 1 and batch.shape[0] != x.shape[0]:
         raise ValueError(f"batch: expected one entry per row of x ({x.shape[0]}), got {batch.shape[0]}")
@@ -404,107 +467,79 @@ def laplacian_frame(
         if int(num_graphs) < B:
             raise ValueError(f"num_graphs: {num_graphs} < batch.max() + 1 = {B}")
         B = int(num_graphs)
-    edge_index = edge_index.to(torch.long)
-    src, dst = edge_index[0], edge_index[1]
-    if E > 0 and not torch.equal(batch[src], batch[dst]):
-        raise ValueError("edge_index: an edge joins nodes of different graphs (see batch)")
+    return num_nodes, batch, B
 
-    # -- features -----------------------------------------------------------------------------------
-    feats: Tensor | None = None
-    feat_exact: Tensor | None = None
-    if x is not None:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
-        if x.dim() == 1:
-            x = x[:, None]
-        if x.dim() != 2 or x.shape[0] != num_nodes:
-            raise ValueError(f"x: expected shape [{num_nodes}] or [{num_nodes}, F], got {tuple(x.shape)}")
-        if x.dtype.is_complex:
-            raise TypeError("x: complex features are not supported")
-        x = x.to(device)
-        if x.dtype.is_floating_point and not torch.isfinite(x).all():
-            raise ValueError("x: contains NaN or inf")
-        if not x.dtype.is_floating_point and x.dtype != torch.bool and x.numel() and int(x.abs().max()) > 2**53:
-            raise ValueError("x: integer features beyond 2**53 cannot be compared exactly")
-        feats = x.to(torch.float64)
-        feat_exact = torch.full((feats.shape[1],), not x.dtype.is_floating_point, device=device)
 
-    if edge_weight is not None:
-        if not isinstance(edge_weight, Tensor) or edge_weight.shape != (E,):
-            raise ValueError(f"edge_weight: expected a tensor of shape [{E}]")
-        if not torch.isfinite(edge_weight).all():
-            raise ValueError("edge_weight: contains NaN or inf")
-        if operator == "normalized_laplacian" and E > 0 and float(edge_weight.min()) < 0:
-            raise ValueError("edge_weight: must be >= 0 for operator='normalized_laplacian'")
-        w = edge_weight.to(device=device, dtype=dtype)
-    else:
-        w = torch.ones(E, dtype=dtype, device=device)
+def _exact_features(x: Tensor | None, num_nodes: int, device: torch.device) -> tuple[Tensor | None, Tensor | None]:
+    """Node features ``[N, F]`` as float64 sort keys, checked, and per column whether they compare exactly
+    (integer and boolean features)."""
+    if x is None:
+        return None, None
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 1:
+        x = x[:, None]
+    if x.dim() != 2 or x.shape[0] != num_nodes:
+        raise ValueError(f"x: expected shape [{num_nodes}] or [{num_nodes}, F], got {tuple(x.shape)}")
+    if x.dtype.is_complex:
+        raise TypeError("x: complex features are not supported")
+    x = x.to(device)
+    if x.dtype.is_floating_point and not torch.isfinite(x).all():
+        raise ValueError("x: contains NaN or inf")
+    if not x.dtype.is_floating_point and x.dtype != torch.bool and x.numel() and int(x.abs().max()) > 2**53:
+        raise ValueError("x: integer features beyond 2**53 cannot be compared exactly")
+    feats = x.to(torch.float64)
+    return feats, torch.full((feats.shape[1],), not x.dtype.is_floating_point, device=device)
 
-    # -- node layout: graph by graph ----------------------------------------------------------------
-    node_sorted = torch.argsort(batch, stable=True)  # nodes grouped by graph, increasing index
-    counts = torch.bincount(batch, minlength=B)
-    ptr = torch.zeros(B + 1, dtype=torch.long, device=device)
-    ptr[1:] = torch.cumsum(counts, 0)
-    local = torch.empty(num_nodes, dtype=torch.long, device=device)
-    local[node_sorted] = torch.arange(num_nodes, device=device) - ptr[batch[node_sorted]]
 
-    order = torch.empty(num_nodes, dtype=torch.long, device=device)
-    block_local = torch.empty(num_nodes, dtype=torch.long, device=device)
-    e_graph = batch[src]
-    counts_list = counts.tolist()
-    for n in sorted(set(counts_list) - {0}):
-        graphs = torch.nonzero(counts == n).flatten()  # [G]
-        G = graphs.numel()
-        slot = torch.full((B,), -1, dtype=torch.long, device=device)
-        slot[graphs] = torch.arange(G, device=device)
-        emask = slot[e_graph] >= 0
-        es = slot[e_graph[emask]]
-        A = torch.zeros(G, n, n, dtype=dtype, device=device)
-        A.index_put_((es, local[src[emask]], local[dst[emask]]), w[emask], accumulate=True)
-        if not torch.allclose(A, A.transpose(1, 2), rtol=1e-12, atol=0.0):
-            raise ValueError(
-                "edge_index: the graph is not undirected (every edge needs both directions with equal weight); "
-                "see torch_geometric.utils.to_undirected"
-            )
-        deg = A.sum(-1)
-        if operator == "laplacian":
-            M = torch.diag_embed(deg) - A
-        elif operator == "normalized_laplacian":
-            dinv = torch.where(deg > 0, deg.clamp_min(torch.finfo(dtype).tiny).rsqrt(), torch.zeros_like(deg))
-            M = torch.eye(n, dtype=dtype, device=device) - dinv[:, :, None] * A * dinv[:, None, :]
-        else:
-            M = A
-        lam, U = torch.linalg.eigh(M)  # ascending
-        scale = lam.abs().amax(-1, keepdim=True)
-        brk = lam.diff(dim=-1) > tol * scale + atol  # [G, n-1]
-        space = torch.cat([torch.zeros(G, 1, dtype=torch.long, device=device), brk.long().cumsum(-1)], dim=-1)
-        K = int(space[:, -1].max()) + 1
-        keys = torch.zeros(G, n, K, dtype=dtype, device=device)
-        keys.scatter_add_(2, space[:, None, :].expand(G, n, n), U * U)
-        keys = keys.sqrt()
-        ranks = _cluster_ranks(keys, torch.tensor(key_tol, dtype=dtype, device=device))
-        if feats is not None:
-            # nodes of the group's graphs in local order
-            nodes = node_sorted[ptr[graphs][:, None] + torch.arange(n, device=device)]  # [G, n]
-            f = feats[nodes]  # [G, n, F]
-            ftol = key_tol * f.abs().amax(1, keepdim=True).clamp_min(1.0)
-            ftol = torch.where(feat_exact, torch.zeros_like(ftol), ftol)
-            ranks = torch.cat([ranks, _cluster_ranks(f, ftol)], dim=-1)
-        perm = _lex_argsort(ranks)  # [G, n] local positions in sorted order
-        srt = ranks.gather(1, perm[:, :, None].expand_as(ranks))
-        newb = (srt[:, 1:] != srt[:, :-1]).any(-1)
-        blk = torch.cat([torch.zeros(G, 1, dtype=torch.long, device=device), newb.long().cumsum(-1)], dim=-1)
-        pos = ptr[graphs][:, None] + torch.arange(n, device=device)  # [G, n] global positions
-        order[pos] = node_sorted[ptr[graphs][:, None] + perm]
-        block_local[pos] = blk
+def _operator_weights(edge_weight: Tensor | None, E: int, operator: str, dtype: torch.dtype,
+                      device: torch.device) -> Tensor:
+    if edge_weight is None:
+        return torch.ones(E, dtype=dtype, device=device)
+    if not isinstance(edge_weight, Tensor) or edge_weight.shape != (E,):
+        raise ValueError(f"edge_weight: expected a tensor of shape [{E}]")
+    if not torch.isfinite(edge_weight).all():
+        raise ValueError("edge_weight: contains NaN or inf")
+    if operator == "normalized_laplacian" and E > 0 and float(edge_weight.min()) < 0:
+        raise ValueError("edge_weight: must be >= 0 for operator='normalized_laplacian'")
+    return edge_weight.to(device=device, dtype=dtype)
 
-    # global block ids: offset by the number of blocks of all previous graphs
-    pos_graph = torch.repeat_interleave(torch.arange(B, device=device), counts, output_size=num_nodes)
-    nblocks = torch.zeros(B, dtype=torch.long, device=device)
-    nblocks.scatter_reduce_(0, pos_graph, block_local + 1, reduce="amax")
-    offset = torch.cumsum(nblocks, 0) - nblocks
-    block = block_local + offset[pos_graph]
-    return PermutationFrame(order=order, block=block, ptr=ptr)
+
+def _graph_operator(A: Tensor, operator: str) -> Tensor:
+    """The operator of a batch of weighted adjacency matrices ``A [G, n, n]`` (checked symmetric)."""
+    if not torch.allclose(A, A.transpose(1, 2), rtol=1e-12, atol=0.0):
+        raise ValueError(
+            "edge_index: the graph is not undirected (every edge needs both directions with equal weight); "
+            "see torch_geometric.utils.to_undirected"
+        )
+    deg = A.sum(-1)
+    if operator == "laplacian":
+        return torch.diag_embed(deg) - A
+    if operator == "normalized_laplacian":
+        n, dtype = A.shape[-1], A.dtype
+        dinv = torch.where(deg > 0, deg.clamp_min(torch.finfo(dtype).tiny).rsqrt(), torch.zeros_like(deg))
+        return torch.eye(n, dtype=dtype, device=A.device) - dinv[:, :, None] * A * dinv[:, None, :]
+    return A
+
+
+def _spectral_ranks(M: Tensor, tol: float, atol: float, key_tol: float) -> Tensor:
+    """Per node, the ranks of its invariant spectral keys: the norms of its rows of the eigenvector blocks
+    of ``M [G, n, n]`` (eigenvalues within ``tol * max|lambda| + atol`` share a block), clustered within
+    ``key_tol``.
+
+    Shapes:
+        M ``[G, n, n]`` -> ranks ``[G, n, K]`` (``K`` the largest number of eigenvalue blocks)
+    """
+    G, n = M.shape[0], M.shape[-1]
+    lam, U = torch.linalg.eigh(M)  # ascending
+    scale = lam.abs().amax(-1, keepdim=True)
+    brk = lam.diff(dim=-1) > tol * scale + atol  # [G, n-1]
+    space = torch.cat([torch.zeros(G, 1, dtype=torch.long, device=M.device), brk.long().cumsum(-1)], dim=-1)
+    K = int(space[:, -1].max()) + 1
+    keys = torch.zeros(G, n, K, dtype=M.dtype, device=M.device)
+    keys.scatter_add_(2, space[:, None, :].expand(G, n, n), U * U)
+    keys = keys.sqrt()
+    return _cluster_ranks(keys, torch.tensor(key_tol, dtype=M.dtype, device=M.device))
 
 
 # ----------------------------------------------------------------------------------------------------
