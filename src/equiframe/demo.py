@@ -19,6 +19,7 @@ import json
 import platform
 import time
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -138,11 +139,7 @@ def run_demo(
         the path of ``report.md``.
     """
     from .datasets.nbody import NBodyConfig, generate_nbody, nbody_baselines  # noqa: PLC0415
-    from .experiments.nbody import (  # noqa: PLC0415
-        DEFAULT_LR, PUBLISHED_KEY, PUBLISHED_NBODY, TF_GNN_TARGET, NBodyExperiment, NBodyExperimentConfig,
-    )
     from .report import plot_learning_curves, plot_rotation, summarize  # noqa: PLC0415
-    from .train import OptimConfig, TrainConfig, train  # noqa: PLC0415
 
     budget = budget or (QUICK_BUDGET if quick else DEMO_BUDGET)
     out_dir = Path(out_dir)
@@ -161,20 +158,7 @@ def run_demo(
 
     # 2. training (the shared loop; results under out_dir/runs)
     runs_root = out_dir / "runs"
-    finished = []
-    for model in budget.models:
-        t0 = time.perf_counter()
-        exp = NBodyExperiment(NBodyExperimentConfig(model=model, n_train=budget.n_train, n_valid=budget.n_valid,
-                                                    n_test=budget.n_test, data=data_cfg, data_root=data_root))
-        cfg = TrainConfig(epochs=budget.epochs_fa if model == "fa-gnn" else budget.epochs,
-                          optim=OptimConfig(lr=DEFAULT_LR[model]), eval_every=budget.eval_every,
-                          checkpoint_every=10**6, seeds=(seed,), out=str(runs_root), name=model, overwrite=True,
-                          quiet=quiet, device="cpu", threads=budget.threads)
-        res = train(exp, cfg)[0]
-        m = dict(res.metrics)
-        m["path"] = str(res.run_dir)
-        finished.append(m)
-        timings[f"train {model}"] = time.perf_counter() - t0
+    finished = _train_models(budget, seed, data_cfg, data_root, runs_root, quiet, timings)
     rows = summarize(finished)
 
     # 3. plots
@@ -198,6 +182,54 @@ def run_demo(
 
     # 5. report
     by_run = {m["run"]: m for m in finished}
+    L = _summary_lines(rows, by_run, base, budget, seed)
+    if curves is not None:
+        L += ["![learning curves](learning_curves.png)", ""]
+    if rotation is not None:
+        L += _rotation_lines(by_run, finished)
+    L += _pointnet_lines(pn_rows)
+    L += [
+        "## Time",
+        "",
+        "; ".join(f"{k}: {_fmt_s(v)}" for k, v in timings.items()) + f" (torch {torch.__version__}, "
+        f"{budget.threads} training thread(s), {results['machine']}).",
+        "",
+        f"Runs (checkpoints, metrics.json, curves) are in `{runs_root}`. Full-protocol training: "
+        "`equiframe train nbody --model fa-gnn --epochs 10000 --seeds 0 1 2` (resumable with `--resume`), "
+        "then `equiframe report runs`.",
+    ]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(L) + "\n")
+    return path
+
+
+def _train_models(budget: "DemoBudget", seed: int, data_cfg: Any, data_root: str | None, runs_root: Path,
+                  quiet: bool, timings: dict[str, float]) -> list[dict]:
+    """Train every model of the budget with the shared loop; their metrics (with the run path)."""
+    from .experiments.nbody import DEFAULT_LR, NBodyExperiment, NBodyExperimentConfig  # noqa: PLC0415
+    from .train import OptimConfig, TrainConfig, train  # noqa: PLC0415
+
+    finished = []
+    for model in budget.models:
+        t0 = time.perf_counter()
+        exp = NBodyExperiment(NBodyExperimentConfig(model=model, n_train=budget.n_train, n_valid=budget.n_valid,
+                                                    n_test=budget.n_test, data=data_cfg, data_root=data_root))
+        cfg = TrainConfig(epochs=budget.epochs_fa if model == "fa-gnn" else budget.epochs,
+                          optim=OptimConfig(lr=DEFAULT_LR[model]), eval_every=budget.eval_every,
+                          checkpoint_every=10**6, seeds=(seed,), out=str(runs_root), name=model, overwrite=True,
+                          quiet=quiet, device="cpu", threads=budget.threads)
+        res = train(exp, cfg)[0]
+        m = dict(res.metrics)
+        m["path"] = str(res.run_dir)
+        finished.append(m)
+        timings[f"train {model}"] = time.perf_counter() - t0
+    return finished
+
+
+def _summary_lines(rows: list[dict], by_run: dict[str, dict], base: dict, budget: "DemoBudget", seed: int) -> list[str]:
+    """The report's title, budget statement, results table, baselines and equivariance note."""
+    from .experiments.nbody import PUBLISHED_KEY, PUBLISHED_NBODY, TF_GNN_TARGET  # noqa: PLC0415
+
     L = [
         "# equiframe demo: charged n-body with Frame Averaging and Tensor Frames",
         "",
@@ -241,22 +273,31 @@ def run_demo(
         "are exact to rounding (~1e-16); the GNN is not equivariant at all.",
         "",
     ]
-    if curves is not None:
-        L += ["![learning curves](learning_curves.png)", ""]
-    if rotation is not None:
-        rot_lines = []
-        for name, m in by_run.items():
-            mse = m.get("diagnostics", {}).get("rotation", {}).get("mse")
-            if mse:
-                rot_lines.append(f"{name}: {min(mse):.4f}–{max(mse):.4f}")
-        n_rot = next((m["diagnostics"]["rotation"]["n_samples"] for m in finished
-                      if m.get("diagnostics", {}).get("rotation")), 0)
-        L += [f"Test MSE of the first {n_rot} test systems rotated about the z axis (0..360°; range over angles): "
-              + "; ".join(rot_lines) + ". The data are isotropic, so a rotated test set is as likely as the "
-              "original one: an equivariant model gives exactly the same error at every angle, while the GNN's error "
-              "changes with the angle because it predicts different motions for the same physical system seen "
-              "from another direction (its curve is not U-shaped: 0° is not special for it either).", "",
-              "![error vs rotation angle](error_vs_rotation.png)", ""]
+    return L
+
+
+def _rotation_lines(by_run: dict[str, dict], finished: list[dict]) -> list[str]:
+    """The error-versus-rotation paragraph and its plot."""
+    L: list[str] = []
+    rot_lines = []
+    for name, m in by_run.items():
+        mse = m.get("diagnostics", {}).get("rotation", {}).get("mse")
+        if mse:
+            rot_lines.append(f"{name}: {min(mse):.4f}–{max(mse):.4f}")
+    n_rot = next((m["diagnostics"]["rotation"]["n_samples"] for m in finished
+                  if m.get("diagnostics", {}).get("rotation")), 0)
+    L += [f"Test MSE of the first {n_rot} test systems rotated about the z axis (0..360°; range over angles): "
+          + "; ".join(rot_lines) + ". The data are isotropic, so a rotated test set is as likely as the "
+          "original one: an equivariant model gives exactly the same error at every angle, while the GNN's error "
+          "changes with the angle because it predicts different motions for the same physical system seen "
+          "from another direction (its curve is not U-shaped: 0° is not special for it either).", "",
+          "![error vs rotation angle](error_vs_rotation.png)", ""]
+    return L
+
+
+def _pointnet_lines(pn_rows: list[dict]) -> list[str]:
+    """The FA-around-a-PointNet section (or the note that it was skipped)."""
+    L: list[str] = []
     if pn_rows:
         L += [
             "## Frame Averaging around a non-equivariant PointNet",
@@ -275,16 +316,4 @@ def run_demo(
         L.append("")
     else:
         L += ["(The FA-on-PointNet section was skipped: `--no-pointnet`.)", ""]
-    L += [
-        "## Time",
-        "",
-        "; ".join(f"{k}: {_fmt_s(v)}" for k, v in timings.items()) + f" (torch {torch.__version__}, "
-        f"{budget.threads} training thread(s), {results['machine']}).",
-        "",
-        f"Runs (checkpoints, metrics.json, curves) are in `{runs_root}`. Full-protocol training: "
-        "`equiframe train nbody --model fa-gnn --epochs 10000 --seeds 0 1 2` (resumable with `--resume`), "
-        "then `equiframe report runs`.",
-    ]
-    path = out_dir / "report.md"
-    path.write_text("\n".join(L) + "\n")
-    return path
+    return L
