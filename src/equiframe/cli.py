@@ -34,6 +34,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .models.nbody import MODEL_NAMES as _MODELS
 
@@ -501,9 +502,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=GRAMMAR, formatter_class=_Formatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_data_commands, _add_train_commands, _add_eval_commands, _add_estimate_commands,
+                _add_report_commands, _add_demo_command, _add_aliases):  # in this order (the help lists them so)
+        add(sub)
+    return parser
+
+
+def _add_data_commands(sub: Any) -> None:
+    """``data EXPERIMENT``: generate or download an experiment's data."""
     from .datasets.fetch import add_cli as _add_fetch_cli  # noqa: PLC0415
 
-    # data
     data = sub.add_parser("data", help="generate (and cache) or download the data of an experiment",
                           formatter_class=_Formatter)
     dsub = data.add_subparsers(dest="dataset", required=True, metavar="EXPERIMENT")
@@ -528,7 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _optional("normals", data_normals)
 
-    # train
+
+def _add_train_commands(sub: Any) -> None:
+    """``train EXPERIMENT``: the training commands."""
     tr = sub.add_parser("train", help="train models of an experiment (several seeds; resumable; DDP under torchrun)",
                         formatter_class=_Formatter)
     tsub = tr.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
@@ -560,7 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
     _optional("graphs", train_graphs)
     _optional("normals", train_normals)
 
-    # eval
+
+def _add_eval_commands(sub: Any) -> None:
+    """``eval EXPERIMENT|PATH``: re-evaluate runs; ``eval graphs-separation``."""
     ev = _add_dispatch_parser(
         sub, "eval",
         help="re-evaluate trained runs (eval nbody|graphs|normals [RUNS]) or run the graph separation test "
@@ -588,7 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _optional("graphs", eval_separation)
 
-    # estimate
+
+def _add_estimate_commands(sub: Any) -> None:
+    """``estimate normals``: apply a shipped pretrained model."""
     es = sub.add_parser("estimate", help="apply a shipped pretrained model: estimate normals FILE -o OUT",
                         formatter_class=_Formatter)
     esub = es.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
@@ -604,7 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _optional("normals", estimate_normals)
 
-    # report
+
+def _add_report_commands(sub: Any) -> None:
+    """``report [ROOT]`` and ``report normals``."""
     rp = _add_dispatch_parser(sub, "report",
                         help="Markdown table of all results under a runs directory (mean ± std over seeds); "
                              "report normals [ROOT]: the normals table",
@@ -625,7 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _optional("normals", report_normals)
 
-    # demo
+
+def _add_demo_command(sub: Any) -> None:
+    """``demo``: the demonstration on a small budget."""
     demo = sub.add_parser("demo", help="run the main demonstration on a small built-in budget and write its report",
                           formatter_class=_Formatter)
     demo.add_argument("--out", default="reports/demo", help="output directory")
@@ -636,11 +654,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_cmd_demo, output_dirs=("out",), cache_dirs=("data_root",))
 
-    # the older experiment-specific spellings (aliases built from the same argument functions)
+
+def _add_aliases(sub: Any) -> None:
+    """The older experiment-specific spellings (aliases built from the same argument functions)."""
     for module in ("graphs", "normals"):
         _optional(module, lambda mod, err, module=module: _missing(sub, module, err) if mod is None
                   else mod.add_cli(sub))
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
