@@ -169,66 +169,95 @@ def individualisation_refinement(
     Returns:
         :class:`SearchResult`.
     """
-    gens: list[list[int]] = []
-    first: tuple[int, list[int], list[int]] | None = None  # (certificate, lab, path) of the first leaf
-    best: tuple[int, list[int], list[int], list[int]] | None = None  # (certificate, lab, path, positions)
-    visited = 0
-    leaves = 0
+    search = _Search(n, certificate, twins, prune)
     limit = max_nodes if max_nodes is not None else -1
-
-    def at_leaf(col: list[int], path: list[int]) -> int | None:
-        """Compare a leaf with the stored ones; returns the depth to jump back to (or ``None``)."""
-        nonlocal first, best, leaves
-        leaves += 1
-        cert = certificate(col)
-        lab = [0] * n
-        for v, p in enumerate(col):
-            lab[p] = v
-        for ref in (first, best):
-            if prune and ref is not None and cert == ref[0]:
-                gamma = [0] * n
-                for p in range(n):
-                    gamma[lab[p]] = ref[1][p]
-                gens.append(gamma)
-                common = 0
-                while common < len(path) and path[common] == ref[2][common]:
-                    common += 1
-                return common
-        if best is None or cert > best[0]:
-            best = (cert, lab, path, col)
-        if first is None:
-            first = (cert, lab, path)
-        return None
-
-    # explicit stack of frames: [colouring, path, candidate list, next index, explored children,
-    # orbit table, number of generators the orbit table was built from, twin classes seen]
     root = refine(list(init))
     visited = 1
     if 0 <= limit < 1:
-        return SearchResult(-1, None, visited, 0, False, gens)
-    stack: list[list] = []
-
-    def push(col: list[int], path: list[int]) -> int | None:
-        if max(col) + 1 == n:
-            return at_leaf(col, path)
-        sizes: dict[int, int] = {}
-        for c in col:
-            sizes[c] = sizes.get(c, 0) + 1
-        target = min((s, c) for c, s in sizes.items() if s > 1)[1]
-        cands = [v for v in range(n) if col[v] == target]
-        stack.append([col, path, cands, 0, [], None, -1, set()])
-        return None
-
-    jump = push(root, [])
+        return SearchResult(-1, None, visited, 0, False, search.gens)
+    stack = search.stack
+    jump = search.push(root, [])
     while stack:
         frame = stack[-1]
-        col, path, cands = frame[0], frame[1], frame[2]
-        depth = len(path)
+        depth = len(frame[1])
         if jump is not None:
             if jump < depth:
                 stack.pop()
                 continue
             jump = None  # this frame abandons its current child and goes on with the next one
+        child = search.next_child(frame)
+        if child is None:
+            stack.pop()
+            continue
+        frame[4].append(child)
+        visited += 1
+        if 0 <= limit < visited:
+            return SearchResult(-1, None, visited, search.leaves, False, search.gens)
+        col = frame[0]
+        new = [2 * c + 1 for c in col]
+        new[child] = 2 * col[child]
+        jump = search.push(refine(new), frame[1] + [child])
+    best = search.best
+    if best is None:  # only when the root is a leaf
+        raise AssertionError("unreachable: the search found no leaf")
+    return SearchResult(best[0], list(best[3]), visited, search.leaves, True, search.gens)
+
+
+class _Search:
+    """The state of :func:`individualisation_refinement`: the automorphisms found (``gens``), the first and
+    the best leaf, the leaf count and the explicit stack of tree nodes, each a list ``[colouring, path,
+    candidate list, next index, explored children, orbit table, number of generators the orbit table was
+    built from, twin classes seen]``."""
+
+    def __init__(self, n: int, certificate: Callable[[list[int]], int], twins: Sequence[int] | None, prune: bool):
+        self.n, self.certificate, self.twins, self.prune = n, certificate, twins, prune
+        self.gens: list[list[int]] = []
+        self.first: tuple[int, list[int], list[int]] | None = None  # (certificate, lab, path) of the first leaf
+        self.best: tuple[int, list[int], list[int], list[int]] | None = None  # (certificate, lab, path, positions)
+        self.leaves = 0
+        self.stack: list[list] = []
+
+    def at_leaf(self, col: list[int], path: list[int]) -> int | None:
+        """Compare a leaf with the stored ones; returns the depth to jump back to (or ``None``)."""
+        n = self.n
+        self.leaves += 1
+        cert = self.certificate(col)
+        lab = [0] * n
+        for v, p in enumerate(col):
+            lab[p] = v
+        for ref in (self.first, self.best):
+            if self.prune and ref is not None and cert == ref[0]:
+                gamma = [0] * n
+                for p in range(n):
+                    gamma[lab[p]] = ref[1][p]
+                self.gens.append(gamma)
+                common = 0
+                while common < len(path) and path[common] == ref[2][common]:
+                    common += 1
+                return common
+        if self.best is None or cert > self.best[0]:
+            self.best = (cert, lab, path, col)
+        if self.first is None:
+            self.first = (cert, lab, path)
+        return None
+
+    def push(self, col: list[int], path: list[int]) -> int | None:
+        """A refined colouring: a leaf (compared, maybe a jump depth) or a new tree node on the stack that
+        branches on the first smallest non-singleton cell."""
+        n = self.n
+        if max(col) + 1 == n:
+            return self.at_leaf(col, path)
+        sizes: dict[int, int] = {}
+        for c in col:
+            sizes[c] = sizes.get(c, 0) + 1
+        target = min((s, c) for c, s in sizes.items() if s > 1)[1]
+        cands = [v for v in range(n) if col[v] == target]
+        self.stack.append([col, path, cands, 0, [], None, -1, set()])
+        return None
+
+    def next_child(self, frame: list) -> int | None:
+        """The next candidate of a tree node not pruned by a twin class or an orbit of an explored child."""
+        path, cands, twins, gens = frame[1], frame[2], self.twins, self.gens
         i = frame[3]
         child = None
         while i < len(cands):
@@ -240,7 +269,7 @@ def individualisation_refinement(
                 frame[7].add(twins[v])
             if frame[4] and gens:
                 if frame[6] != len(gens):
-                    frame[5] = _orbits(n, gens, path)
+                    frame[5] = _orbits(self.n, gens, path)
                     frame[6] = len(gens)
                 orb = frame[5]
                 if any(orb[v] == orb[u] for u in frame[4]):
@@ -248,19 +277,7 @@ def individualisation_refinement(
             child = v
             break
         frame[3] = i
-        if child is None:
-            stack.pop()
-            continue
-        frame[4].append(child)
-        visited += 1
-        if 0 <= limit < visited:
-            return SearchResult(-1, None, visited, leaves, False, gens)
-        new = [2 * c + 1 for c in col]
-        new[child] = 2 * col[child]
-        jump = push(refine(new), path + [child])
-    if best is None:  # only when the root is a leaf
-        raise AssertionError("unreachable: the search found no leaf")
-    return SearchResult(best[0], list(best[3]), visited, leaves, True, gens)
+        return child
 
 
 def _twin_classes(n: int, nbrs: Sequence[Sequence[int]]) -> list[int]:
