@@ -24,7 +24,7 @@ Hot path (exact rewrites, no approximation):
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -66,6 +66,24 @@ def _as_slice(idx: Tensor) -> slice | None:
         return slice(0, 0)
     lo, hi = int(idx[0]), int(idx[-1]) + 1
     return slice(lo, hi) if hi - lo == idx.numel() and bool((idx == torch.arange(lo, hi)).all()) else None
+
+
+class _ConvInputs(NamedTuple):
+    """What :meth:`TensorFrameConv.forward` reads of a call (frames ``None`` for identity frames)."""
+
+    x_src: Tensor
+    x_dst: Tensor
+    f_src: Tensor | None
+    f_dst: Tensor | None
+    p_src: Tensor | None
+    p_dst: Tensor | None
+    src: Tensor
+    dst: Tensor
+    layout: Any
+    cache: Any
+    n_dst: int
+    dtype: torch.dtype
+    graph: TFGraph | None
 
 
 class TensorFrameConv(nn.Module):
@@ -190,77 +208,84 @@ class TensorFrameConv(nn.Module):
         pos: "Tensor | tuple[Tensor, Tensor] | None" = None,
         edge_attr: Tensor | None = None,
     ) -> Tensor:
-        reps, d = self.reps_in, self.reps_in.dim
-        x_src, x_dst, homogeneous = _pair(x, "x")
-        graph = None
-        if isinstance(edge_index, TFGraph) or frames is not None:
-            graph = _as_graph(edge_index, frames, pos, self.reps_in.dim)
-            x_src, x_dst, (f_src, f_dst), (p_src, p_dst) = _features_on_graph(graph, reps, x_src, x_dst, homogeneous)
-            dtype = x_src.dtype
-            if p_src is None and (self.geometry or reps.has_pos):
-                raise ValueError("pos: node positions are required (geometry=True or reps_in has 'pos' blocks)")
-            src, dst, layout, cache = graph.src, graph.dst, graph.layout, graph.cache
-            n_dst = graph.n_dst
-        else:  # identity frames: the plain (non-equivariant) network with the same architecture
-            x_src = _check_features(x_src, None, reps.size, "x" if homogeneous else "x[0]")
-            x_dst = x_src if homogeneous else _check_features(x_dst, None, reps.size, "x[1]")
-            n_src, n_dst, dtype = x_src.shape[0], x_dst.shape[0], x_src.dtype
-            f_src = f_dst = None
-            p_src = p_dst = None
-            if pos is not None:
-                p_src, p_dst, homo_p = _pair(pos, "pos")
-                if homo_p != homogeneous:
-                    raise ValueError("pos: pass a (source, target) pair exactly when x is a bipartite pair")
-                p_src = _check_pos(p_src, n_src, d, "pos" if homogeneous else "pos[0]").to(dtype)
-                p_dst = p_src if homogeneous else _check_pos(p_dst, n_dst, d, "pos[1]").to(dtype)
-            elif self.geometry or reps.has_pos:
-                raise ValueError("pos: node positions are required (geometry=True or reps_in has 'pos' blocks)")
-            edge_index = _check_edge_index(edge_index, n_src, n_dst)
-            src, dst = edge_index[0], edge_index[1]
-            layout = receiver_layout(src, dst, n_dst)
-            cache = None
-        n_e = src.shape[0]
-
-        # ---- per-edge input of the first message layer: transported tensors, geometry, edge features
-        pieces = []
-        if self.reps_tensor.size:
-            if self.transport and f_src is not None:
-                t_j = transport_edges(
-                    self.reps_tensor, self._take(x_src, self._tens_slice, self._tens_idx), f_src, f_dst, src, dst,
-                    pos_src=p_src, pos_dst=p_dst, layout=layout, cache=cache,
-                )
-            else:
-                t_j = self._take(x_src, self._tens_slice, self._tens_idx).index_select(0, src)
-                if self.reps_tensor.has_pos:  # identity frames: positions still move to the receiver's origin
-                    t_j = self.reps_tensor.transform(
-                        t_j, torch.eye(d, dtype=dtype, device=t_j.device),
-                        p_src.index_select(0, src) - p_dst.index_select(0, dst),
-                    )
-            pieces.append(t_j)
-        if self.geometry:
-            if graph is not None:
-                pieces.append(graph.geometry("rel_dist", self.length_eps, dtype))
-            else:
-                pieces.append(local_edge_geometry(p_src, p_dst, None, src, dst, "rel_dist", self.length_eps))
-        if self.reps_edge is not None:
-            if edge_attr is None:
-                raise ValueError(f"edge_attr: required, reps_edge is {str(self.reps_edge)!r}")
-            edge_attr = _check_features(edge_attr, n_e, self.reps_edge.size, "edge_attr").to(dtype)
-            if not self.reps_edge.is_scalar and f_dst is not None:
-                edge_attr = self.reps_edge.to_local(edge_attr, f_dst.index_select(0, dst))
-            pieces.append(edge_attr)
-        elif edge_attr is not None:
-            raise ValueError("edge_attr: given, but the layer was built with reps_edge=None")
-
-        h = self.msg_dst(x_dst).index_select(0, dst)
+        io = self._inputs(x, edge_index, frames, pos)
+        pieces = self._edge_pieces(io, edge_attr)
+        h = self.msg_dst(io.x_dst).index_select(0, io.dst)
         if self.msg_src is not None:
-            h = h + self.msg_src(self._take(x_src, self._scal_slice, self._scal_idx)).index_select(0, src)
+            h = h + self.msg_src(self._take(io.x_src, self._scal_slice, self._scal_idx)).index_select(0, io.src)
         if self.msg_edge is not None:
             e_in = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
             h = h + self.msg_edge(e_in)
         h = self.msg_mid(h)
+        return self.update_mlp(torch.cat([io.x_dst, self._aggregate(h, io.dst, io.n_dst)], dim=-1))
 
-        # ---- aggregation, then the last message layer per node (exact for the linear sum / mean)
+    def _inputs(self, x, edge_index, frames, pos) -> "_ConvInputs":
+        """Features, frames, positions and edges of a call, checked: on a :class:`TFGraph` (or with
+        ``frames``), or with identity frames (the plain, non-equivariant network of the same architecture)."""
+        reps, d = self.reps_in, self.reps_in.dim
+        x_src, x_dst, homogeneous = _pair(x, "x")
+        if isinstance(edge_index, TFGraph) or frames is not None:
+            graph = _as_graph(edge_index, frames, pos, self.reps_in.dim)
+            x_src, x_dst, (f_src, f_dst), (p_src, p_dst) = _features_on_graph(graph, reps, x_src, x_dst, homogeneous)
+            if p_src is None and (self.geometry or reps.has_pos):
+                raise ValueError("pos: node positions are required (geometry=True or reps_in has 'pos' blocks)")
+            return _ConvInputs(x_src, x_dst, f_src, f_dst, p_src, p_dst, graph.src, graph.dst, graph.layout,
+                               graph.cache, graph.n_dst, x_src.dtype, graph)
+        x_src = _check_features(x_src, None, reps.size, "x" if homogeneous else "x[0]")
+        x_dst = x_src if homogeneous else _check_features(x_dst, None, reps.size, "x[1]")
+        n_src, n_dst, dtype = x_src.shape[0], x_dst.shape[0], x_src.dtype
+        p_src = p_dst = None
+        if pos is not None:
+            p_src, p_dst, homo_p = _pair(pos, "pos")
+            if homo_p != homogeneous:
+                raise ValueError("pos: pass a (source, target) pair exactly when x is a bipartite pair")
+            p_src = _check_pos(p_src, n_src, d, "pos" if homogeneous else "pos[0]").to(dtype)
+            p_dst = p_src if homogeneous else _check_pos(p_dst, n_dst, d, "pos[1]").to(dtype)
+        elif self.geometry or reps.has_pos:
+            raise ValueError("pos: node positions are required (geometry=True or reps_in has 'pos' blocks)")
+        edge_index = _check_edge_index(edge_index, n_src, n_dst)
+        src, dst = edge_index[0], edge_index[1]
+        return _ConvInputs(x_src, x_dst, None, None, p_src, p_dst, src, dst, receiver_layout(src, dst, n_dst), None,
+                           n_dst, dtype, None)
+
+    def _edge_pieces(self, io: "_ConvInputs", edge_attr: Tensor | None) -> list[Tensor]:
+        """The per-edge input of the first message layer: transported tensors, geometry, edge features."""
+        d, dtype, src, dst = self.reps_in.dim, io.dtype, io.src, io.dst
+        pieces = []
+        if self.reps_tensor.size:
+            if self.transport and io.f_src is not None:
+                t_j = transport_edges(
+                    self.reps_tensor, self._take(io.x_src, self._tens_slice, self._tens_idx), io.f_src, io.f_dst,
+                    src, dst, pos_src=io.p_src, pos_dst=io.p_dst, layout=io.layout, cache=io.cache,
+                )
+            else:
+                t_j = self._take(io.x_src, self._tens_slice, self._tens_idx).index_select(0, src)
+                if self.reps_tensor.has_pos:  # identity frames: positions still move to the receiver's origin
+                    t_j = self.reps_tensor.transform(
+                        t_j, torch.eye(d, dtype=dtype, device=t_j.device),
+                        io.p_src.index_select(0, src) - io.p_dst.index_select(0, dst),
+                    )
+            pieces.append(t_j)
+        if self.geometry:
+            if io.graph is not None:
+                pieces.append(io.graph.geometry("rel_dist", self.length_eps, dtype))
+            else:
+                pieces.append(local_edge_geometry(io.p_src, io.p_dst, None, src, dst, "rel_dist", self.length_eps))
+        if self.reps_edge is not None:
+            if edge_attr is None:
+                raise ValueError(f"edge_attr: required, reps_edge is {str(self.reps_edge)!r}")
+            edge_attr = _check_features(edge_attr, src.shape[0], self.reps_edge.size, "edge_attr").to(dtype)
+            if not self.reps_edge.is_scalar and io.f_dst is not None:
+                edge_attr = self.reps_edge.to_local(edge_attr, io.f_dst.index_select(0, dst))
+            pieces.append(edge_attr)
+        elif edge_attr is not None:
+            raise ValueError("edge_attr: given, but the layer was built with reps_edge=None")
+        return pieces
+
+    def _aggregate(self, h: Tensor, dst: Tensor, n_dst: int) -> Tensor:
+        """Sum or mean of the messages per receiver, then the last message layer per node (exact for the
+        linear sum / mean: the bias is scaled by the number of messages, or 0 / 1 for the mean)."""
+        n_e = dst.shape[0]
         agg = h.new_zeros(n_dst, h.shape[1]).index_add_(0, dst, h)
         deg = torch.zeros(n_dst, dtype=h.dtype, device=h.device).index_add_(
             0, dst, torch.ones(n_e, dtype=h.dtype, device=h.device)
@@ -270,5 +295,4 @@ class TensorFrameConv(nn.Module):
             scale = (deg > 0).to(h.dtype).unsqueeze(-1)
         else:
             scale = deg.unsqueeze(-1)
-        a = nn.functional.linear(agg, self.msg_out.weight) + scale * self.msg_out.bias
-        return self.update_mlp(torch.cat([x_dst, a], dim=-1))
+        return nn.functional.linear(agg, self.msg_out.weight) + scale * self.msg_out.bias
