@@ -250,7 +250,8 @@ class RandomNodePermutation(BaseTransform):
         >>> out = RandomNodePermutation(generator=0)(path)
         >>> sorted(out.x[:, 0].tolist())                                   # the same nodes, relabelled
         [0.0, 1.0, 2.0]
-        >>> [(out.x[int(i), 0].item(), out.x[int(j), 0].item()) for i, j in out.edge_index.t()]   # the same edges
+        >>> value = out.x[:, 0].tolist()                                    # each node's original value
+        >>> sorted((value[i], value[j]) for i, j in out.edge_index.t().tolist())   # the same edges
         [(0.0, 1.0), (1.0, 2.0)]
     """
 
