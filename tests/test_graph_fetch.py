@@ -152,13 +152,15 @@ def test_fetch_arguments_and_cli(server, tmp_path, capsys):
     assert main(["data", "fetch", "sr25", "--url", f"{base}/sr251256.g6", "--data-dir", str(tmp_path / "d"),
                  "--quiet"]) == 0
     assert "validated" in capsys.readouterr().out
-    srv.mode = "corrupt"
+    srv.mode = "corrupt"  # errors: one line on stderr, exit code 2, as every other command
     assert main(["data", "fetch", "sr25", "--url", f"{base}/sr251256.g6", "--data-dir", str(tmp_path / "e"),
-                 "--quiet"]) == 1
-    assert "sha256" in capsys.readouterr().out
+                 "--quiet"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.startswith("equiframe data: error: sha256") and out.err.count("\n") == 1
     assert main(["data", "fetch", "exp", "--url", "http://127.0.0.1:9/none.txt", "--data-dir", str(tmp_path / "f"),
-                 "--quiet", "--timeout", "5"]) == 1
-    assert "cannot reach" in capsys.readouterr().out
+                 "--quiet", "--timeout", "5"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "error: url: cannot reach" in out.err and "Traceback" not in out.err
 
 
 def test_original_text_format_of_exp(tmp_path):

@@ -263,13 +263,10 @@ def fetch(
 
 # ------------------------------------------------------------------------------------------ command line
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    try:
-        path = fetch(args.fetch_dataset, url=args.url, data_dir=args.data_dir, sha256=args.sha256,
-                     verify_checksum=not args.no_checksum, force=args.force, progress=not args.quiet,
-                     timeout=args.timeout)
-    except (ConnectionError, ValueError, OSError) as err:
-        print(f"equiframe data fetch {args.fetch_dataset}: {err}")
-        return 1
+    # errors (ConnectionError, ValueError, OSError) end as one line on stderr, exit code 2 (equiframe.cli.main)
+    path = fetch(args.fetch_dataset, url=args.url, data_dir=args.data_dir, sha256=args.sha256,
+                 verify_checksum=not args.no_checksum, force=args.force, progress=not args.quiet,
+                 timeout=args.timeout)
     src = SOURCES[args.fetch_dataset]
     print(f"{args.fetch_dataset}: {path} (validated; {EXPECTED_GRAPHS[args.fetch_dataset]} graphs). "
           f"Source: {args.url or src.url}; licence {src.license}.")
