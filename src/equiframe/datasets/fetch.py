@@ -19,9 +19,12 @@ sr25      ``https://raw.githubusercontent.com/XiaoxinHe/Graph-MLPMixer/0d66dd1b0
           ``https://users.cecs.anu.edu.au/~bdm/data/sr251256.g6``)
 ========  =====================================================================================  ==========
 
-The EXP text release is a different random draw of EXP than the pickled ``GRAPHSAT.pkl`` of the same
-repository, from which the project's ``exp_graphsat.npz`` was converted (both have 1200 graphs in 600
-1-WL-equivalent SAT / UNSAT pairs; the benchmark numbers of this repository were measured on the npz).
+The EXP text release ``Data/EXP/GRAPHSAT.txt`` is a different random draw of EXP than the pickled
+``Data/EXP/raw/GRAPHSAT.pkl`` of the same commit, from which the project's ``exp_graphsat.npz`` was converted
+(both have 1200 graphs in 600 1-WL-equivalent SAT / UNSAT pairs; compared graph by graph, the npz equals the
+pickle in all 1200 graphs and the text release in none). Every committed EXP number of this repository was
+measured on the npz; :func:`find_data_file` prefers it when both are present, and the graph experiments record
+the file they read (:func:`data_source`).
 ``--url`` fetches any file in a supported format (``.txt``, ``.npz``, ``.g6``), e.g. an offline mirror.
 """
 
@@ -45,6 +48,7 @@ __all__ = [
     "DataSource",
     "FetchDataset",
     "add_cli",
+    "data_source",
     "default_data_dir",
     "fetch",
     "find_data_file",
@@ -110,6 +114,16 @@ def find_data_file(dataset: FetchDataset, data_dir: str | os.PathLike | None = N
             return d / name
     raise FileNotFoundError(f"data_dir: no {' or '.join(FILENAMES[dataset])} in {d}; run `equiframe data fetch "
                             f"{dataset}` (or pass --data-dir / set $EQUIFRAME_DATA to a directory holding it)")
+
+
+def data_source(dataset: str, data_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """Which file a run reads for ``dataset`` (``exp`` / ``sr25``: :func:`find_data_file`), for its results:
+    ``{"data_file": name, "data_sha256": hex}`` -- the two EXP files are different draws of EXP (see the module
+    docstring), so a result must say which one it was measured on. ``{}`` for the generated data sets."""
+    if dataset not in FILENAMES:
+        return {}
+    path = find_data_file(dataset, data_dir)  # type: ignore[arg-type]
+    return {"data_file": path.name, "data_sha256": _sha256(path)}
 
 
 def _target_name(dataset: str, url: str) -> str:

@@ -40,6 +40,7 @@ from typing import Any, Literal, Mapping, Sequence, get_args
 import torch
 from torch import Tensor, nn
 
+from ..datasets.fetch import data_source
 from ..frames.canonical import canonical_keys
 from ..models.graphs import GRAPH_MODEL_NAMES, ComponentOrder, FrameKind, GraphModelName, build_graph_model
 from .._machine import machine_description
@@ -105,7 +106,8 @@ def load_separation_graphs(dataset: SeparationDataset | ClassifyDataset, data_di
 
     ``graph8c`` is generated (cached); ``csl`` is built (seed 0); ``exp`` / ``sr25`` are read from
     ``data_dir`` (default ``$EQUIFRAME_DATA``, else ``~/.cache/equiframe/data``, where ``equiframe data fetch``
-    puts them): ``exp_graphsat.npz`` or ``GRAPHSAT.txt`` / ``sr251256.g6``.
+    puts them): ``exp_graphsat.npz`` (preferred: the draw behind the committed numbers) or ``GRAPHSAT.txt``
+    (the public text release, another draw of EXP) / ``sr251256.g6``.
     """
     from ..datasets.graphs import csl_dataset, graph8c, load_exp, load_sr25  # noqa: PLC0415
 
@@ -355,6 +357,7 @@ def separate(
     tdt = _DTYPES[dtype]
     if node_features not in get_args(NodeFeatures):
         raise ValueError(f"node_features: expected one of {get_args(NodeFeatures)}, got {node_features!r}")
+    from_files = graphs is None
     if graphs is None:
         graphs = load_separation_graphs(dataset, data_dir)
     graphs = list(graphs) if node_features == "default" else with_degree(graphs)
@@ -413,8 +416,8 @@ def separate(
     n_pairs = G * (G - 1) // 2 if pairs is None else int(pairs.shape[0])
     fp_seed = (selfd > threshold).double().mean(1) if false_positives else None
     result: dict[str, Any] = {
-        "dataset": dataset, "model": model, "frame": frame if fa else None, "seeds": seeds, "threshold": threshold,
-        "graphs": G, "pairs": n_pairs, "undistinguished": int(und.shape[0]),
+        "dataset": dataset, **(data_source(dataset, data_dir) if from_files else {}),
+        "model": model, "frame": frame if fa else None, "seeds": seeds, "threshold": threshold, "graphs": G, "pairs": n_pairs, "undistinguished": int(und.shape[0]),
         "undistinguished_calibrated": int(und_cal.shape[0]),
         "undistinguished_pairs": und.tolist() if und.shape[0] <= 10_000 else None,
         "fp_rate_mean": float(fp_seed.mean()) if fp_seed is not None else None,
@@ -597,7 +600,8 @@ class GraphClassificationExperiment(Experiment):
         return cls(GraphClassificationConfig.from_dict(d))
 
     def describe(self) -> dict[str, Any]:
-        return {"dataset": self.config.dataset, "model": self.config.model, "frame": self.config.frame,
+        return {"dataset": self.config.dataset, **data_source(self.config.dataset, self.config.data_dir),
+                "model": self.config.model, "frame": self.config.frame,
                 "train_frame": self.config.train_frame or self.config.frame,
                 "train_components": self.config.train_components,
                 "fold": self.config.fold, **{f"n_{k}": len(self.dataset(k)) for k in ("train", "valid", "test")},
