@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..reps import Block, TensorReps
-from .tensor_frames.checks import _check_edge_index, _check_features, _check_pos, _pair
+from .tensor_frames.checks import _check_device, _check_edge_index, _check_features, _check_module_device, _check_pos, _pair
 from .tensor_frames.geometry import geometry_dim, local_edge_geometry
 from .tensor_frames.graph import TFGraph, _as_graph, _features_on_graph
 from .tensor_frames.local import _resolve_reps
@@ -197,6 +197,9 @@ class TensorFrameConv(nn.Module):
     ) -> Tensor:
         reps, d = self.reps_in, self.reps_in.dim
         x_src, x_dst, homogeneous = _pair(x, "x")
+        if isinstance(x_src, Tensor):
+            _check_device("x", x_src, ("x[1]", x_dst), ("edge_attr", edge_attr))
+            _check_module_device(self, x_src, "x" if homogeneous else "x[0]")
         graph = None
         if isinstance(edge_index, TFGraph) or frames is not None:
             graph = _as_graph(edge_index, frames, pos, self.reps_in.dim)
@@ -220,6 +223,7 @@ class TensorFrameConv(nn.Module):
                 p_dst = p_src if homogeneous else _check_pos(p_dst, n_dst, d, "pos[1]").to(dtype)
             elif self.geometry or reps.has_pos:
                 raise ValueError("pos: node positions are required (geometry=True or reps_in has 'pos' blocks)")
+            _check_device("x", x_src, ("pos", p_src), ("pos[1]", p_dst), ("edge_index", edge_index))
             edge_index = _check_edge_index(edge_index, n_src, n_dst)
             src, dst = edge_index[0], edge_index[1]
             layout = receiver_layout(src, dst, n_dst)
