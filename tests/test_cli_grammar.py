@@ -325,6 +325,8 @@ MALFORMED = [
     (["estimate", "normals", "{g}/trunc.off", "-o", "{g}/o.xyz"], "trunc.off"),
     (["normals", "estimate", "{g}/adir", "-o", "{g}/o.xyz"], "adir"),
     (["eval", "nbody", "{g}/run"], "checkpoint"),
+    (["eval", "graphs", "{g}/run"], "checkpoint"),
+    (["eval", "normals", "{g}/run"], "checkpoint"),
     (["eval", "{g}/run/checkpoint.pt"], "checkpoint"),
     (["train", "nbody", "--model", "gnn", "--egnn-npy", "{g}/npy", "--quiet", "--out", "{g}/runs"], "EGNN"),
     (["data", "nbody", "--egnn-npy", "{g}/npy"], "EGNN"),

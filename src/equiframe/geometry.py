@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_int
+from ._entry_checks import check_tensor
 
 __all__ = ["knn_graph", "radius_graph", "batch_to_ptr", "ptr_to_batch"]
 
@@ -142,6 +143,8 @@ def ptr_to_batch(ptr: Tensor) -> Tensor:
     Shapes:
         ptr ``[B + 1]`` -> batch ``[ptr[-1]]``
     """
+    if isinstance(ptr, Tensor):
+        check_tensor("ptr", ptr, integer=True)
     if not isinstance(ptr, Tensor) or ptr.dim() != 1 or ptr.numel() < 1:
         raise ValueError("ptr: expected a 1-D tensor [B + 1]")
     counts = ptr[1:] - ptr[:-1]

@@ -128,6 +128,10 @@ def relabelled_copies(graphs: Sequence[Any], generator: torch.Generator) -> list
     Node ``i`` becomes node ``perm[i]`` (:func:`equiframe.frames.graph.permute_graph`); the copies are
     isomorphic to the originals, so an invariant model must embed them identically.
     """
+    check_instance("generator", generator, torch.Generator)
+    for i, g in enumerate(graphs):
+        if getattr(g, "edge_index", None) is None or getattr(g, "num_nodes", None) is None:
+            raise ValueError(f"graphs: item {i} is not a graph with edge_index and num_nodes ({type(g).__name__})")
     from torch_geometric.data import Data  # noqa: PLC0415
 
     from ..frames.graph import permute_graph  # noqa: PLC0415
@@ -152,6 +156,9 @@ def with_degree(graphs: Sequence[Any]) -> list[Any]:
     Shapes:
         per graph: x ``[n, F]``, edge_index ``[2, E]`` -> x' ``[n, F + 1]``
     """
+    for i, g in enumerate(graphs):
+        if getattr(g, "edge_index", None) is None or getattr(g, "num_nodes", None) is None:
+            raise ValueError(f"graphs: item {i} is not a graph with edge_index and num_nodes ({type(g).__name__})")
     from torch_geometric.data import Data  # noqa: PLC0415
 
     out = []
@@ -190,6 +197,10 @@ def embed_graphs(model: nn.Module, chunks: Sequence[Mapping[str, Any]], *, frame
     With ``frame_info`` (FA models) also returns ``{"exact": [G] bool, "log10_size": [G] float64,
     "copies": int}`` (``copies``: backbone inputs per pass, i.e. frame elements averaged).
     """
+    check_instance("model", model, nn.Module)
+    for i, c in enumerate(chunks):
+        if not isinstance(c, Mapping) or not {"x", "edge_index", "batch"} <= c.keys():
+            raise ValueError(f"chunks: item {i} is not a collated batch with x, edge_index and batch (see separate)")
     outs, exact, logs, copies = [], [], [], 0
     fa = hasattr(model, "fa")
     for c in chunks:
@@ -443,6 +454,9 @@ def csl_folds(labels: Sequence[int], folds: int = 5, seed: int = 0) -> list[list
     Returns:
         ``folds`` lists of item indices (sorted), each with ``count_c / folds`` items of class ``c``.
     """
+    check_int("folds", folds, 2)
+    if len(labels) < folds:
+        raise ValueError(f"labels: {len(labels)} item(s) cannot fill {folds} folds")
     import numpy as np  # noqa: PLC0415
 
     if folds < 2:
@@ -809,3 +823,5 @@ def classify(
 
 
 from .graphs_cli import add_classify_arguments, add_cli, add_separate_arguments  # noqa: E402  (re-exported)
+from .._checks import check_int
+from .._entry_checks import check_instance

@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 
 from ._normals_common import LocalFeatures, _as_batch, _check_pos, _choice, _positive
+from .._checks import check_int
+from .._entry_checks import check_tensor
 
 
 # ------------------------------------------------------------------------------------------ geometry
@@ -35,6 +37,12 @@ def dense_knn(query: Tensor, points: Tensor, k: int, *, exclude_self: bool = Fal
     Shapes:
         query ``[B, M, d]``, points ``[B, N, d]`` -> ``[B, M, k]`` (int64)
     """
+    check_tensor("query", query, ndim=(2, 3), floating=True)
+    check_tensor("points", points, ndim=(2, 3), floating=True)
+    if query.shape[-1] != points.shape[-1] or query.dim() != points.dim():
+        raise ValueError(f"points, query: expected the same dimension d and layout, got {tuple(points.shape)} and "
+                         f"{tuple(query.shape)}")
+    check_int("chunk_size", chunk_size, 1)
     k = _positive("k", k)
     n = points.shape[1] - (1 if exclude_self else 0)
     if k > n:
