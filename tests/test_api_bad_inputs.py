@@ -576,7 +576,7 @@ CASES.update({
                               (V, "index", lambda t: _i("datasets.cad:part_rng")(0, -1))],
     "datasets.cad.generate_part": [(V, "index", lambda t: _i("datasets.cad:generate_part")(_i("datasets.cad:CADConfig")(), -1)),
                                    (V, "max_attempts", lambda t: _i("datasets.cad:generate_part")(_i("datasets.cad:CADConfig")(), 0, 0))],
-    "datasets.cad.build_cad": [(V, "workers", lambda t: _i("datasets.cad:build_cad")(_i("datasets.cad:CADConfig")(n_parts=1), t, workers=0)),
+    "datasets.cad.build_cad": [(V, "workers", lambda t: _i("datasets.cad:build_cad")(_i("datasets.cad:CADConfig")(n_parts=1), t, workers=-1)),
                                (V, "timeout", lambda t: _i("datasets.cad:build_cad")(_i("datasets.cad:CADConfig")(n_parts=1), t, timeout=0))],
     "datasets.cad.cad_dir": [(T, "config", lambda t: _i("datasets.cad:cad_dir")({}, t))],
     "datasets.cad_geometry.make_part": [(V, "family", lambda t: _i("datasets.cad_geometry:make_part")(np.random.default_rng(0), "blob")),
@@ -585,7 +585,7 @@ CASES.update({
                                            (V, "deflection", lambda t: _i("datasets.cad_geometry:sample_shape")(None, 4, np.random.default_rng(0), deflection=0))],
     "datasets.shapes.make_csg_shape": [(V, "resolution", lambda t: _i("datasets.shapes:make_csg_shape")(np.random.default_rng(0), 2)),
                                        (V, "max_ops", lambda t: _i("datasets.shapes:make_csg_shape")(np.random.default_rng(0), 48, -1))],
-    "datasets.shapes.generate_shapes": [(V, "workers", lambda t: _i("datasets.shapes:generate_shapes")(_i("datasets.shapes:ShapesConfig")(n_train=1, n_test=1), workers=0)),
+    "datasets.shapes.generate_shapes": [(V, "workers", lambda t: _i("datasets.shapes:generate_shapes")(_i("datasets.shapes:ShapesConfig")(n_train=1, n_test=1), workers=-1)),
                                         (V, "chunk_size", lambda t: _i("datasets.shapes:generate_shapes")(_i("datasets.shapes:ShapesConfig")(n_train=1, n_test=1), chunk_size=0))],
     "datasets.shapes.shapes_cache_path": [(T, "config", lambda t: _i("datasets.shapes:shapes_cache_path")({}, t))],
 })

@@ -337,7 +337,6 @@ def build_cad(config: CADConfig, root: str | os.PathLike[str] | None = None, *, 
             times out depends on the machine's speed.
     """
     check_instance("config", config, CADConfig)
-    check_int("workers", workers, 1)
     check_real("timeout", timeout, 0.0, strict=True)
     _require_build123d()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:

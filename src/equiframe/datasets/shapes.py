@@ -544,10 +544,8 @@ def generate_shapes(
     Shapes:
         s_vertices: ``[sum V, 3]``; s_faces: ``[sum F, 3]``; offsets: ``[n + 1]``; s_kinds: ``[n]``.
     """
-    check_instance("config", config, ShapesConfig)
     if workers is not None:
-        check_int("workers", workers, 1)
-    check_int("chunk_size", chunk_size, 1)
+        check_int("workers", workers, 0)
     if not isinstance(config, ShapesConfig):
         raise TypeError(f"config must be a ShapesConfig, got {type(config).__name__}")
     if not isinstance(chunk_size, int) or chunk_size < 1:
