@@ -161,6 +161,7 @@ def _download(url: str, part: Path, *, progress: bool, timeout: float, desc: str
     except (urllib.error.URLError, OSError) as err:
         raise ConnectionError(f"url: cannot reach {url} ({getattr(err, 'reason', err)})") from None
     with resp:
+        part.parent.mkdir(parents=True, exist_ok=True)  # created once the source answers (a failed call leaves nothing)
         if offset and resp.status == 206:
             if not resp.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
                 raise ConnectionError(f"url: {url} answered the range request for bytes {offset}- with "
@@ -222,7 +223,8 @@ def fetch(
         dataset: ``"exp"`` or ``"sr25"``.
         url: where to download from (default :data:`SOURCES`); ``http(s)://`` or ``file://``. The file name of
             the URL picks the format (``.npz`` converted EXP, otherwise the text release; ``.g6`` for SR25).
-        data_dir: target directory (default :func:`default_data_dir`); created if missing.
+        data_dir: target directory (default :func:`default_data_dir`); created if missing (once the source
+            answers).
         sha256: expected SHA-256 (hex); default: :data:`KNOWN_SHA256` of the target file name, if any.
         verify_checksum: ``False`` skips the checksum (the content is still validated).
         force: download again even if a valid file is present.
@@ -250,7 +252,6 @@ def fetch(
     d = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     if d.exists() and not d.is_dir():
         raise ValueError(f"data_dir: {d} exists and is not a directory")
-    d.mkdir(parents=True, exist_ok=True)
     name = _target_name(dataset, url)
     dest, part = d / name, d / (name + ".part")
     expected = (sha256 or KNOWN_SHA256.get(name)) if verify_checksum else None
