@@ -7,6 +7,10 @@ For every piece it compares the device result with the CPU result in float64 (ma
 measures the exact equivariance error on the device (float64, random rotations and reflections),
 and times float32 calls (median of ``--rounds``, synchronised). Prints a table and writes it to
 ``benchmarks/results/gpu_check.md`` (``gpu_check_cpu.md`` for a CPU dry run).
+
+The test suite's device-parametrised tests (the ``device`` fixture of ``tests/conftest.py``: equivariance and
+bad-input tests of FA, the TF layers -- every PyG conv layer --, ToLocal/ToGlobal, the graph frames and models)
+run their CUDA cases with ``python -m pytest tests -k cuda`` (skipped where there is no CUDA device).
 """
 
 from __future__ import annotations

@@ -182,6 +182,14 @@ PATH_MISTAKES = [
     (["train", "nbody", "--model", "gnn", "--egnn-npy", "{p}/missing"], "--egnn-npy: {p}/missing does not exist"),
     (["estimate", "normals", "{p}/missing.ply", "-o", "{p}/o.ply"], "no such file"),
     (["eval", "nbody", "{p}/afile"], "checkpoint"),
+    (["eval", "graphs", "{p}/missing"], "does not exist"),
+    (["eval", "normals", "{p}/missing"], "does not exist"),
+    (["data", "nbody", "--egnn-npy", "{p}/missing"], "--egnn-npy: {p}/missing does not exist"),
+    (["normals", "estimate", "{p}/missing.ply", "-o", "{p}/o.ply"], "no such file"),
+    (["graphs", "classify", "--dataset", "exp", "--model", "gin", "--data-dir", "{p}/missing"],
+     "--data-dir: {p}/missing does not exist"),
+    (["data", "graphs", "exp", "--url", "file://{p}/missing.txt", "--data-dir", "{p}/d", "--quiet"], "cannot reach"),
+    (["data", "fetch", "sr25", "--url", "file://{p}/missing.g6", "--data-dir", "{p}/d", "--quiet"], "cannot reach"),
     # an output that cannot be written
     (["estimate", "normals", "{p}/cloud.xyz", "-o", "{p}/missing/o.ply"], "--output: the directory {p}/missing"),
     (["normals", "estimate", "{p}/cloud.xyz", "-o", "{p}"], "--output: {p} is a directory"),
@@ -245,3 +253,117 @@ def test_estimate_normals_both_spellings(spelling, tmp_path, capsys):
     np.testing.assert_allclose(out.pos, x, atol=1e-5)
     assert (np.abs((out.normal * x).sum(1)) > 0.9).mean() > 0.9  # the sphere's normals, up to sign
     assert "unoriented" not in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ unwritable outputs
+def _unwritable_dir(tmp_path):
+    """A directory that takes no new file: mode 0o555 for a normal user; for root (who ignores the bits) a
+    directory of sysfs, if this machine has one that refuses files."""
+    import os  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    if os.geteuid() != 0:
+        d = tmp_path / "readonly"
+        d.mkdir()
+        d.chmod(0o555)
+        return d
+    for d in (Path("/sys"), Path("/proc")):
+        try:
+            tempfile.TemporaryFile(dir=d).close()
+        except OSError:
+            return d
+    pytest.skip("running as root and no directory here refuses new files")
+
+
+# {u}: a directory that cannot be written; {p}: a writable directory with cloud.xyz
+UNWRITABLE = [
+    ["train", "nbody", "--model", "gnn", "--out", "{u}/runs"],
+    ["train", "nbody", "--model", "gnn", "--data-root", "{u}/cache"],
+    ["train", "graphs", "--dataset", "csl", "--model", "gin", "--out", "{u}/runs"],
+    ["graphs", "classify", "--dataset", "csl", "--model", "gin", "--out", "{u}/runs"],
+    ["train", "normals", "--out", "{u}/runs"],
+    ["train", "normals", "--root", "{u}/cache"],
+    ["normals", "train", "--out", "{u}/runs"],
+    ["demo", "--out", "{u}/demo"],
+    ["demo", "--data-root", "{u}/cache", "--out", "{p}/demo"],
+    ["data", "nbody", "--root", "{u}/cache"],
+    ["data", "normals", "--root", "{u}/cache"],
+    ["normals", "build", "--root", "{u}/cache"],
+    ["data", "graphs", "exp", "--data-dir", "{u}/data"],
+    ["data", "fetch", "sr25", "--data-dir", "{u}/data"],
+    ["estimate", "normals", "{p}/cloud.xyz", "-o", "{u}/out.xyz"],
+    ["normals", "estimate", "{p}/cloud.xyz", "-o", "{u}/out.xyz"],
+    ["report", "{p}", "--out", "{u}/report.md"],
+    ["report", "{p}", "--out", "{u}/sub/report.md"],
+]
+
+
+@pytest.mark.parametrize("argv", UNWRITABLE, ids=lambda x: " ".join(x)[:60])
+def test_unwritable_outputs_are_one_line(argv, paths, capsys):
+    u = _unwritable_dir(paths)
+    argv = [a.format(p=paths, u=u) for a in argv]
+    assert main(argv) == 2
+    line = _one_line_error(capsys, f"equiframe {argv[0]}")
+    option = [argv[i] for i in range(len(argv) - 1) if str(u) in argv[i + 1]][0]
+    assert f"{'--output' if option == '-o' else option}: {u} is not writable" in line, line
+    assert sorted(q.name for q in paths.iterdir() if q.name != "readonly") == ["afile", "cloud.xyz"]
+
+
+# ------------------------------------------------------------------------------------------ malformed inputs
+@pytest.fixture
+def garbled(tmp_path):
+    rng = np.random.default_rng(3)
+    (tmp_path / "garbled.ply").write_bytes(rng.integers(0, 256, 300, dtype=np.uint8).tobytes())
+    (tmp_path / "trunc.ply").write_text("ply\nformat ascii 1.0\nelement vertex 10\nproperty float x\n"
+                                        "property float y\nproperty float z\nend_header\n1 2 3\n4 5\n")
+    (tmp_path / "trunc.off").write_text("OFF\n4 2 0\n0 0 0\n1 0 0\n")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(rng.integers(0, 256, 200, dtype=np.uint8).tobytes())
+    (tmp_path / "npy").mkdir()
+    (tmp_path / "npy" / "loc_train_charged5_initvel1small.npy").write_bytes(b"\x93NUMPY garbage")
+    (tmp_path / "exp.txt").write_text("1200\n3 1\n0 1 1\n")
+    return tmp_path
+
+
+MALFORMED = [
+    (["estimate", "normals", "{g}/garbled.ply", "-o", "{g}/o.xyz"], "garbled.ply"),
+    (["estimate", "normals", "{g}/trunc.ply", "-o", "{g}/o.xyz"], "trunc.ply"),
+    (["estimate", "normals", "{g}/trunc.off", "-o", "{g}/o.xyz"], "trunc.off"),
+    (["normals", "estimate", "{g}/adir", "-o", "{g}/o.xyz"], "adir"),
+    (["eval", "nbody", "{g}/run"], "checkpoint"),
+    (["eval", "graphs", "{g}/run"], "checkpoint"),
+    (["eval", "normals", "{g}/run"], "checkpoint"),
+    (["eval", "{g}/run/checkpoint.pt"], "checkpoint"),
+    (["train", "nbody", "--model", "gnn", "--egnn-npy", "{g}/npy", "--quiet", "--out", "{g}/runs"], "EGNN"),
+    (["data", "nbody", "--egnn-npy", "{g}/npy"], "EGNN"),
+    (["data", "graphs", "exp", "--url", "file://{g}/exp.txt", "--data-dir", "{g}/data", "--no-checksum", "--quiet"],
+     "not a valid exp"),
+    (["eval", "graphs-separation", "--dataset", "exp", "--model", "gin", "--data-dir", "{g}/adir"], "data_dir: no"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", MALFORMED, ids=lambda x: " ".join(x)[:60] if isinstance(x, list) else None)
+def test_malformed_inputs_are_one_line(argv, needle, garbled, capsys):
+    argv = [a.format(g=garbled) for a in argv]
+    assert main(argv) == 2
+    assert needle in _one_line_error(capsys, f"equiframe {argv[0]}")
+    assert not (garbled / "o.xyz").exists() and not list(garbled.rglob("metrics.json"))
+
+
+def test_unexpected_errors_are_one_line_too(monkeypatch, tmp_path, capsys):
+    """An error of another kind (a bug, a failing dependency) is one line too, naming its class; the traceback
+    is one environment variable away."""
+    import equiframe.report  # noqa: PLC0415
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("something\ninside broke")
+
+    monkeypatch.setattr(equiframe.report, "write_report", boom)
+    assert main(["report", str(tmp_path)]) == 2
+    line = _one_line_error(capsys, "equiframe report")
+    assert "RuntimeError: something inside broke" in line and "EQUIFRAME_DEBUG=1" in line
+    monkeypatch.setenv("EQUIFRAME_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(["report", str(tmp_path)])

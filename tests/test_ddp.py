@@ -20,9 +20,10 @@ from equiframe.cli import main
 from equiframe.datasets.nbody import NBodyConfig, generate_nbody
 from equiframe.train import DistInfo, epoch_batches
 
-# 63 training systems, global batch 25 over 2 processes: per-rank batches 13/12, 13/12 and 7/6 (float64:
-# the comparison is tight)
-ARGS = ["train", "nbody", "--model", "gnn", "--hidden", "16", "--layers", "2", "--sims", "63", "32", "32",
+# 63 training systems, global batch 25 over 2 processes: per-rank batches 13/12, 13/12 and 7/6; 33 validation
+# and 31 test systems: evaluation sets that do not split evenly over 2 processes either (float64: the
+# comparison is tight)
+ARGS = ["train", "nbody", "--model", "gnn", "--hidden", "16", "--layers", "2", "--sims", "63", "33", "31",
         "--epochs", "2", "--batch-size", "25", "--seeds", "0", "--quiet", "--threads", "1", "--no-diagnostics",
         "--dtype", "float64"]
 
@@ -37,7 +38,7 @@ def _torchrun(args, env_extra=None):
 
 def test_torchrun_two_processes_matches_single_process_with_uneven_batches(tmp_path):
     root = str(tmp_path / "cache")
-    generate_nbody(NBodyConfig(n_train=63, n_valid=32, n_test=32), root, progress=False)
+    generate_nbody(NBodyConfig(n_train=63, n_valid=33, n_test=31), root, progress=False)
     proc = _torchrun([*ARGS, "--data-root", root, "--out", str(tmp_path / "ddp")])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = tmp_path / "ddp" / "nbody" / "gnn@egnn-small" / "seed0"

@@ -275,3 +275,7 @@ def test_dense_knn_agrees_with_knn_graph():
         dense_knn(x, x, 40, exclude_self=True)
     with pytest.raises(ValueError, match="kdtree_min_points"):
         dense_knn(x, x, 3, kdtree_min_points=-1)
+    with pytest.raises(ValueError, match="points, query"):
+        dense_knn(x, x[..., :2], 3)
+    with pytest.raises((TypeError, ValueError), match="query"):
+        dense_knn(x.long(), x, 3)

@@ -152,13 +152,15 @@ def test_fetch_arguments_and_cli(server, tmp_path, capsys):
     assert main(["data", "fetch", "sr25", "--url", f"{base}/sr251256.g6", "--data-dir", str(tmp_path / "d"),
                  "--quiet"]) == 0
     assert "validated" in capsys.readouterr().out
-    srv.mode = "corrupt"
+    srv.mode = "corrupt"  # errors: one line on stderr, exit code 2, as every other command
     assert main(["data", "fetch", "sr25", "--url", f"{base}/sr251256.g6", "--data-dir", str(tmp_path / "e"),
-                 "--quiet"]) == 1
-    assert "sha256" in capsys.readouterr().out
+                 "--quiet"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.startswith("equiframe data: error: sha256") and out.err.count("\n") == 1
     assert main(["data", "fetch", "exp", "--url", "http://127.0.0.1:9/none.txt", "--data-dir", str(tmp_path / "f"),
-                 "--quiet", "--timeout", "5"]) == 1
-    assert "cannot reach" in capsys.readouterr().out
+                 "--quiet", "--timeout", "5"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "error: url: cannot reach" in out.err and "Traceback" not in out.err
 
 
 def test_original_text_format_of_exp(tmp_path):
@@ -272,3 +274,21 @@ def test_malformed_sr25_and_graph6(tmp_path, case):
     p.write_bytes(b"\n".join(lines) + b"\n")
     with pytest.raises(ValueError, match=r"sr\.g6"):
         load_sr25(p)
+
+
+def test_the_npz_is_preferred_and_runs_record_their_file(tmp_path):
+    """Both EXP draws validate; with both present the npz (the committed numbers' draw) is read, and a run says
+    which file it read."""
+    from equiframe.datasets.fetch import _validate, data_source  # noqa: PLC0415
+    from equiframe.experiments.graphs import separate  # noqa: PLC0415
+
+    (tmp_path / "GRAPHSAT.txt").write_text(to_exp_txt(load_exp(EXP)[::-1]))  # another order: another file
+    assert _validate("exp", tmp_path / "GRAPHSAT.txt") == 1200
+    txt = data_source("exp", tmp_path)
+    assert txt["data_file"] == "GRAPHSAT.txt" and len(txt["data_sha256"]) == 64
+    (tmp_path / "exp_graphsat.npz").write_bytes(EXP.read_bytes())
+    assert find_data_file("exp", tmp_path).name == "exp_graphsat.npz"
+    assert data_source("exp", tmp_path) == {"data_file": "exp_graphsat.npz", "data_sha256": KNOWN_SHA256["exp_graphsat.npz"]}
+    assert data_source("csl") == {}
+    res = separate("sr25", "gin", seeds=1, data_dir=SR25.parent, progress=False)
+    assert res["data_file"] == "sr251256.g6" and res["data_sha256"] == KNOWN_SHA256["sr251256.g6"]

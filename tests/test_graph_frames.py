@@ -80,7 +80,8 @@ def failures(ei, batch, N, perms, x=None, edge_weight=None, **kw):
     B = int(batch.max()) + 1
     f = laplacian_frame(ei, N, batch, x, edge_weight=edge_weight, **kw)
     nb = f.node_block(local=True)
-    bad = torch.zeros(B, dtype=torch.long)
+    assert nb.device == ei.device
+    bad = torch.zeros(B, dtype=torch.long, device=ei.device)
     for p in perms:
         ei2, x2 = permute_graph(ei, p, x)
         b2 = torch.empty_like(batch)
@@ -265,11 +266,30 @@ def test_exp_other_operators_equivariant(exp_batch, operator):
 
 
 @pytest.mark.parametrize("dtype_", [torch.float64, torch.float32], ids=["f64", "f32"])
-def test_small_connected_graphs_equivariant(small_connected, random_graphs8, dtype_):
+def test_small_connected_graphs_equivariant(small_connected, random_graphs8, dtype_, device):
     for ei, batch, N, _ in (small_connected, random_graphs8):
         g = torch.Generator().manual_seed(21)
-        perms = [within_graph_perm(batch, g) for _ in range(2)]
-        assert failures(ei, batch, N, perms, dtype=dtype_)[0] == 0
+        perms = [within_graph_perm(batch, g).to(device) for _ in range(2)]
+        assert failures(ei.to(device), batch.to(device), N, perms, dtype=dtype_)[0] == 0
+
+
+def test_bad_input_on_device(device):
+    """Argument checks on the device of the inputs; inputs on the CPU beside a device edge_index are moved
+    to it (the same frame)."""
+    ei = path_graph(4).to(device)
+    for call, match in [
+        (lambda: laplacian_frame(torch.tensor([[0], [5]], device=device), 3), "edge_index"),
+        (lambda: laplacian_frame(ei, 4, x=torch.tensor([0.0, float("nan"), 1.0, 2.0], device=device)), "x"),
+        (lambda: laplacian_frame(ei, 4, edge_weight=torch.full((6,), float("inf"), device=device)), "edge_weight"),
+        (lambda: laplacian_frame(ei, 4, batch=torch.tensor([0, 0, 1, 1], device=device)), "different graphs"),
+        (lambda: laplacian_frame(ei, 4, batch=torch.tensor([1, 0, 0, 0], device=device)), "batch"),
+        (lambda: laplacian_frame(ei, 4, dtype=torch.float16), "dtype"),
+    ]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            call()
+    ref = laplacian_frame(ei, 4, x=torch.tensor([0.0, 1.0, 1.0, 0.0], device=device))
+    mixed = laplacian_frame(ei, 4, x=torch.tensor([0.0, 1.0, 1.0, 0.0]), batch=torch.zeros(4, dtype=torch.long))
+    assert mixed.order.device == ei.device and torch.equal(mixed.node_block(), ref.node_block())
 
 
 def test_frame_ordered_adjacencies_agree(small_connected):

@@ -39,23 +39,23 @@ def relabel_all(graphs, gen):
     return out
 
 
-def run(model, graphs, **kw):
+def run(model, graphs, device="cpu", **kw):
     b = Batch.from_data_list(graphs)
-    return model(b.x, b.edge_index, b.batch, **kw)
+    return model(b.x.to(device), b.edge_index.to(device), b.batch.to(device), **kw)
 
 
 @pytest.mark.parametrize("name", ["fa-mlp", "fa-gin-id"])
-def test_fa_models_exactly_invariant_with_exact_frames(name, gen):
+def test_fa_models_exactly_invariant_with_exact_frames(name, gen, device):
     graphs = [random_graph(n, 0.4, gen) for n in (5, 6, 7, 4, 7)]
     graphs.append(circulant(6, [1]))  # vertex transitive: frame of 6! = 720 elements, enumerated
     torch.manual_seed(0)
-    model = build_graph_model(name, in_dim=2, n_max=7, frame="spectral", max_size=5040).double()
+    model = build_graph_model(name, in_dim=2, n_max=7, frame="spectral", max_size=5040).double().to(device)
     graphs[-1].x = torch.zeros(6, 2, dtype=torch.float64)
-    out, (frame, elements) = run(model, graphs, return_frame=True)
+    out, (frame, elements) = run(model, graphs, device, return_frame=True)
     assert bool(elements.exact.all())
-    out2 = run(model, relabel_all(graphs, gen))
+    out2 = run(model, relabel_all(graphs, gen), device)
     torch.testing.assert_close(out2, out, atol=1e-12, rtol=1e-12)
-    assert out.shape == (6, 10) and out.dtype == torch.float64
+    assert out.shape == (6, 10) and out.dtype == torch.float64 and out.device.type == device.type
 
 
 @pytest.mark.parametrize("name", ["fa-mlp", "fa-gin-id"])
@@ -132,7 +132,7 @@ def test_large_spectral_frames_are_sampled_and_reported(gen):
     assert frame.size() == [362880] and elements.exact.tolist() == [False] and elements.num_copies == 4
 
 
-def test_model_errors(gen):
+def test_model_errors(gen, device):
     with pytest.raises(ValueError, match="name"):
         build_graph_model("mlp", in_dim=1, n_max=4)
     with pytest.raises(ValueError, match="frame"):
@@ -141,16 +141,27 @@ def test_model_errors(gen):
         AdjacencyMLP(1, 0)
     big = random_graph(6, 0.5, gen, 1)
     with pytest.raises(ValueError, match="n_max"):
-        run(AdjacencyMLP(1, 4).double(), [big])
+        run(AdjacencyMLP(1, 4).double().to(device), [big], device)
     with pytest.raises(ValueError, match="n_max"):
-        run(GINWithIDs(1, 4).double(), [big])
+        run(GINWithIDs(1, 4).double().to(device), [big], device)
     with pytest.raises(ValueError, match="features"):
-        run(AdjacencyMLP(3, 8).double(), [big])
+        run(AdjacencyMLP(3, 8).double().to(device), [big], device)
+    x, ei = big.x.to(device), big.edge_index.to(device)
     with pytest.raises(ValueError, match="batch"):
-        AdjacencyMLP(1, 8).double()(big.x, big.edge_index, torch.tensor([1, 1, 1, 0, 0, 0]))
+        AdjacencyMLP(1, 8).double().to(device)(x, ei, torch.tensor([1, 1, 1, 0, 0, 0], device=device))
+    fa = build_graph_model("fa-mlp", in_dim=1, n_max=8, frame="canonical").double().to(device)
     with pytest.raises(ValueError, match="key"):
-        fa = build_graph_model("fa-mlp", in_dim=1, n_max=8, frame="canonical").double()
-        fa(big.x, big.edge_index, None, key=torch.zeros(3, dtype=torch.long))
+        fa(x, ei, None, key=torch.zeros(3, dtype=torch.long, device=device))
+    # one input on another device (meta stands for it on a CPU-only machine): named, not a kernel error
+    for model in (AdjacencyMLP(1, 8).double().to(device), fa):
+        with pytest.raises(ValueError, match="x is on meta|x: is on meta"):
+            model(x.to("meta"), ei, None)
+        with pytest.raises(ValueError, match="edge_index: is on meta"):
+            model(x, ei.to("meta"), None)
+        with pytest.raises(ValueError, match="batch: is on meta"):
+            model(x, ei, torch.zeros(6, dtype=torch.long, device="meta"))
+    with pytest.raises(ValueError, match="the model's parameters are on meta"):
+        AdjacencyMLP(1, 8).double().to("meta")(x, ei, None)
 
 
 # ------------------------------------------------------------------------------------------ canonical keys

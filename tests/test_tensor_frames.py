@@ -115,7 +115,13 @@ class Net(nn.Module):
         return self.to_global(f, frames, pos)
 
 
-def equivariance_error(net, reps_in, reps_out, d, dtype, gen, graph="knn"):
+def equivariance_error(net, reps_in, reps_out, d, dtype, gen, graph="knn", device="cpu"):
+    """Relative error of net(g.x) vs g.net(x) (inputs drawn on the CPU, then moved to ``device``)."""
+    return _equivariance_error(net.to(device), reps_in, reps_out, d, dtype, gen, graph,
+                               lambda t: t.to(device) if isinstance(t, torch.Tensor) else t)
+
+
+def _equivariance_error(net, reps_in, reps_out, d, dtype, gen, graph, dev):
     sizes = [7, 9, 8]
     pos, batch, ei = knn_batch(sizes, d, 3, gen, dtype)
     if graph == "random":
@@ -126,6 +132,7 @@ def equivariance_error(net, reps_in, reps_out, d, dtype, gen, graph="knn"):
     frames = random_orthogonal(n, d, generator=gen, dtype=dtype)
     Q, s = transforms(len(sizes), d, gen, dtype)
     Qn, sn = Q[batch], s[batch]
+    pos, ei, F, frames, Qn, sn = (dev(t) for t in (pos, ei, F, frames, Qn, sn))
     out = net(F, ei, frames, pos)
     F2 = r_in.transform(F, Qn, sn)
     pos2 = (Qn @ pos.unsqueeze(-1)).squeeze(-1) + sn
@@ -151,11 +158,11 @@ def _d_params():
 
 @pytest.mark.parametrize(("name", "d"), _d_params())
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_wrapped_layer_equivariance(name, d, dtype):
+def test_wrapped_layer_equivariance(name, d, dtype, device):
     gen = torch.Generator().manual_seed(100 * LAYERS.index(name) + d)
     torch.manual_seed(0)
     net = Net(name, REPS_IN, REPS_OUT, d).to(dtype)
-    err = equivariance_error(net, REPS_IN, REPS_OUT, d, dtype, gen)
+    err = equivariance_error(net, REPS_IN, REPS_OUT, d, dtype, gen, device=device)
     assert err <= (1e-9 if dtype == torch.float64 else 1e-4), err
 
 
@@ -505,23 +512,27 @@ def test_frames_derived_from_geometry():
 
 # ------------------------------------------------------------------------------------------------ pieces
 @pytest.mark.parametrize("d", [2, 3, 4])
-def test_to_local_to_global(d):
+def test_to_local_to_global(d, device):
     gen = torch.Generator().manual_seed(20)
     reps = TensorReps("2x0n+1x0p+1x1n+1x1p+1x2n+1x2p+1xpos", dim=d)
     n = 7
-    F = torch.randn(n, reps.size, generator=gen, dtype=torch.float64)
-    pos = torch.randn(n, d, generator=gen, dtype=torch.float64)
-    frames = random_orthogonal(n, d, generator=gen)
+    F = torch.randn(n, reps.size, generator=gen, dtype=torch.float64).to(device)
+    pos = torch.randn(n, d, generator=gen, dtype=torch.float64).to(device)
+    frames = random_orthogonal(n, d, generator=gen).to(device)
     to_l, to_g = ToLocal(reps), ToGlobal(reps)
     f = to_l(F, frames, pos)
     torch.testing.assert_close(to_g(f, frames, pos), F, rtol=0, atol=1e-12)
-    Q, s = transforms(1, d, gen, torch.float64)
+    Q, s = (t.to(device) for t in transforms(1, d, gen, torch.float64))
     f2 = to_l(reps.transform(F, Q[0], s[0]), frames @ Q[0].T, pos @ Q[0].T + s[0])
     torch.testing.assert_close(f2, f, rtol=0, atol=1e-12)  # local features are invariant
     own = to_l(torch.cat([F[:, :-d], pos], 1), frames, pos)  # a node's own position is its origin
-    torch.testing.assert_close(own[:, -d:], torch.zeros(n, d, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(own[:, -d:], torch.zeros(n, d, dtype=torch.float64, device=device), rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="pos"):
         to_l(F, frames)
+    with pytest.raises(ValueError, match="frames: is on meta"):  # inputs on two devices: named
+        to_l(F, frames.to("meta"), pos)
+    with pytest.raises(ValueError, match="pos: is on meta"):
+        to_g(f, frames, pos.to("meta"))
 
 
 LAYOUT_CASES = ["blocked", "blocked+loops", "padded", "edge", "bipartite"]
@@ -584,14 +595,21 @@ def test_safe_length_smooth_at_zero():
     assert abs(float(safe_length(w)) - 5.0) < 1e-6
 
 
-def test_input_validation():
+def test_input_validation(device):
     reps = TensorReps(REPS_IN, dim=3)
     n = 5
-    x = torch.randn(n, reps.size)
-    frames = random_orthogonal(n, 3, dtype=torch.float32)
-    pos = torch.randn(n, 3)
-    ei = torch.tensor([[0, 1, 2], [1, 2, 3]])
-    conv = TFConv(GATConv(reps.size, reps.size, edge_dim=4), reps)
+    x = torch.randn(n, reps.size, device=device)
+    frames = random_orthogonal(n, 3, dtype=torch.float32).to(device)
+    pos = torch.randn(n, 3, device=device)
+    ei = torch.tensor([[0, 1, 2], [1, 2, 3]], device=device)
+    conv = TFConv(GATConv(reps.size, reps.size, edge_dim=4), reps).to(device)
+    # inputs on another device than the rest (meta stands for it on a CPU-only machine): the argument is named
+    for args, name in [((x.to("meta"), ei, frames, pos), "x"), ((x, ei.to("meta"), frames, pos), "edge_index"),
+                       ((x, ei, frames, pos.to("meta")), "pos")]:
+        with pytest.raises(ValueError, match=f"{name}: is on meta"):
+            conv(*args)
+    with pytest.raises(ValueError, match="the module's parameters are on meta"):
+        TFConv(GATConv(reps.size, reps.size, edge_dim=4), reps).to("meta")(x, ei, frames, pos)
     with pytest.raises(ValueError, match="frames"):
         conv(x, ei, frames[:, :2], pos)
     bad = frames.clone()
@@ -607,9 +625,9 @@ def test_input_validation():
     with pytest.raises(ValueError, match="NaN or inf"):
         conv(x_nan, ei, frames, pos)
     with pytest.raises(ValueError, match="edge_index"):
-        conv(x, torch.tensor([[0, 7], [1, 2]]), frames, pos)
+        conv(x, torch.tensor([[0, 7], [1, 2]], device=device), frames, pos)
     with pytest.raises(ValueError, match="reps_out"):
-        TFConv(GATConv(reps.size, 3, edge_dim=4), reps)(x, ei, frames, pos)
+        TFConv(GATConv(reps.size, 3, edge_dim=4), reps).to(device)(x, ei, frames, pos)
     with pytest.raises(ValueError, match="mode"):
         TFConv(GATConv(reps.size, reps.size, edge_dim=4), reps, mode="plain")
     with pytest.raises(ValueError, match="mode"):
@@ -684,16 +702,16 @@ def _message_params():
 
 
 @pytest.mark.parametrize(("name", "d", "dtype"), _message_params())
-def test_message_mode_equivariance(name, d, dtype):
+def test_message_mode_equivariance(name, d, dtype, device):
     """Scalar, vector, pseudo-vector and order-2 outputs; per-graph rotations/reflections + translations."""
     gen = torch.Generator().manual_seed(200 + 10 * MESSAGE_LAYERS.index(name) + d)
     torch.manual_seed(0)
     net = MessageNet(name, REPS_IN, REPS_OUT, d).to(dtype)
     assert net.conv1.resolved_mode() == "message"
-    err = equivariance_error(net, REPS_IN, REPS_OUT, d, dtype, gen)
+    err = equivariance_error(net, REPS_IN, REPS_OUT, d, dtype, gen, device=device)
     assert err <= (1e-9 if dtype == torch.float64 else 1e-4), err
     if d == 3 and dtype == torch.float64:  # unsorted variable-degree graph (padded layout)
-        assert equivariance_error(net, REPS_IN, REPS_OUT, d, dtype, gen, graph="random") <= 1e-9
+        assert equivariance_error(net, REPS_IN, REPS_OUT, d, dtype, gen, graph="random", device=device) <= 1e-9
 
 
 def test_message_mode_negative_control_frames_must_co_rotate():

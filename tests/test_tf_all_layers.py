@@ -69,15 +69,16 @@ def _end_to_end(conv: nn.Module, reps: TensorReps, F, ei, frames, pos):
     return to_global(out[0] if isinstance(out, tuple) else out, frames, pos)
 
 
-def equivariance_error(conv, reps, d, gen, *, co_rotate_frames=True, n=12):
-    """Largest relative error of f(g.x) vs g.f(x) over a rotation and a reflection (plus translations)."""
-    pos, ei = _graph(n, d, gen)
-    F = torch.randn(n, reps.size, generator=gen, dtype=torch.float64)
-    frames = random_orthogonal(n, d, generator=gen)
+def equivariance_error(conv, reps, d, gen, *, co_rotate_frames=True, n=12, device="cpu"):
+    """Largest relative error of f(g.x) vs g.f(x) over a rotation and a reflection (plus translations); the
+    inputs are drawn on the CPU (the same numbers on every device) and moved to ``device``."""
+    pos, ei = (t.to(device) for t in _graph(n, d, gen))
+    F = torch.randn(n, reps.size, generator=gen, dtype=torch.float64).to(device)
+    frames = random_orthogonal(n, d, generator=gen).to(device)
     out = _end_to_end(conv, reps, F, ei, frames, pos)
     worst = 0.0
     for reflect in (False, True):
-        Q, s = _transform(d, gen, reflect)
+        Q, s = (t.to(device) for t in _transform(d, gen, reflect))
         frames2 = frames @ Q.T if co_rotate_frames else frames
         out2 = _end_to_end(conv, reps, reps.transform(F, Q), ei, frames2, pos @ Q.T + s)
         want = conv.reps_out.transform(out, Q)
@@ -86,7 +87,7 @@ def equivariance_error(conv, reps, d, gen, *, co_rotate_frames=True, n=12):
 
 
 @pytest.mark.parametrize(("cls", "d"), _cases())
-def test_layer_is_exact_or_refused_at_construction(cls, d):
+def test_layer_is_exact_or_refused_at_construction(cls, d, device):
     reps = TensorReps(SURVEY_REPS, dim=d)
     torch.manual_seed(0)  # parameter initialisation of the PyG layer
     try:
@@ -105,15 +106,16 @@ def test_layer_is_exact_or_refused_at_construction(cls, d):
         assert cls.__name__ in msg, msg
         assert "mode" in msg, msg
         return
+    conv = conv.to(device)
     gen = torch.Generator().manual_seed(d)
-    err = equivariance_error(conv, reps, d, gen)
+    err = equivariance_error(conv, reps, d, gen, device=device)
     assert err <= 1e-9, (cls.__name__, conv.resolved_mode(), err)
     # the same function as the per-receiver reference (not only some equivariant function); in eval mode,
     # where no batch statistics couple the nodes (the reference runs the layer once per receiver)
     conv.eval()
-    pos, ei = _graph(12, d, gen)
-    x = torch.randn(12, reps.size, generator=gen, dtype=torch.float64)
-    frames = random_orthogonal(12, d, generator=gen)
+    pos, ei = (t.to(device) for t in _graph(12, d, gen))
+    x = torch.randn(12, reps.size, generator=gen, dtype=torch.float64).to(device)
+    frames = random_orthogonal(12, d, generator=gen).to(device)
     out = conv(x, ei, frames, pos)
     out = out[0] if isinstance(out, tuple) else out
     ref = conv.reference(x, ei, frames, pos)
@@ -198,7 +200,7 @@ def test_forced_mode_is_checked_at_construction():
         TFConv(TwoHops(), reps, mode="expand")
 
 
-def test_sizes_are_checked_at_construction():
+def test_sizes_are_checked_at_construction(device):
     reps = TensorReps(SURVEY_REPS, dim=3)
     c = reps.size
     with pytest.raises(ValueError, match=r"reps_in: .* in_channels=7"):
@@ -207,16 +209,19 @@ def test_sizes_are_checked_at_construction():
         TFConv(GATConv(c, c, edge_dim=2), reps)
     with pytest.raises(ValueError, match="reps_edge"):
         TFConv(GATConv(c, c, edge_dim=4), reps, reps_edge="1x1n")  # needs edge_dim 3 + 4
-    conv = TFConv(GATConv(c, c, edge_dim=6), reps)  # 2 user edge channels + 4 geometry channels
+    conv = TFConv(GATConv(c, c, edge_dim=6), reps).to(device)  # 2 user edge channels + 4 geometry channels
     n = 6
-    x, pos = torch.randn(n, c), torch.randn(n, 3)
-    frames = random_orthogonal(n, 3, dtype=torch.float32)
-    ei = torch.tensor([[0, 1, 2], [1, 2, 3]])
+    x, pos = torch.randn(n, c, device=device), torch.randn(n, 3, device=device)
+    frames = random_orthogonal(n, 3, dtype=torch.float32).to(device)
+    ei = torch.tensor([[0, 1, 2], [1, 2, 3]], device=device)
     with pytest.raises(ValueError, match=r"edge_attr: .* edge_dim=6"):
-        conv(x, ei, frames, pos, edge_attr=torch.randn(3, 3))
-    assert conv(x, ei, frames, pos, edge_attr=torch.randn(3, 2)).shape == (n, c)
+        conv(x, ei, frames, pos, edge_attr=torch.randn(3, 3, device=device))
+    assert conv(x, ei, frames, pos, edge_attr=torch.randn(3, 2, device=device)).shape == (n, c)
     with pytest.raises(ValueError, match="frames"):  # the wrong argument is named, not `pos`
-        conv(x, ei, frames[:, :2, :2], pos, edge_attr=torch.randn(3, 2))
+        conv(x, ei, frames[:, :2, :2], pos, edge_attr=torch.randn(3, 2, device=device))
+    if device.type != "cpu":  # inputs on two devices: named, not a device error from inside PyG
+        with pytest.raises(ValueError, match="device|is on"):
+            conv(x.cpu(), ei, frames, pos, edge_attr=torch.randn(3, 2, device=device))
 
 
 # -------------------------------------------------------------------------------------- negative controls

@@ -35,13 +35,13 @@ def group_elements(n, d, gen, dtype=torch.float64):
 @pytest.mark.parametrize("d", [2, 3, 4])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("aggr", ["sum", "mean"])
-def test_native_conv_equivariance(d, dtype, aggr):
+def test_native_conv_equivariance(d, dtype, aggr, device):
     gen = torch.Generator().manual_seed(d)
     torch.manual_seed(0)
     r_in = TensorReps("3x0n+1x0p+2x1n+1x1p+1x2n+1xpos", dim=d)
     r_out = TensorReps("2x0n+1x1n+1x1p+1x2n", dim=d)
     r_e = TensorReps("1x0n+1x1n", dim=d)
-    conv = TensorFrameConv(r_in, r_out, hidden_channels=16, aggr=aggr, reps_edge=r_e).to(dtype)
+    conv = TensorFrameConv(r_in, r_out, hidden_channels=16, aggr=aggr, reps_edge=r_e).to(dtype).to(device)
     sizes = [7, 8, 6]
     pos, batch, ei = knn_batch(sizes, d, 3, gen, dtype)
     n = pos.shape[0]
@@ -51,6 +51,7 @@ def test_native_conv_equivariance(d, dtype, aggr):
     Q, s = group_elements(len(sizes), d, gen, dtype)
     Qn, sn = Q[batch], s[batch]
     Qe = Qn[ei[1]]
+    pos, ei, F, e, R, Qn, sn, Qe = (t.to(device) for t in (pos, ei, F, e, R, Qn, sn, Qe))
 
     def run(F, e, R, p):
         return r_out.to_global(conv(r_in.to_local(F, R, p), ei, R, p, edge_attr=e), R)
@@ -135,19 +136,27 @@ def test_native_conv_bipartite_and_degenerate_geometry():
     assert torch.isfinite(y).all() and torch.isfinite(g).all() and torch.isfinite(h).all()
 
 
-def test_native_conv_validation():
+def test_native_conv_validation(device):
     r = TensorReps("2x0n+1x1n", dim=3)
     with pytest.raises(ValueError, match="message_layers"):
         TensorFrameConv(r, r, message_layers=1)
     with pytest.raises(ValueError, match="aggr"):
         TensorFrameConv(r, r, aggr="max")  # type: ignore[arg-type]
-    conv = TensorFrameConv(r, r)
-    x = torch.randn(4, r.size)
-    ei = torch.tensor([[0, 1], [1, 2]])
+    conv = TensorFrameConv(r, r).to(device)
+    x = torch.randn(4, r.size, device=device)
+    ei = torch.tensor([[0, 1], [1, 2]], device=device)
+    frames = random_orthogonal(4, 3, dtype=torch.float32).to(device)
     with pytest.raises(ValueError, match="pos"):
-        conv(x, ei, random_orthogonal(4, 3, dtype=torch.float32))
+        conv(x, ei, frames)
     with pytest.raises(ValueError, match="edge_attr"):
-        conv(x, ei, None, torch.randn(4, 3), edge_attr=torch.randn(2, 1))
+        conv(x, ei, None, torch.randn(4, 3, device=device), edge_attr=torch.randn(2, 1, device=device))
+    # another device for one input (meta stands for it on a CPU-only machine), or for the parameters: named
+    with pytest.raises(ValueError, match="x: is on meta"):
+        conv(x.to("meta"), ei, frames, torch.randn(4, 3, device=device))
+    with pytest.raises(ValueError, match="edge_index: is on meta"):
+        conv(x, ei.to("meta"), None, torch.randn(4, 3, device=device))
+    with pytest.raises(ValueError, match="the module's parameters are on meta"):
+        TensorFrameConv(r, r).to("meta")(x, ei, frames, torch.randn(4, 3, device=device))
 
 
 # ------------------------------------------------------------------------------------ TensorFrameAttention
@@ -175,13 +184,13 @@ def test_attention_global_path_equals_edge_path(d):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_attention_equivariance(dtype):
+def test_attention_equivariance(dtype, device):
     gen = torch.Generator().manual_seed(20)
     torch.manual_seed(0)
     d = 3
     r_in = TensorReps("3x0n+2x1n+1x1p+1x2n", dim=d)
     r_out = TensorReps("1x0n+1x1n+1x1p+1x2n", dim=d)
-    att = TensorFrameAttention(r_in, r_out, reps_qk=REPS_QK, heads=2, dim=d).to(dtype)
+    att = TensorFrameAttention(r_in, r_out, reps_qk=REPS_QK, heads=2, dim=d).to(dtype).to(device)
     sizes = [6, 9]
     pos, batch, ei = knn_batch(sizes, d, 3, gen, dtype)
     n = pos.shape[0]
@@ -189,6 +198,7 @@ def test_attention_equivariance(dtype):
     R = random_orthogonal(n, d, generator=gen, dtype=dtype)
     Q, _ = group_elements(len(sizes), d, gen, dtype)
     Qn = Q[batch]
+    ei, batch, F, R, Qn = (t.to(device) for t in (ei, batch, F, R, Qn))
     for edges in (ei, None):
         def run(F, R):
             return r_out.to_global(att(r_in.to_local(F, R), R, edges, batch), R)
@@ -199,11 +209,19 @@ def test_attention_equivariance(dtype):
         assert err <= (1e-9 if dtype == torch.float64 else 1e-4)
 
 
-def test_attention_validation():
+def test_attention_validation(device):
     with pytest.raises(ValueError, match="reps_qk"):
         TensorFrameAttention("2x0n", "2x0n", reps_qk="pos")
     with pytest.raises(ValueError, match="heads"):
         TensorFrameAttention("2x0n", "2x0n", reps_qk="2x0n", heads=0)
-    att = TensorFrameAttention("2x0n+1x1n", "2x0n", reps_qk="1x1n")
+    att = TensorFrameAttention("2x0n+1x1n", "2x0n", reps_qk="1x1n").to(device)
+    x = torch.randn(3, 5, device=device)
     with pytest.raises(ValueError, match="frames"):
-        att(torch.randn(3, 5), torch.randn(3, 2, 2))
+        att(x, torch.randn(3, 2, 2, device=device))
+    frames = random_orthogonal(3, 3, dtype=torch.float32).to(device)
+    with pytest.raises(ValueError, match="frames: is on meta"):
+        att(x, frames.to("meta"))
+    with pytest.raises(ValueError, match="batch: is on meta"):
+        att(x, frames, None, torch.zeros(3, dtype=torch.long, device="meta"))
+    with pytest.raises(ValueError, match="the module's parameters are on meta"):
+        TensorFrameAttention("2x0n+1x1n", "2x0n", reps_qk="1x1n").to("meta")(x, frames)

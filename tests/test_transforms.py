@@ -310,3 +310,16 @@ def test_bad_data_is_refused_before_anything_is_drawn():
     assert isinstance(RandomGroupElement("SE(3)", attrs=ATTRS), T.BaseTransform)
     assert "SE(3)" in repr(RandomGroupElement("SE(3)", attrs=ATTRS))
     assert isinstance(ApplyGroupElement(GroupElement(torch.eye(2), torch.zeros(2)), {"pos": "pos"}), T.BaseTransform)
+
+
+def test_center_and_add_degree_refuse_bad_arguments_and_data():
+    with pytest.raises(TypeError, match="reference"):
+        Center(reference=3)
+    with pytest.raises(TypeError, match="attrs"):
+        Center(attrs=[1])
+    with pytest.raises(ValueError, match="'pos'"):
+        Center()(Data(x=torch.randn(4, 3)))  # the reference attribute is missing
+    with pytest.raises(ValueError, match="x"):
+        AddDegree()(Data(edge_index=torch.tensor([[0, 1], [1, 0]])))
+    with pytest.raises(ValueError, match="edge_index"):
+        AddDegree()(Data(x=torch.randn(2, 3)))

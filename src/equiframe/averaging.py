@@ -37,6 +37,7 @@ from .folding import (
     _vector_only,
 )
 from .reps import TensorReps, as_reps
+from ._entry_checks import check_tensor
 
 __all__ = ["FrameAveraging", "FoldedBatch", "SCALAR", "node_ranks"]
 
@@ -564,6 +565,9 @@ def node_ranks(batch: Tensor) -> Tensor:
     With ``FrameAveraging(group="S_n")`` the nodes of every copy come in frame order, so these are the
     canonical node identifiers (FA-GIN+ID).
     """
+    check_tensor("batch", batch, ndim=1, integer=True)
+    if batch.numel() and (int(batch.min()) < 0 or bool((batch[1:] < batch[:-1]).any())):
+        raise ValueError("batch: expected a sorted batch vector of graph indices >= 0")
     counts = torch.bincount(batch)
     ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
     return torch.arange(batch.shape[0], device=batch.device) - ptr[batch]

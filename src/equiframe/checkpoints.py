@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .datasets._cache import _atomic_write  # the one atomic file write
+from ._entry_checks import check_instance, check_not_dir
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
@@ -27,11 +28,14 @@ FORMAT_VERSION = 1
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (temporary file in the same directory + fsync + ``os.replace``)."""
+    check_instance("text", text, str)
+    check_not_dir("path", path)
     _atomic_write(Path(path), lambda f: f.write(text), "w")
 
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to ``path`` atomically (temporary file + fsync + ``os.replace``)."""
+    check_not_dir("path", path)
     _atomic_write(Path(path), lambda f: torch.save(obj, f), "wb")
 
 

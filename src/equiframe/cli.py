@@ -124,8 +124,20 @@ def _check_out_dir(out: str, flag: str = "--out") -> None:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise ValueError(f"{flag}: {probe} is a file, not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag}: {probe} is not writable")
+    _check_writable(probe, flag)
+
+
+def _check_writable(directory: Path, flag: str) -> None:
+    """``directory`` (existing) accepts new files: permission bits (``os.access``) and a real probe, an anonymous
+    temporary file that leaves nothing behind (root ignores the bits; read-only file systems do not)."""
+    import tempfile  # noqa: PLC0415
+
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag}: {directory} is not writable")
+    try:
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as err:
+        raise ValueError(f"{flag}: {directory} is not writable ({err.strerror or err})") from None
 
 
 def _entries(args: argparse.Namespace, kind: str):
@@ -142,8 +154,9 @@ def check_paths(args: argparse.Namespace) -> None:
     """Check the path options of a parsed command before it does any work (an error names the option).
 
     A command declares them with ``set_defaults``: ``output_dirs`` (directories it creates and writes:
-    writable, not a file), ``cache_dirs`` (created when missing: not a file), ``existing_dirs`` (read: must
-    exist and be a directory), ``output_files`` (files it writes: not a directory, in an existing writable
+    writable, not a file), ``cache_dirs`` (not a file; created when missing, so a missing one must be
+    creatable; an existing read-only cache may still be read), ``existing_dirs`` (read: must exist and be a
+    directory), ``output_files`` (files it writes: not a directory, in an existing writable
     directory), ``output_paths`` (files it writes, creating their directory: not a directory, the directory
     writable or creatable).
 
@@ -156,6 +169,8 @@ def check_paths(args: argparse.Namespace) -> None:
     for path, label in _entries(args, "cache_dirs"):
         if path.exists() and not path.is_dir():
             raise ValueError(f"{label}: {path} is a file, not a directory")
+        if not path.exists():  # to be created: its nearest existing parent must take it (a read-only cache that
+            _check_out_dir(str(path), label)  # exists may still be read)
     for path, label in _entries(args, "existing_dirs"):
         if not path.exists():
             raise FileNotFoundError(f"{label}: {path} does not exist")
@@ -167,8 +182,7 @@ def check_paths(args: argparse.Namespace) -> None:
         parent = path.parent
         if not parent.is_dir():
             raise FileNotFoundError(f"{label}: the directory {parent} does not exist")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise ValueError(f"{label}: {parent} is not writable")
+        _check_writable(parent, label)
     for path, label in _entries(args, "output_paths"):
         if path.is_dir():
             raise ValueError(f"{label}: {path} is a directory, not a file")
@@ -662,16 +676,25 @@ def _add_aliases(sub: Any) -> None:
                   else mod.add_cli(sub))
 
 
+def _one_line(err: BaseException) -> str:
+    """The message of an error, on one line: ``ValueError`` / ``OSError`` (the library's argument and path
+    errors) as they are, other kinds with their class name and a pointer to the traceback."""
+    text = " ".join(str(err).split()) or repr(err)
+    if isinstance(err, (ValueError, OSError)):
+        return text
+    return f"{type(err).__name__}: {text} (EQUIFRAME_DEBUG=1 shows the traceback)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         check_paths(args)
         return args.func(args)
-    except (ValueError, OSError) as err:  # OSError: missing / unwritable paths (FileNotFoundError...)
+    except Exception as err:  # noqa: BLE001 - every mistake ends with one line, never a traceback
         if os.environ.get("EQUIFRAME_DEBUG"):
             raise
-        print(f"equiframe {args.command}: error: {err}", file=sys.stderr)
+        print(f"equiframe {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("equiframe: interrupted (a training run resumes from its last checkpoint with --resume)", file=sys.stderr)

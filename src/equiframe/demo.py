@@ -27,6 +27,7 @@ from torch import nn
 
 from .averaging import FrameAveraging
 from .testing import equivariance_error
+from ._checks import check_int
 
 __all__ = ["DemoBudget", "PointNetBackbone", "DEMO_BUDGET", "QUICK_BUDGET", "run_demo"]
 
@@ -55,6 +56,13 @@ class DemoBudget:
     models: tuple[str, ...] = ("fa-gnn", "tf-gnn", "gnn")
     sims: tuple[int, int, int] | None = None
 
+    def __post_init__(self) -> None:
+
+        for name in ("n_train", "n_valid", "n_test", "epochs", "epochs_fa", "eval_every", "threads"):
+            check_int(name, getattr(self, name), 1)
+        if self.sims is not None and (len(self.sims) != 3 or any(not isinstance(s, int) or s < 1 for s in self.sims)):
+            raise ValueError(f"sims: expected three positive simulation counts, got {self.sims!r}")
+
 
 DEMO_BUDGET = DemoBudget()
 #: seconds, for tests: 64 generated simulations per split instead of the protocol's 3000/2000/2000
@@ -71,6 +79,9 @@ class PointNetBackbone(nn.Module):
     """
 
     def __init__(self, d: int = 3, hidden: int = 128, n_out: int = 8):
+        check_int("d", d, 1)
+        check_int("hidden", hidden, 1)
+        check_int("n_out", n_out, 1)
         super().__init__()
         self.local = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.head = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, d))
@@ -138,6 +149,9 @@ def run_demo(
     Returns:
         the path of ``report.md``.
     """
+    check_int("seed", seed, 0)
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ValueError(f"out_dir: {out_dir} is a file, not a directory")
     from .datasets.nbody import NBodyConfig, generate_nbody, nbody_baselines  # noqa: PLC0415
     from .report import plot_learning_curves, plot_rotation, summarize  # noqa: PLC0415
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from ._entry_checks import check_instance
 
 # ================================================================================================ distributed
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ def init_distributed(device: str = "auto") -> DistInfo:
     ``MASTER_ADDR``, ``MASTER_PORT``), backend ``nccl`` when the run uses CUDA and ``gloo`` otherwise.
     Without those variables (or ``WORLD_SIZE=1``) nothing is initialised. Idempotent.
     """
+    if device != "auto":
+        resolve_device(device, DistInfo())  # a bad name fails here, not later in the run
     if dist.is_available() and dist.is_initialized():
         return get_dist()
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -67,6 +70,8 @@ def _wants_cuda(device: str) -> bool:
 
 def resolve_device(device: str, info: DistInfo | None = None) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; under DDP with CUDA each rank gets ``cuda:LOCAL_RANK``."""
+    check_instance("device", device, (str, torch.device))
+    device = str(device)
     info = info or get_dist()
     if _wants_cuda(device):
         if not torch.cuda.is_available():

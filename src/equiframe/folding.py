@@ -15,6 +15,8 @@ from torch import Tensor
 
 from .frames.base import Frame
 from .reps import TensorReps
+from ._entry_checks import check_tensor
+from ._checks import check_int
 
 __all__ = ["FoldedBatch"]
 
@@ -80,6 +82,11 @@ class FoldedBatch:
         self._node_src = value
 
     def __init__(self, index: Tensor, weight: Tensor, num_examples: int):
+        check_tensor("index", index, ndim=1, integer=True)
+        check_tensor("weight", weight, ndim=1, floating=True)
+        if weight.shape != index.shape:
+            raise ValueError(f"weight: expected shape {tuple(index.shape)} (one weight per copy), got {tuple(weight.shape)}")
+        check_int("num_examples", num_examples, 0)
         self.index = index
         self.weight = weight
         self.M = index.shape[0]

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_int
+from ._entry_checks import check_tensor
 
 __all__ = ["KDTREE_MIN_POINTS", "dense_knn", "knn_graph", "radius_graph", "batch_to_ptr", "ptr_to_batch"]
 
@@ -148,6 +149,8 @@ def ptr_to_batch(ptr: Tensor) -> Tensor:
     Shapes:
         ptr ``[B + 1]`` -> batch ``[ptr[-1]]``
     """
+    if isinstance(ptr, Tensor):
+        check_tensor("ptr", ptr, integer=True)
     if not isinstance(ptr, Tensor) or ptr.dim() != 1 or ptr.numel() < 1:
         raise ValueError("ptr: expected a 1-D tensor [B + 1]")
     counts = ptr[1:] - ptr[:-1]
@@ -482,6 +485,11 @@ def dense_knn(query: Tensor, points: Tensor, k: int, *, exclude_self: bool = Fal
     Shapes:
         query ``[B, M, d]``, points ``[B, N, d]`` -> ``[B, M, k]`` (int64)
     """
+    check_tensor("query", query, ndim=(2, 3), floating=True)
+    check_tensor("points", points, ndim=(2, 3), floating=True)
+    if query.shape[-1] != points.shape[-1] or query.dim() != points.dim():
+        raise ValueError(f"points, query: expected the same dimension d and layout, got {tuple(points.shape)} and "
+                         f"{tuple(query.shape)}")
     k = check_int("k", k, 1)
     n = points.shape[1] - (1 if exclude_self else 0)
     if k > n:

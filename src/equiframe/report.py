@@ -21,7 +21,8 @@ import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
+from ._entry_checks import check_not_dir
 
 __all__ = ["collect_runs", "summarize", "render_markdown", "plot_learning_curves", "plot_rotation", "write_report"]
 
@@ -96,6 +97,10 @@ def summarize(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     "best_epochs", "epochs_run", "wall_time_s", "time_per_epoch_s", "equivariance_error", "published",
     "n_params"}`` sorted by experiment and mean.
     """
+    runs = list(runs)
+    for i, m in enumerate(runs):
+        if not isinstance(m, Mapping) or not {"experiment", "run"} <= m.keys():
+            raise ValueError(f"runs: item {i} is not the metrics of a run (metrics.json: experiment, run, ...)")
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for m in runs:
         groups[(m["experiment"], m["run"], _budget(m))].append(m)
@@ -177,6 +182,8 @@ def render_markdown(
     preamble: str = "",
 ) -> str:
     """The Markdown report: one table per experiment, the published references, runs in progress, plots."""
+    if isinstance(rows, (str, bytes)) or not all(isinstance(r, Mapping) for r in rows):
+        raise TypeError("rows: expected a sequence of summary rows (dicts, from summarize())")
     lines = [f"# {title}", ""]
     if preamble:
         lines += [preamble.rstrip(), ""]
@@ -247,6 +254,7 @@ def _colors(names: Sequence[str]) -> dict[str, Any]:
 
 def plot_learning_curves(runs: Sequence[dict[str, Any]], path: str | os.PathLike, *, metric: str = "mse") -> Path | None:
     """Validation metric (solid) and training loss (dotted) against epochs, one colour per model."""
+    check_not_dir("path", path)
     plt = _pyplot()
     curves = [(m["run"], _read_curves(Path(m["path"]))) for m in runs]
     curves = [(n, c) for n, c in curves if c]
@@ -276,6 +284,7 @@ def plot_learning_curves(runs: Sequence[dict[str, Any]], path: str | os.PathLike
 
 def plot_rotation(runs: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path | None:
     """Test metric against the rotation angle of the test inputs (mean over seeds per model)."""
+    check_not_dir("path", path)
     plt = _pyplot()
     by: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for m in runs:

@@ -34,6 +34,8 @@ from typing import Iterator
 import torch
 from torch import Tensor
 from . import _native
+from ._entry_checks import check_tensor
+from ._checks import check_int
 
 __all__ = ["Block", "TensorReps", "as_reps", "INVARIANT_SPELLINGS"]
 
@@ -698,6 +700,10 @@ def kron_power(R: Tensor, k: int) -> Tensor:
     Shapes:
         R: ``[..., d, d]`` -> ``[..., d**k, d**k]``
     """
+    check_tensor("R", R, ndim=tuple(range(2, 16)))
+    if R.shape[-1] != R.shape[-2]:
+        raise ValueError(f"R: expected square matrices [..., d, d], got shape {tuple(R.shape)}")
+    check_int("k", k, 0)
     d = R.shape[-1]
     if k == 0:
         return R.new_ones(*R.shape[:-2], 1, 1)

@@ -121,6 +121,8 @@ def declared_types(fn: Callable) -> tuple[dict[str, Any], Any]:
         ``(types, output)``: ``{name: TensorReps | str}`` and the output type(s) (a type, tuple or dict),
         ``output`` None if the module declares none.
     """
+    if not callable(fn):
+        raise TypeError(f"fn: expected a module or function, got {type(fn).__name__}")
     params = _signature(fn)
     reps_in, reps_out = getattr(fn, "reps_in", None), getattr(fn, "reps_out", None)
     types: dict[str, Any] = {}

@@ -118,6 +118,8 @@ from .distributed import (
     resolve_device,
 )
 from .train_config import _RESUMABLE, OptimConfig, TrainConfig
+from ._checks import check_int
+from ._entry_checks import check_instance
 
 __all__ = [
     "CHECKPOINT",
@@ -236,6 +238,7 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 # ================================================================================================ utilities
 def seed_everything(seed: int) -> None:
     """Seed Python's ``random``, NumPy's legacy global generator and torch (CPU and CUDA)."""
+    check_int("seed", seed, 0)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -244,6 +247,7 @@ def seed_everything(seed: int) -> None:
 
 def run_dir_for(experiment: Experiment, config: TrainConfig, seed: int) -> Path:
     """``<out>/<experiment.name>/<config.name or experiment.run_name>/seed<seed>``."""
+    check_int("seed", seed, 0)
     return Path(config.out) / experiment.name / (config.name or experiment.run_name) / f"seed{seed}"
 
 
@@ -695,6 +699,8 @@ def fit(
 
 def train(experiment: Experiment, config: TrainConfig) -> list[RunResult]:
     """Run :func:`fit` for every seed of ``config`` (sequentially)."""
+    check_instance("experiment", experiment, Experiment)
+    check_instance("config", config, TrainConfig)
     return [fit(experiment, config, seed) for seed in config.seeds]
 
 

@@ -77,6 +77,8 @@ from equiframe.datasets.cad_geometry import (
     sample_shape,
 )
 from equiframe.datasets.shapes import _random_rotation
+from .._checks import check_int, check_real
+from .._entry_checks import check_instance
 
 __all__ = [
     "CAD_FORMAT_VERSION",
@@ -144,17 +146,22 @@ class CADConfig:
 
 def cad_dir(config: CADConfig, root: str | os.PathLike[str] | None = None) -> Path:
     """The cache directory of ``config``: ``<root>/cad/<key>``."""
+    check_instance("config", config, CADConfig)
     return resolve_cache_dir(root) / _NAME / cache_key(_NAME, config.params(), CAD_FORMAT_VERSION)
 
 
 def cad_split(index: int) -> CADSplit:
     """The split of part ``index``: ``i % 10 == 9`` test, ``== 8`` validation, else train."""
+    check_int("index", index, 0)
     r = int(index) % 10
     return "test" if r == 9 else "valid" if r == 8 else "train"
 
 
 def part_rng(seed: int, index: int, attempt: int = 0) -> np.random.Generator:
     """The random stream of part ``index`` (attempt ``attempt``): ``SeedSequence([seed, index, attempt])``."""
+    check_int("seed", seed, 0)
+    check_int("index", index, 0)
+    check_int("attempt", attempt, 0)
     return np.random.default_rng(np.random.SeedSequence([seed, index, attempt]))
 
 
@@ -187,6 +194,9 @@ def generate_part(config: CADConfig, index: int, max_attempts: int = 16) -> dict
     """Build and sample part ``index`` of ``config`` in this process (no time limit), retrying failed kernel
     operations with the next ``attempt`` of :func:`part_rng`. Returns the per-part arrays of a shard row
     (``attempts``: the attempt that succeeded, plus one)."""
+    check_instance("config", config, CADConfig)
+    check_int("index", index, 0)
+    check_int("max_attempts", max_attempts, 1)
     last: Exception | None = None
     for attempt in range(max_attempts):
         try:
@@ -326,6 +336,8 @@ def build_cad(config: CADConfig, root: str | os.PathLike[str] | None = None, *, 
             random stream, follows; the shard records ``timeouts`` per part). Only a part whose attempt
             times out depends on the machine's speed.
     """
+    check_instance("config", config, CADConfig)
+    check_real("timeout", timeout, 0.0, strict=True)
     _require_build123d()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers: expected an int >= 0, got {workers!r}")

@@ -11,6 +11,8 @@ import math
 from typing import Any, Literal, get_args
 
 import numpy as np
+from .._entry_checks import check_instance
+from .._checks import check_int, check_real
 
 Family = Literal["extrude", "revolve", "plate", "shell", "sweep", "loft", "bracket"]
 #: Part families (the ``family`` code stored per part is the index here).
@@ -217,6 +219,7 @@ def make_part(rng: np.random.Generator, family: str | None = None) -> tuple[Any,
     Raises:
         RuntimeError: the kernel failed or produced an invalid solid (callers retry with a new stream).
     """
+    check_instance("rng", rng, np.random.Generator, "a numpy.random.Generator")
     bd = _require_build123d()
     fam = FAMILIES[int(rng.integers(0, len(FAMILIES)))] if family is None else family
     if fam not in FAMILIES:
@@ -294,6 +297,9 @@ def sample_shape(shape: Any, n_points: int, rng: np.random.Generator, *,
         int64 ``[n]`` (index of the face in ``TopExp_Explorer`` order), int64 ``[n]``
         (:data:`SURFACE_TYPES` code). Coordinates are those of the shape (not normalised).
     """
+    check_int("n_points", n_points, 1)
+    check_real("deflection", deflection, 0.0, strict=True)
+    check_instance("rng", rng, np.random.Generator, "a numpy.random.Generator")
     if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
         raise ValueError(f"n_points: expected a positive int, got {n_points!r}")
     wrapped = getattr(shape, "wrapped", shape)

@@ -19,9 +19,12 @@ sr25      ``https://raw.githubusercontent.com/XiaoxinHe/Graph-MLPMixer/0d66dd1b0
           ``https://users.cecs.anu.edu.au/~bdm/data/sr251256.g6``)
 ========  =====================================================================================  ==========
 
-The EXP text release is a different random draw of EXP than the pickled ``GRAPHSAT.pkl`` of the same
-repository, from which the project's ``exp_graphsat.npz`` was converted (both have 1200 graphs in 600
-1-WL-equivalent SAT / UNSAT pairs; the benchmark numbers of this repository were measured on the npz).
+The EXP text release ``Data/EXP/GRAPHSAT.txt`` is a different random draw of EXP than the pickled
+``Data/EXP/raw/GRAPHSAT.pkl`` of the same commit, from which the project's ``exp_graphsat.npz`` was converted
+(both have 1200 graphs in 600 1-WL-equivalent SAT / UNSAT pairs; compared graph by graph, the npz equals the
+pickle in all 1200 graphs and the text release in none). Every committed EXP number of this repository was
+measured on the npz; :func:`find_data_file` prefers it when both are present, and the graph experiments record
+the file they read (:func:`data_source`).
 ``--url`` fetches any file in a supported format (``.txt``, ``.npz``, ``.g6``), e.g. an offline mirror.
 """
 
@@ -45,6 +48,7 @@ __all__ = [
     "DataSource",
     "FetchDataset",
     "add_cli",
+    "data_source",
     "default_data_dir",
     "fetch",
     "find_data_file",
@@ -112,6 +116,16 @@ def find_data_file(dataset: FetchDataset, data_dir: str | os.PathLike | None = N
                             f"{dataset}` (or pass --data-dir / set $EQUIFRAME_DATA to a directory holding it)")
 
 
+def data_source(dataset: str, data_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """Which file a run reads for ``dataset`` (``exp`` / ``sr25``: :func:`find_data_file`), for its results:
+    ``{"data_file": name, "data_sha256": hex}`` -- the two EXP files are different draws of EXP (see the module
+    docstring), so a result must say which one it was measured on. ``{}`` for the generated data sets."""
+    if dataset not in FILENAMES:
+        return {}
+    path = find_data_file(dataset, data_dir)  # type: ignore[arg-type]
+    return {"data_file": path.name, "data_sha256": _sha256(path)}
+
+
 def _target_name(dataset: str, url: str) -> str:
     base = Path(urlparse(url).path).name
     if base in FILENAMES[dataset]:
@@ -147,6 +161,7 @@ def _download(url: str, part: Path, *, progress: bool, timeout: float, desc: str
     except (urllib.error.URLError, OSError) as err:
         raise ConnectionError(f"url: cannot reach {url} ({getattr(err, 'reason', err)})") from None
     with resp:
+        part.parent.mkdir(parents=True, exist_ok=True)  # created once the source answers (a failed call leaves nothing)
         if offset and resp.status == 206:
             if not resp.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
                 raise ConnectionError(f"url: {url} answered the range request for bytes {offset}- with "
@@ -208,7 +223,8 @@ def fetch(
         dataset: ``"exp"`` or ``"sr25"``.
         url: where to download from (default :data:`SOURCES`); ``http(s)://`` or ``file://``. The file name of
             the URL picks the format (``.npz`` converted EXP, otherwise the text release; ``.g6`` for SR25).
-        data_dir: target directory (default :func:`default_data_dir`); created if missing.
+        data_dir: target directory (default :func:`default_data_dir`); created if missing (once the source
+            answers).
         sha256: expected SHA-256 (hex); default: :data:`KNOWN_SHA256` of the target file name, if any.
         verify_checksum: ``False`` skips the checksum (the content is still validated).
         force: download again even if a valid file is present.
@@ -236,7 +252,6 @@ def fetch(
     d = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     if d.exists() and not d.is_dir():
         raise ValueError(f"data_dir: {d} exists and is not a directory")
-    d.mkdir(parents=True, exist_ok=True)
     name = _target_name(dataset, url)
     dest, part = d / name, d / (name + ".part")
     expected = (sha256 or KNOWN_SHA256.get(name)) if verify_checksum else None
@@ -263,13 +278,10 @@ def fetch(
 
 # ------------------------------------------------------------------------------------------ command line
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    try:
-        path = fetch(args.fetch_dataset, url=args.url, data_dir=args.data_dir, sha256=args.sha256,
-                     verify_checksum=not args.no_checksum, force=args.force, progress=not args.quiet,
-                     timeout=args.timeout)
-    except (ConnectionError, ValueError, OSError) as err:
-        print(f"equiframe data fetch {args.fetch_dataset}: {err}")
-        return 1
+    # errors (ConnectionError, ValueError, OSError) end as one line on stderr, exit code 2 (equiframe.cli.main)
+    path = fetch(args.fetch_dataset, url=args.url, data_dir=args.data_dir, sha256=args.sha256,
+                 verify_checksum=not args.no_checksum, force=args.force, progress=not args.quiet,
+                 timeout=args.timeout)
     src = SOURCES[args.fetch_dataset]
     print(f"{args.fetch_dataset}: {path} (validated; {EXPECTED_GRAPHS[args.fetch_dataset]} graphs). "
           f"Source: {args.url or src.url}; licence {src.license}.")

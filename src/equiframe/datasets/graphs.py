@@ -32,6 +32,8 @@ from torch_geometric.data import Data
 
 from ..frames.canonical import canonical_code, code_edges
 from ._cache import load_or_build
+from .._checks import check_int
+from .._entry_checks import check_tensor
 
 __all__ = [
     "CSL_SKIPS",
@@ -178,6 +180,7 @@ def edges_to_data(n: int, edges: Sequence[tuple[int, int]], y: int | None = None
     Shapes:
         -> edge_index ``[2, 2E]`` int64, x ``[n, 1]`` float32, y ``[1]`` int64 (if given)
     """
+    check_int("n", n, 0)
     e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
     if e.size and (e.min() < 0 or e.max() >= n):
         raise ValueError(f"edges: node index out of range [0, {n})")
@@ -219,6 +222,12 @@ def srg_parameters(edge_index: Tensor, num_nodes: int) -> tuple[int, int, int, i
     non-adjacent ones ``mu`` (``A^2 = k I + lambda A + mu (J - I - A)``). Complete and empty graphs count
     (one of ``lambda`` / ``mu`` is then vacuous and reported as 0).
     """
+    check_int("num_nodes", num_nodes, 1)
+    check_tensor("edge_index", edge_index, ndim=2, integer=True)
+    if edge_index.shape[0] != 2:
+        raise ValueError(f"edge_index: expected shape [2, E], got {tuple(edge_index.shape)}")
+    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
+        raise ValueError(f"edge_index: node indices must lie in [0, {num_nodes})")
     n = int(num_nodes)
     A = torch.zeros(n, n, dtype=torch.long)
     A[edge_index[0], edge_index[1]] = 1
@@ -545,6 +554,9 @@ def load_exp(path: PathLike, *, check_pairs: bool = True) -> list[Data]:
 
 def to_exp_txt(graphs: Sequence[Data]) -> str:
     """Write EXP graphs (``node_type`` or one-hot ``x``, ``y``) in the GNN-RNI text format (see :func:`load_exp`)."""
+    for i, g in enumerate(graphs):
+        if getattr(g, "edge_index", None) is None or getattr(g, "y", None) is None or getattr(g, "num_nodes", None) is None:
+            raise ValueError(f"graphs: item {i} is not a graph with edge_index, y and node types ({type(g).__name__})")
     out = [str(len(graphs))]
     for g in graphs:
         n = int(g.num_nodes)
@@ -564,6 +576,7 @@ def to_exp_txt(graphs: Sequence[Data]) -> str:
 
 def consecutive_pairs(num_graphs: int) -> Tensor:
     """The pairs ``(2k, 2k + 1)`` (EXP), ``[num_graphs // 2, 2]`` int64."""
+    check_int("num_graphs", num_graphs, 0)
     if num_graphs < 0:
         raise ValueError(f"num_graphs: expected >= 0, got {num_graphs}")
     return torch.arange(2 * (num_graphs // 2)).reshape(-1, 2)
@@ -574,6 +587,7 @@ def all_pairs(num_graphs: int) -> Tensor:
 
     For graph8c this is 61,788,286 pairs (about 1 GB); use :func:`iter_all_pairs` there.
     """
+    check_int("num_graphs", num_graphs, 0)
     if num_graphs < 0:
         raise ValueError(f"num_graphs: expected >= 0, got {num_graphs}")
     return torch.triu_indices(num_graphs, num_graphs, offset=1).t().contiguous()
@@ -585,6 +599,8 @@ def iter_all_pairs(num_graphs: int, chunk_size: int = 1 << 20) -> Iterator[Tenso
     Yields:
         ``[c, 2]`` int64 tensors (whole rows ``i``; a row longer than ``chunk_size`` is split).
     """
+    check_int("num_graphs", num_graphs, 0)
+    check_int("chunk_size", chunk_size, 1)
     if num_graphs < 0:
         raise ValueError(f"num_graphs: expected >= 0, got {num_graphs}")
     if chunk_size < 1:

@@ -149,11 +149,15 @@ def read_shape_list(path: PathLike) -> list[str]:
         if len(line.split()) != 1:
             raise ValueError(f"{p}:{lineno}: expected one name per line, got {line[:80]!r}")
         names.append(line)
+    if not names:
+        raise ValueError(f"path: {p} lists no names (an empty list file)")
     return names
 
 
 def modelnet40_shape_names(root: PathLike, variant: Literal["modelnet40", "modelnet10"] = "modelnet40") -> list[str]:
     """Class names from ``<root>/<variant>_shape_names.txt`` (label = position in the list)."""
+    if variant not in ("modelnet40", "modelnet10"):
+        raise ValueError(f"variant: expected 'modelnet40' or 'modelnet10', got {variant!r}")
     r = _check_dir(root)
     return read_shape_list(r / f"{variant}_shape_names.txt")
 

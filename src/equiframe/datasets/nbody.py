@@ -94,6 +94,7 @@ from .nbody_config import (
     Stream,  # noqa: F401  (re-exported)
     _check_split,
 )
+from .._entry_checks import check_instance
 
 __all__ = [
     "CACHE_NAME",
@@ -128,6 +129,9 @@ _ARRAY_KEYS = ("pos", "vel", "charges", "pos0", "vel0")
 def split_rng(config: NBodyConfig, split: Split) -> np.random.Generator:
     """The generator of one split: ``default_rng(SeedSequence(config.seed, spawn_key=(i,)))`` with ``i``
     the index of ``split`` in ``("train", "valid", "test")`` (the same as ``SeedSequence(seed).spawn(3)[i]``)."""
+    from .nbody_config import NBodyConfig  # noqa: PLC0415
+
+    check_instance("config", config, NBodyConfig)
     _check_split(split)
     return np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(SPLITS.index(split),)))
 
@@ -155,6 +159,7 @@ def sample_initial_conditions(
     Shapes:
         pos0, vel0: ``[S, n, d]``; charges: ``[S, n, 1]``.
     """
+    check_instance("rng", rng, np.random.Generator, "a numpy.random.Generator")
     check_int("n_sims", n_sims, 1)
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")

@@ -50,6 +50,8 @@ from equiframe.datasets.surfaces import (
     normalize_mesh,
     sample_surface,
 )
+from .._checks import check_int
+from .._entry_checks import check_instance
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -309,6 +311,9 @@ def make_csg_shape(rng: np.random.Generator, resolution: int = 48, max_ops: int 
     Shapes:
         vertices: ``[V, 3]``; faces: ``[F, 3]``.
     """
+    check_instance("rng", rng, np.random.Generator, "a numpy.random.Generator")
+    check_int("resolution", resolution, 8)
+    check_int("max_ops", max_ops, 0)
     if max_ops < 1:
         raise ValueError(f"max_ops must be >= 1, got {max_ops}")
     m3d = _manifold3d()
@@ -487,6 +492,7 @@ def shapes_cache_path(config: ShapesConfig, root: str | os.PathLike[str] | None 
     ``root`` defaults to ``$EQUIFRAME_CACHE`` or ``~/.cache/equiframe``; the entry lives in
     ``<root>/shapes/<key>.npz`` with ``key`` derived from :meth:`ShapesConfig.mesh_params`.
     """
+    check_instance("config", config, ShapesConfig)
     return cache_entry(_CACHE_NAME, config.mesh_params(), config.version, root).npz_path
 
 
@@ -551,6 +557,8 @@ def generate_shapes(
     Shapes:
         s_vertices: ``[sum V, 3]``; s_faces: ``[sum F, 3]``; offsets: ``[n + 1]``; s_kinds: ``[n]``.
     """
+    if workers is not None:
+        check_int("workers", workers, 0)
     if not isinstance(config, ShapesConfig):
         raise TypeError(f"config must be a ShapesConfig, got {type(config).__name__}")
     if not isinstance(chunk_size, int) or chunk_size < 1:

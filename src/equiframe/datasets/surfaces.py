@@ -93,6 +93,11 @@ def is_closed_manifold(faces: np.ndarray) -> bool:
     Shapes:
         faces: ``[F, 3]`` integer.
     """
+    arr = np.asarray(faces)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"faces: expected integer vertex indices, got {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"faces: expected shape [F, 3], got {arr.shape}")
     faces = np.asarray(faces, dtype=np.int64)
     if faces.ndim != 2 or faces.shape[1] != 3 or faces.shape[0] == 0:
         return False

@@ -40,6 +40,7 @@ from typing import Any, Literal, Mapping, Sequence, get_args
 import torch
 from torch import Tensor, nn
 
+from ..datasets.fetch import data_source
 from ..frames.canonical import canonical_keys
 from ..models.graphs import GRAPH_MODEL_NAMES, ComponentOrder, FrameKind, GraphModelName, build_graph_model
 from .._machine import machine_description
@@ -105,7 +106,8 @@ def load_separation_graphs(dataset: SeparationDataset | ClassifyDataset, data_di
 
     ``graph8c`` is generated (cached); ``csl`` is built (seed 0); ``exp`` / ``sr25`` are read from
     ``data_dir`` (default ``$EQUIFRAME_DATA``, else ``~/.cache/equiframe/data``, where ``equiframe data fetch``
-    puts them): ``exp_graphsat.npz`` or ``GRAPHSAT.txt`` / ``sr251256.g6``.
+    puts them): ``exp_graphsat.npz`` (preferred: the draw behind the committed numbers) or ``GRAPHSAT.txt``
+    (the public text release, another draw of EXP) / ``sr251256.g6``.
     """
     from ..datasets.graphs import csl_dataset, graph8c, load_exp, load_sr25  # noqa: PLC0415
 
@@ -126,6 +128,10 @@ def relabelled_copies(graphs: Sequence[Any], generator: torch.Generator) -> list
     Node ``i`` becomes node ``perm[i]`` (:func:`equiframe.frames.graph.permute_graph`); the copies are
     isomorphic to the originals, so an invariant model must embed them identically.
     """
+    check_instance("generator", generator, torch.Generator)
+    for i, g in enumerate(graphs):
+        if getattr(g, "edge_index", None) is None or getattr(g, "num_nodes", None) is None:
+            raise ValueError(f"graphs: item {i} is not a graph with edge_index and num_nodes ({type(g).__name__})")
     from torch_geometric.data import Data  # noqa: PLC0415
 
     from ..transforms import RandomNodePermutation  # noqa: PLC0415
@@ -150,6 +156,9 @@ def with_degree(graphs: Sequence[Any]) -> list[Any]:
     Shapes:
         per graph: x ``[n, F]``, edge_index ``[2, E]`` -> x' ``[n, F + 1]``
     """
+    for i, g in enumerate(graphs):
+        if getattr(g, "edge_index", None) is None or getattr(g, "num_nodes", None) is None:
+            raise ValueError(f"graphs: item {i} is not a graph with edge_index and num_nodes ({type(g).__name__})")
     from torch_geometric.data import Data  # noqa: PLC0415
 
     from ..transforms import AddDegree  # noqa: PLC0415
@@ -190,6 +199,10 @@ def embed_graphs(model: nn.Module, chunks: Sequence[Mapping[str, Any]], *, frame
     With ``frame_info`` (FA models) also returns ``{"exact": [G] bool, "log10_size": [G] float64,
     "copies": int}`` (``copies``: backbone inputs per pass, i.e. frame elements averaged).
     """
+    check_instance("model", model, nn.Module)
+    for i, c in enumerate(chunks):
+        if not isinstance(c, Mapping) or not {"x", "edge_index", "batch"} <= c.keys():
+            raise ValueError(f"chunks: item {i} is not a collated batch with x, edge_index and batch (see separate)")
     outs, exact, logs, copies = [], [], [], 0
     fa = hasattr(model, "fa")
     for c in chunks:
@@ -357,6 +370,7 @@ def separate(
     tdt = _DTYPES[dtype]
     if node_features not in get_args(NodeFeatures):
         raise ValueError(f"node_features: expected one of {get_args(NodeFeatures)}, got {node_features!r}")
+    from_files = graphs is None
     if graphs is None:
         graphs = load_separation_graphs(dataset, data_dir)
     graphs = list(graphs) if node_features == "default" else with_degree(graphs)
@@ -415,8 +429,8 @@ def separate(
     n_pairs = G * (G - 1) // 2 if pairs is None else int(pairs.shape[0])
     fp_seed = (selfd > threshold).double().mean(1) if false_positives else None
     result: dict[str, Any] = {
-        "dataset": dataset, "model": model, "frame": frame if fa else None, "seeds": seeds, "threshold": threshold,
-        "graphs": G, "pairs": n_pairs, "undistinguished": int(und.shape[0]),
+        "dataset": dataset, **(data_source(dataset, data_dir) if from_files else {}),
+        "model": model, "frame": frame if fa else None, "seeds": seeds, "threshold": threshold, "graphs": G, "pairs": n_pairs, "undistinguished": int(und.shape[0]),
         "undistinguished_calibrated": int(und_cal.shape[0]),
         "undistinguished_pairs": und.tolist() if und.shape[0] <= 10_000 else None,
         "fp_rate_mean": float(fp_seed.mean()) if fp_seed is not None else None,
@@ -442,6 +456,9 @@ def csl_folds(labels: Sequence[int], folds: int = 5, seed: int = 0) -> list[list
     Returns:
         ``folds`` lists of item indices (sorted), each with ``count_c / folds`` items of class ``c``.
     """
+    check_int("folds", folds, 2)
+    if len(labels) < folds:
+        raise ValueError(f"labels: {len(labels)} item(s) cannot fill {folds} folds")
     import numpy as np  # noqa: PLC0415
 
     if folds < 2:
@@ -599,7 +616,8 @@ class GraphClassificationExperiment(Experiment):
         return cls(GraphClassificationConfig.from_dict(d))
 
     def describe(self) -> dict[str, Any]:
-        return {"dataset": self.config.dataset, "model": self.config.model, "frame": self.config.frame,
+        return {"dataset": self.config.dataset, **data_source(self.config.dataset, self.config.data_dir),
+                "model": self.config.model, "frame": self.config.frame,
                 "train_frame": self.config.train_frame or self.config.frame,
                 "train_components": self.config.train_components,
                 "fold": self.config.fold, **{f"n_{k}": len(self.dataset(k)) for k in ("train", "valid", "test")},
@@ -807,3 +825,5 @@ def classify(
 
 
 from .graphs_cli import add_classify_arguments, add_cli, add_separate_arguments  # noqa: E402  (re-exported)
+from .._checks import check_int
+from .._entry_checks import check_instance

@@ -31,6 +31,8 @@ from ..models.nbody import MODEL_NAMES, NBODY_TYPES, FAMode, FAVariant, ModelNam
 from ..reps import TensorReps
 from ..testing import equivariance_error
 from ..train import Experiment
+from .._entry_checks import check_tensor
+from .._checks import check_real
 
 __all__ = ["DEFAULT_FA_MODE", "DEFAULT_LR", "PUBLISHED_NBODY", "NBodyExperiment", "NBodyExperimentConfig", "rotate_batch", "rotation_about_z"]
 
@@ -174,6 +176,9 @@ def rotation_about_z(angle_deg: float, dtype: torch.dtype = torch.float64) -> Te
     Shapes:
         -> ``[3, 3]``
     """
+    check_real("angle_deg", angle_deg, -float("inf"), strict=False)
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype: expected a floating point torch.dtype, got {dtype!r}")
     a = math.radians(angle_deg)
     c, s = math.cos(a), math.sin(a)
     return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=dtype)
@@ -185,6 +190,12 @@ def rotate_batch(batch: Mapping[str, Tensor], Q: Tensor) -> dict[str, Tensor]:
     Shapes:
         batch tensors ``pos``, ``vel``, ``target``: ``[N, d]``; Q: ``[d, d]``
     """
+    check_tensor("Q", Q, floating=True)
+    if Q.dim() < 2 or Q.shape[-1] != Q.shape[-2]:
+        raise ValueError(f"Q: expected [..., d, d] rotations, got {tuple(Q.shape)}")
+    for k in ("pos", "vel", "target"):
+        if isinstance(batch.get(k), Tensor) and batch[k].shape[-1] != Q.shape[-1]:
+            raise ValueError(f"batch: {k!r} has {batch[k].shape[-1]} coordinates, Q acts on {Q.shape[-1]}")
     from ..transforms import ApplyGroupElement  # noqa: PLC0415
 
     return ApplyGroupElement(Q, {"pos": "1x1n", "vel": "1x1n", "target": "1x1n"})(dict(batch))  # x Q^T, no translation

@@ -253,6 +253,10 @@ class FreshPoints(torch.utils.data.Dataset):
     """
 
     def __init__(self, dataset: Any, indices: Sequence[int]):
+        n = len(dataset)
+        bad = [i for i in indices if not 0 <= int(i) < n]
+        if bad:
+            raise ValueError(f"indices: {bad[:5]} out of range for a data set of {n} items")
         self.dataset = dataset
         self.indices = list(indices)
 
@@ -487,6 +491,9 @@ def evaluate_model(model: nn.Module, dataset: torch.utils.data.Dataset, *, n: in
     a numpy array, when ``return_errors``; ``"per_shape"``: the mean ``1 - cos^2`` of every item, when
     ``return_shapes``).
     """
+    check_int("batch_size", batch_size, 1)
+    if n is not None:
+        check_int("n", n, 1)
     n = len(dataset) if n is None else min(n, len(dataset))
     if n == 0:
         raise ValueError("dataset: empty")
@@ -525,6 +532,9 @@ def plot_predictions(model: nn.Module, dataset: torch.utils.data.Dataset, path: 
                      title: str = "") -> Path:
     """3-D scatter of a few test shapes, points coloured by the angular error of the predicted normal
     (0-90 degrees), with a quiver of the predicted normals on a subset of points. Writes a PNG."""
+    bad = [i for i in indices if not 0 <= int(i) < len(dataset)]
+    if bad:
+        raise ValueError(f"indices: {bad} out of range for a data set of {len(dataset)} items")
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -562,6 +572,8 @@ def plot_predictions(model: nn.Module, dataset: torch.utils.data.Dataset, path: 
 
 def plot_error_histograms(errors: Mapping[str, np.ndarray], path: "str | Path", title: str = "") -> Path:
     """Histograms (density, 0-90 degrees) of per-point angular errors, one curve per model."""
+    if not errors:
+        raise ValueError("errors: nothing to plot (an empty mapping)")
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -592,6 +604,7 @@ def results_table(rows: Mapping[str, Mapping[str, Mapping[str, float] | None]]) 
     Args:
         rows: model -> setting -> ``{"one_minus_cos2": ..., "angle_deg": ...}`` (``None``: not run).
     """
+    check_instance("rows", rows, Mapping, "a mapping {model: {setting: metrics}}")
     head = "| model | " + " | ".join(f"{s.replace('so3', 'SO(3)')}: 1-cos² / angle" for s in SETTINGS) + " |"
     lines = [head, "|" + "---|" * (len(SETTINGS) + 1)]
     for model, cols in rows.items():
@@ -639,3 +652,5 @@ from .normals_cli import (  # noqa: E402
     add_table_arguments,
     add_train_arguments,
 )
+from .._checks import check_int
+from .._entry_checks import check_instance

@@ -57,6 +57,7 @@ from typing import Callable, Literal, Sequence, get_args
 import numpy as np
 import torch
 from torch import Tensor
+from .._checks import check_int
 
 __all__ = [
     "Backend",
@@ -169,6 +170,9 @@ def individualisation_refinement(
     Returns:
         :class:`SearchResult`.
     """
+    check_int("n", n, 0)
+    if len(init) != n:
+        raise ValueError(f"init: expected {n} initial colours (one per node), got {len(init)}")
     search = _Search(n, certificate, twins, prune)
     limit = max_nodes if max_nodes is not None else -1
     root = refine(list(init))
@@ -711,6 +715,10 @@ def canonical_code(n: int, edges: Sequence[tuple[int, int]]) -> int:
 
 def code_edges(n: int, code: int) -> list[tuple[int, int]]:
     """Edges ``(i, j)``, ``i < j``, of the graph with graph6-order code ``code`` (inverse of :func:`canonical_code`)."""
+    check_int("n", n, 0)
+    check_int("code", code, 0)
+    if code >> (n * (n - 1) // 2):
+        raise ValueError(f"code: {code} has more bits than the {n * (n - 1) // 2} vertex pairs of {n} nodes")
     edges = []
     for j in range(1, n):
         base = j * (j - 1) // 2

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from .graph import PermutationFrame, _check_index
+from .._entry_checks import check_instance
 
 __all__ = ["connected_components", "shuffle_components"]
 
@@ -64,6 +65,7 @@ def shuffle_components(
     Shapes:
         frame over ``N`` nodes, edge_index ``[2, E]`` -> frame over ``N`` nodes
     """
+    check_instance("frame", frame, PermutationFrame)
     N = frame.num_nodes
     if N == 0:
         return frame

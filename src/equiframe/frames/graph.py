@@ -714,6 +714,8 @@ def fold_edge_index(
     Shapes:
         edge_index ``[2, E]`` -> ``[2, E']``, ``E' = sum_c E_{graph[c]}``; edges grouped by copy
     """
+    if elements.order.numel() and num_nodes <= int(elements.order.max()):
+        raise ValueError(f"num_nodes: {num_nodes}, but the frame elements order node {int(elements.order.max())}")
     _check_index("edge_index", edge_index)
     if edge_index.dim() != 2 or edge_index.shape[0] != 2:
         raise ValueError(f"edge_index: expected shape [2, E], got {tuple(edge_index.shape)}")

@@ -52,6 +52,8 @@ from .neighbourhood import (
     neighbourhood_ties,
     tie_tolerance,
 )
+from .._entry_checks import check_tensor
+from .._checks import check_int, check_real
 
 __all__ = [
     "identity_frames",
@@ -399,6 +401,10 @@ class LocalPCAFrames(nn.Module):
         max_num_neighbors: int | None = 64,
         return_mask: bool = False,
     ):
+        if k is not None:
+            check_int("k", k, 1)
+        if r is not None:
+            check_real("r", r, 0.0, strict=True)
         super().__init__()
         if center not in ("node", "centroid"):
             raise ValueError(f"center: expected 'node' or 'centroid', got {center!r}")
@@ -553,6 +559,8 @@ def polynomial_envelope(x: Tensor, exponent: int = 5) -> Tensor:
     Shapes:
         x ``[*]`` -> ``[*]``
     """
+    check_tensor("x", x, floating=True)
+    check_int("exponent", exponent, 1)
     p = exponent
     poly = 1 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
     return torch.where(x < 1, poly, torch.zeros_like(poly))

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ..geometry import knn_graph, radius_graph
+from .._entry_checks import check_tensor
 
 __all__ = ["TIE_FACTOR", "knn_graph_with_ties", "neighbourhood_ties", "tie_tolerance"]
 
@@ -125,6 +126,10 @@ def tie_tolerance(pos: Tensor, dist: Tensor) -> Tensor:
     Shapes:
         pos ``[N, d]``, dist ``[N]`` -> ``[N]``
     """
+    check_tensor("pos", pos, ndim=2, floating=True)
+    check_tensor("dist", dist, ndim=1)
+    if dist.shape[0] != pos.shape[0]:
+        raise ValueError(f"dist: expected shape [{pos.shape[0]}] (one per node of pos), got {tuple(dist.shape)}")
     eps = torch.finfo(pos.dtype).eps
     return TIE_FACTOR * eps * (pos.detach().abs().amax(1) + dist)
 
@@ -212,6 +217,8 @@ def neighbourhood_ties(
     Shapes:
         pos ``[N, d]``, batch ``[N]`` -> ``[N]`` (bool)
     """
+    if (k is None) == (r is None):
+        raise ValueError("k, r: pass exactly one of k (k-NN) and r (radius)")
     n = pos.shape[0]
     ties = torch.zeros(n, dtype=torch.bool, device=pos.device)
     if n == 0:

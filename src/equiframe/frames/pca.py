@@ -35,6 +35,7 @@ from torch import Tensor
 from ..groups import EuclideanGroup
 from ._degenerate import _robust_example, _unique_tuple_axes
 from .base import EvalMode, Frame, Frames, Mode, all_finite, check_choice, check_generator, check_positive_int
+from .._entry_checks import check_tensor
 
 __all__ = ["pca_frame", "PCAFrames", "Tolerances", "covariance"]
 
@@ -123,6 +124,11 @@ def covariance(
         ``(t [B, d] float64, C [B, d, d], xc, counts [B])`` where ``xc`` are the centred points
         (``[B, N, d]`` dense, zero at padding; ``[N, d]`` ragged).
     """
+    check_tensor("pos", pos, ndim=(2, 3), floating=True, finite=True, nonempty=True)
+    if batch is not None:
+        check_tensor("batch", batch, ndim=1, integer=True)
+        if pos.dim() != 2 or batch.shape[0] != pos.shape[0]:
+            raise ValueError(f"batch: expected shape [{pos.shape[0]}] for ragged pos [N, d], got {tuple(batch.shape)}")
     d = pos.shape[-1]
     p64 = pos.double()
     if batch is not None:

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ..nn.mlp import mlp
 from ..reps import TensorReps
+from typing import get_args
 
 NormalsModelName = Literal["pointnet", "dgcnn", "fa-pointnet", "fa-dgcnn", "fa-local-pointnet", "tf-pointnet",
                            "knn-pca"]
@@ -67,6 +68,10 @@ def _choice(name: str, v: str, options: tuple[str, ...]) -> str:
 def tf_head_kind(head: "Head | None", frames: "FrameKind") -> str:
     """The normal head :class:`TFPointNet` uses: ``head``, or by default ``"wlsq"`` with PCA frames and
     ``"free"`` with learned frames."""
+    if frames not in ("pca", "learned"):
+        raise ValueError(f"frames: expected 'pca' or 'learned', got {frames!r}")
+    if head is not None and head not in get_args(Head):
+        raise ValueError(f"head: expected one of {get_args(Head)} or None, got {head!r}")
     return ("wlsq" if frames == "pca" else "free") if head is None else head
 
 

@@ -93,11 +93,19 @@ ComponentOrder = Literal["sorted", "shuffled"]
 
 
 # ================================================================================================ helpers
-def _check_graph_inputs(x: Tensor, edge_index: Tensor, batch: Tensor | None) -> Tensor:
+def _check_graph_inputs(x: Tensor, edge_index: Tensor, batch: Tensor | None, module: nn.Module | None = None
+                        ) -> Tensor:
     """Validate a PyG-style batch (finite float ``x [N, F]``, integer ``edge_index [2, E]`` in range, sorted
-    integer ``batch [N]``); returns ``batch`` (zeros when ``None``). Errors name the argument."""
+    integer ``batch [N]``, all on one device, that of ``module``'s parameters); returns ``batch`` (zeros when
+    ``None``). Errors name the argument."""
     if not isinstance(x, Tensor):
         raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+    for name, t in (("edge_index", edge_index), ("batch", batch)):
+        if isinstance(t, Tensor) and t.device != x.device:
+            raise ValueError(f"{name}: is on {t.device}, but x is on {x.device}")
+    p = next(module.parameters(), None) if module is not None else None
+    if p is not None and p.device != x.device:
+        raise ValueError(f"x: is on {x.device}, but the model's parameters are on {p.device} (model.to(device))")
     if x.dim() != 2:
         raise ValueError(f"x: expected node features of shape [N, F], got {tuple(x.shape)}")
     if x.shape[0] == 0:
@@ -157,7 +165,7 @@ class AdjacencyMLP(nn.Module):
         self.mlp = mlp([n_max * n_max + n_max * in_dim] + [hidden] * layers + [out_dim])
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None, **_: Any) -> Tensor:
-        batch = _check_graph_inputs(x, edge_index, batch)
+        batch = _check_graph_inputs(x, edge_index, batch, self)
         if x.shape[1] != self.in_dim:
             raise ValueError(f"x: expected {self.in_dim} features per node, got {x.shape[1]}")
         C, n = int(batch[-1]) + 1, self.n_max
@@ -209,7 +217,7 @@ class GINWithIDs(nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None, **_: Any) -> Tensor:
         from torch_geometric.nn import global_add_pool  # noqa: PLC0415
 
-        batch = _check_graph_inputs(x, edge_index, batch)
+        batch = _check_graph_inputs(x, edge_index, batch, self)
         if x.shape[1] != self.in_dim:
             raise ValueError(f"x: expected {self.in_dim} features per node, got {x.shape[1]}")
         ranks = node_ranks(batch)
@@ -259,7 +267,7 @@ class MessagePassingBaseline(nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None, **_: Any) -> Tensor:
         from torch_geometric.nn import global_add_pool  # noqa: PLC0415
 
-        batch = _check_graph_inputs(x, edge_index, batch)
+        batch = _check_graph_inputs(x, edge_index, batch, self)
         if x.shape[1] != self.in_dim:
             raise ValueError(f"x: expected {self.in_dim} features per node, got {x.shape[1]}")
         h = x
@@ -361,7 +369,7 @@ class FAGraphModel(nn.Module):
         ``max_states``), a :class:`~equiframe.frames.canonical.CanonicalBudgetWarning` says so and whether
         the spectral frame that replaces it was enumerated (still exact) or sampled (not exactly invariant).
         """
-        batch = _check_graph_inputs(x, edge_index, batch)
+        batch = _check_graph_inputs(x, edge_index, batch, self)
         kw: dict[str, Tensor] = {"x": x, "edge_index": edge_index, "batch": batch}
         canonical_ok: Tensor | None = None
         if self._keyed and self.active_frame == "spectral":

@@ -110,6 +110,8 @@ from .normals_geometry import (
 )
 from .normals_local import LocalPointNet, PlaneFitHead, weighted_plane_normal
 from .tf_pointnet import TFPointNet
+from .._checks import check_int
+from .._entry_checks import check_tensor
 
 # the public home of the split-out classes (pretrained manifests and pickles name ``module:Class``)
 for _cls in (LocalPointNet, PlaneFitHead, TFPointNet):
@@ -265,6 +267,10 @@ def line_to_normal(P: Tensor, start: Tensor, steps: int = 3) -> Tensor:
     Shapes:
         P ``[..., d, d]``, start ``[..., d]`` -> ``[..., d]``
     """
+    check_tensor("P", P, floating=True)
+    if P.dim() < 2 or P.shape[-1] != P.shape[-2] or start.shape != P.shape[:-1]:
+        raise ValueError(f"P, start: expected [..., d, d] and [..., d], got {tuple(P.shape)} and {tuple(start.shape)}")
+    check_int("steps", steps, 1)
     S = 0.5 * (P + P.transpose(-1, -2))
     v = start
     for _ in range(steps):

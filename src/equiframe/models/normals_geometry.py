@@ -14,6 +14,8 @@ from torch import Tensor
 
 from ..geometry import KDTREE_MIN_POINTS, dense_knn  # noqa: F401  (the k-NN of dense batches, re-exported)
 from ._normals_common import LocalFeatures, _as_batch, _check_pos, _choice, _positive
+from .._checks import check_int
+from .._entry_checks import check_tensor
 
 
 # ------------------------------------------------------------------------------------------ geometry

@@ -14,6 +14,8 @@ from torch import Tensor, nn
 from ..frames.local import local_pca_frames
 from ._normals_common import NORMALS_TYPES, Head, _check_dtype, _checked_cloud, _choice, _mlp, _positive, _zero_last
 from .normals_geometry import _flat_edges, _gather, dense_knn
+from .._checks import check_int
+from .._entry_checks import check_tensor
 
 # ------------------------------------------------------------------------------------------ local frames
 def _pca_frames_dense(x: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -53,6 +55,11 @@ def weighted_plane_normal(y: Tensor, w: Tensor, start: Tensor, steps: int = 4, s
     Shapes:
         y ``[M, k, d]``, w ``[M, k]`` (non-negative, not all 0), start ``[M, d]`` -> ``[M, d]``
     """
+    check_tensor("y", y, ndim=3, floating=True)
+    if w.shape != y.shape[:2] or start.shape != (y.shape[0], y.shape[2]):
+        raise ValueError(f"w, start: expected shapes {tuple(y.shape[:2])} and {(y.shape[0], y.shape[2])} for y "
+                         f"{tuple(y.shape)}, got {tuple(w.shape)} and {tuple(start.shape)}")
+    check_int("steps", steps, 1)
     d = y.shape[-1]
     wn = w / w.sum(dim=1, keepdim=True)
     c = (wn[..., None] * y).sum(dim=1, keepdim=True)
@@ -103,6 +110,10 @@ class PlaneFitHead(nn.Module):
 
     def __init__(self, edge_dim: int, point_dim: int, hidden: int = 32, iterations: int = 2,
                  neighbour_lines: bool = False):
+        check_int("edge_dim", edge_dim, 1)
+        check_int("point_dim", point_dim, 1)
+        check_int("hidden", hidden, 1)
+        check_int("iterations", iterations, 1)
         super().__init__()
         self.iterations = _positive("iterations", iterations)
         self.neighbour_lines = bool(neighbour_lines)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..reps import TensorReps
-from .tensor_frames.checks import _check_edge_index, _check_features, check_frames
+from .tensor_frames.checks import _check_device, _check_edge_index, _check_features, _check_module_device, check_frames
 from .tensor_frames.geometry import edge_frames
 from .tensor_frames.local import _resolve_reps
 
@@ -119,6 +119,9 @@ class TensorFrameAttention(nn.Module):
         if path not in ("global", "edge"):
             raise ValueError(f"path: expected 'global' or 'edge', got {path!r}")
         d, H = self.reps_in.dim, self.heads
+        if isinstance(x, Tensor):
+            _check_device("x", x, ("frames", frames), ("edge_index", edge_index), ("batch", batch))
+            _check_module_device(self, x)
         x = _check_features(x, None, self.reps_in.size)
         n = x.shape[0]
         frames = check_frames(frames, n, d).to(x.dtype)

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..reps import Block, TensorReps
 from .mlp import mlp
-from .tensor_frames.checks import _check_edge_index, _check_features, _check_pos, _pair
+from .tensor_frames.checks import _check_device, _check_edge_index, _check_features, _check_module_device, _check_pos, _pair
 from .tensor_frames.geometry import geometry_dim, local_edge_geometry
 from .tensor_frames.graph import TFGraph, _as_graph, _features_on_graph
 from .tensor_frames.local import _resolve_reps
@@ -208,6 +208,10 @@ class TensorFrameConv(nn.Module):
         pos: "Tensor | tuple[Tensor, Tensor] | None" = None,
         edge_attr: Tensor | None = None,
     ) -> Tensor:
+        x_src, x_dst, homogeneous = _pair(x, "x")
+        if isinstance(x_src, Tensor):
+            _check_device("x", x_src, ("x[1]", x_dst), ("edge_attr", edge_attr))
+            _check_module_device(self, x_src, "x" if homogeneous else "x[0]")
         io = self._inputs(x, edge_index, frames, pos)
         pieces = self._edge_pieces(io, edge_attr)
         h = self.msg_dst(io.x_dst).index_select(0, io.dst)
@@ -243,6 +247,7 @@ class TensorFrameConv(nn.Module):
             p_dst = p_src if homogeneous else _check_pos(p_dst, n_dst, d, "pos[1]").to(dtype)
         elif self.geometry or reps.has_pos:
             raise ValueError("pos: node positions are required (geometry=True or reps_in has 'pos' blocks)")
+        _check_device("x", x_src, ("pos", p_src), ("pos[1]", p_dst), ("edge_index", edge_index))
         edge_index = _check_edge_index(edge_index, n_src, n_dst)
         src, dst = edge_index[0], edge_index[1]
         return _ConvInputs(x_src, x_dst, None, None, p_src, p_dst, src, dst, receiver_layout(src, dst, n_dst), None,

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from .. import _native
 from ..reps import TensorReps, kron_power
+from .._checks import check_int, check_real
 
 __all__ = [
     "ReceiverLayout",
@@ -104,6 +105,13 @@ def receiver_layout(src: Tensor, dst: Tensor, n_dst: int, *, max_pad: float = 2.
     Shapes:
         src, dst: ``[E]``
     """
+    if not isinstance(src, Tensor) or not isinstance(dst, Tensor) or src.dim() != 1 or src.shape != dst.shape:
+        raise ValueError(f"src, dst: expected two [E] index tensors, got {tuple(getattr(src, 'shape', ()))} and "
+                         f"{tuple(getattr(dst, 'shape', ()))}")
+    check_int("n_dst", n_dst, 0)
+    if dst.numel() and int(dst.max()) >= n_dst:
+        raise ValueError(f"dst: receiver indices must lie in [0, n_dst={n_dst}), got max {int(dst.max())}")
+    check_real("max_pad", max_pad, 1.0, strict=False)
     e = int(dst.numel())
     k = _is_blocked(dst, n_dst)
     if k:
@@ -226,6 +234,9 @@ def rotate_by_receiver(v: Tensor, frames_dst: Tensor, layout: ReceiverLayout) ->
     Shapes:
         v: ``[E, d]``, frames_dst: ``[N_dst, d, d]`` -> ``[E, d]``
     """
+    if v.dim() != 2 or frames_dst.dim() != 3 or v.shape[-1] != frames_dst.shape[-1]:
+        raise ValueError(f"v, frames_dst: expected [E, d] vectors and [N, d, d] frames, got {tuple(v.shape)} and "
+                         f"{tuple(frames_dst.shape)}")
     d = v.shape[-1]
     if layout.kind == "blocked":
         # component-major: (R_i v)_a = sum_c R_i[a, c] v_c as d^2 long multiply-adds over [n, k]
@@ -278,6 +289,9 @@ def receiver_matrices(
     Shapes:
         frames_dst: ``[N_dst, d, d]`` -> ``{(order, parity): ([N_dst, d^p, d^p], [N_dst, d] | None)}``
     """
+    if frames_dst.dim() != 3 or frames_dst.shape[-2:] != (reps.dim, reps.dim):
+        raise ValueError(f"frames_dst: expected [N, {reps.dim}, {reps.dim}] (reps of dim {reps.dim}), got "
+                         f"{tuple(frames_dst.shape)}")
     cache = {} if cache is None else cache
     out = {}
     for _cols, order, parity, _m in _groups(reps):
@@ -342,6 +356,10 @@ def rotate_edges(
     Shapes:
         y: ``[E, reps.size]``, frames_dst: ``[N_dst, d, d]`` -> ``[E, reps.size]``
     """
+    if y.dim() != 2 or y.shape[-1] != reps.size:
+        raise ValueError(f"y: expected [E, {reps.size}] (the size of {str(reps)!r}), got {tuple(y.shape)}")
+    if frames_dst.dim() != 3 or frames_dst.shape[-2:] != (reps.dim, reps.dim):
+        raise ValueError(f"frames_dst: expected [N, {reps.dim}, {reps.dim}], got {tuple(frames_dst.shape)}")
     if reps.has_pos:
         raise ValueError("reps: 'pos' blocks cannot be rotated per edge (no node origin)")
     if reps.is_scalar:

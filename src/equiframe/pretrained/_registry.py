@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+from .._entry_checks import check_not_dir
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _SEP = "__"
@@ -37,6 +38,7 @@ def file_stem(name: str) -> str:
 
 def sha256_of(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    check_not_dir("path", path)
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -40,6 +40,8 @@ from torch import Tensor, nn
 
 from ..models.normals import LocalPointNet, dense_knn
 from ._loader import available, info, load, save
+from .._entry_checks import check_instance
+from .._checks import check_int
 
 __all__ = [
     "NormalEstimator",
@@ -97,6 +99,9 @@ def save_normal_model(model: nn.Module, name: str, kwargs: Mapping[str, Any], *,
                       trained: Mapping[str, Any], weights_dir: str | Path | None = None) -> Path:
     """Write ``normals__<name>.pt`` (float32 state dict) and its sidecar ``.json`` with the SHA-256
     (:func:`equiframe.pretrained.save`). ``kwargs`` must rebuild the model with ``type(model)(**kwargs)``."""
+    check_instance("model", model, nn.Module)
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise ValueError(f"name: expected a plain file-name part (no path separators), got {name!r}")
     builder = f"{type(model).__module__}:{type(model).__name__}"
     rec = save(model, _full_name(name), builder=builder, kwargs=kwargs, metrics=metrics, trained=trained,
                directory=weights_dir)
@@ -216,5 +221,6 @@ def normal_estimator(name: str = "fa-local-pointnet-cad", *, chunk_size: int = 1
                      device: str | torch.device = "cpu", weights_dir: str | Path | None = None) -> NormalEstimator:
     """The pretrained normal estimator ``name`` (see :func:`available_normal_models`), weights verified by
     SHA-256 and loaded with ``weights_only=True``."""
+    check_int("chunk_size", chunk_size, 1)
     model, meta = load_normal_model(name, weights_dir=weights_dir)
     return NormalEstimator(model, chunk_size=chunk_size, device=device, meta=meta)

@@ -31,6 +31,7 @@ from ..tf_transport import transport_edges
 from .graph import TFGraph
 from .hooks import _NotHookable
 from .strategies import Call, Strategy
+from ..._entry_checks import check_instance
 
 __all__ = ["LayerCaps", "Prober", "UnsupportedLayerError", "inspect_layer"]
 
@@ -247,6 +248,9 @@ class Prober:
     (inputs and per-receiver reference built once, on first use)."""
 
     def __init__(self, conv: Any, layer: nn.Module, edge_width: int):
+        from torch_geometric.nn.conv import MessagePassing  # noqa: PLC0415
+
+        check_instance("layer", layer, MessagePassing, "a torch_geometric MessagePassing layer")
         self.conv, self.layer, self.edge_width = conv, layer, edge_width
         self._probe: _Probe | None = None
 

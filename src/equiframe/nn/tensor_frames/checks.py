@@ -15,6 +15,22 @@ def _check_tensor(x: Any, name: str) -> Tensor:
     return x
 
 
+def _check_device(ref_name: str, ref: Tensor, *named: tuple[str, Any]) -> None:
+    """Every tensor of ``named`` (``(name, tensor)``; ``None`` skipped) is on ``ref``'s device; the first that is
+    not is named (not a device error from inside a kernel)."""
+    for name, t in named:
+        if isinstance(t, Tensor) and t.device != ref.device:
+            raise ValueError(f"{name}: is on {t.device}, but {ref_name} is on {ref.device}")
+
+
+def _check_module_device(module: torch.nn.Module, x: Tensor, name: str = "x") -> None:
+    """The input ``x`` is on the device of ``module``'s parameters (if it has any)."""
+    p = next(module.parameters(), None)
+    if p is not None and isinstance(x, Tensor) and p.device != x.device:
+        raise ValueError(f"{name}: is on {x.device}, but the module's parameters are on {p.device} "
+                         f"(move one of them: module.to({str(x.device)!r}))")
+
+
 def _all_finite(x: Tensor) -> bool:
     """``True`` iff every entry is finite. One reduction (a NaN/inf makes the sum non-finite); the exact
     elementwise check runs only when the sum is not finite (NaN/inf present, or an overflowing sum)."""

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ...reps import TensorReps
 from .capabilities import _PROVIDED, LayerCaps, Prober, UnsupportedLayerError, inspect_layer, reference_output
-from .checks import _check_tensor, _pair
+from .checks import _check_device, _check_module_device, _check_tensor, _pair
 from .geometry import EdgeGeometry, geometry_dim
 from .graph import PairTensor, TFGraph, _as_graph, _features_on_graph
 from .hooks import _MessageSpec, _NotHookable, known_message_layers, message_spec
@@ -319,6 +319,8 @@ class TFConv(nn.Module):
         graph = _as_graph(edge_index, frames, pos, self.reps_in.dim)
         reps = self.reps_in
         x_src, x_dst, (f_src, f_dst), (p_src, p_dst) = _features_on_graph(graph, reps, *_pair(x, "x"))
+        _check_device("x", x_src, ("edge_attr", edge_attr))
+        _check_module_device(self, x_src)
         needs_pos = self.edge_geometry != "none" or self.caps.reads_pos or reps.has_pos
         if p_src is None and needs_pos:
             why = "reps_in has 'pos' blocks" if reps.has_pos else (

@@ -10,6 +10,7 @@ from torch import Tensor
 from ... import _native
 from ...reps import TensorReps
 from ..tf_transport import ReceiverLayout, _needs_det, rotate_by_receiver
+from ..._checks import check_int
 
 __all__ = ["EdgeGeometry", "edge_frames", "geometry_dim", "local_edge_geometry", "safe_length", "transport"]
 
@@ -24,6 +25,12 @@ def edge_frames(frames_src: Tensor, frames_dst: Tensor, src: Tensor, dst: Tensor
     Shapes:
         frames_src: ``[N_src, d, d]``, frames_dst: ``[N_dst, d, d]``, src/dst: ``[E]`` -> ``[E, d, d]``
     """
+    if frames_src.dim() != 3 or frames_dst.dim() != 3 or frames_src.shape[1:] != frames_dst.shape[1:] \
+            or frames_src.shape[-1] != frames_src.shape[-2]:
+        raise ValueError(f"frames_src, frames_dst: expected [N, d, d] frames of one d, got {tuple(frames_src.shape)} "
+                         f"and {tuple(frames_dst.shape)}")
+    if src.shape != dst.shape or src.dim() != 1:
+        raise ValueError(f"src, dst: expected two [E] index tensors, got {tuple(src.shape)} and {tuple(dst.shape)}")
     return torch.bmm(frames_dst.index_select(0, dst), frames_src.index_select(0, src).transpose(1, 2))
 
 
@@ -36,11 +43,16 @@ def safe_length(v: Tensor, eps: float = 1e-6) -> Tensor:
     Shapes:
         v: ``[*, d]`` -> ``[*, 1]``
     """
+    if not isinstance(v, Tensor) or not v.is_floating_point():
+        raise TypeError(f"v: expected a floating point tensor, got {getattr(v, 'dtype', type(v).__name__)}")
+    if not eps > 0:
+        raise ValueError(f"eps: expected > 0 (the smoothing that keeps the derivatives finite at 0), got {eps}")
     return torch.sqrt(v.square().sum(-1, keepdim=True) + eps * eps) - eps
 
 
 def geometry_dim(dim: int, kind: EdgeGeometry = "rel_dist") -> int:
     """Number of edge-geometry channels :class:`TFConv` appends: ``d + 1``, ``d``, ``1`` or ``0``."""
+    check_int("dim", dim, 1)
     table = {"rel_dist": dim + 1, "rel": dim, "dist": 1, "none": 0}
     if kind not in table:
         raise ValueError(f"kind: expected one of {sorted(table)}, got {kind!r}")
@@ -128,6 +140,12 @@ def transport(
     Shapes:
         x_j: ``[E, reps.size]`` -> ``[E, reps.size]``
     """
+    if x_j.dim() != 2 or x_j.shape[-1] != reps.size:
+        raise ValueError(f"x_j: expected [E, {reps.size}] (one row per edge, the size of {str(reps)!r}), got "
+                         f"{tuple(x_j.shape)}")
+    if src.shape != (x_j.shape[0],) or dst.shape != (x_j.shape[0],):
+        raise ValueError(f"src, dst: expected [{x_j.shape[0]}] (one index per row of x_j), got {tuple(src.shape)} "
+                         f"and {tuple(dst.shape)}")
     if reps.is_scalar:
         return x_j
     if R_ij is None:

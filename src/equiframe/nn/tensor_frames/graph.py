@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ...reps import TensorReps
 from ..tf_transport import ReceiverLayout, receiver_layout
-from .checks import _check_edge_index, _check_features, _check_pos, _check_tensor, _pair, check_frames
+from .checks import _check_device, _check_edge_index, _check_features, _check_pos, _check_tensor, _pair, check_frames
 from .geometry import local_edge_geometry
 
 __all__ = ["PairTensor", "TFGraph"]
@@ -66,6 +66,9 @@ class TFGraph:
         if f_src.dim() != 3 or f_src.shape[-1] != f_src.shape[-2] or f_src.shape[-1] < 1:
             raise ValueError(f"{name}: expected shape [N, d, d], got {tuple(f_src.shape)}")
         d = int(f_src.shape[-1])
+        raw_pos = _pair(pos, "pos")[:2] if pos is not None else (None, None)
+        _check_device(name, f_src, ("frames[1]", f_dst), ("pos" if homogeneous else "pos[0]", raw_pos[0]),
+                      ("pos[1]", raw_pos[1]), ("edge_index", edge_index))
         f_src = check_frames(f_src, None, d, name)
         f_dst = f_src if homogeneous else check_frames(f_dst, None, d, "frames[1]")
         n_src, n_dst = int(f_src.shape[0]), int(f_dst.shape[0])
@@ -169,6 +172,7 @@ def _features_on_graph(graph: TFGraph, reps: TensorReps, x_src: Any, x_dst: Any,
         raise ValueError(f"frames: got {graph.dim}x{graph.dim} frames, but reps_in has dim {reps.dim}")
     if homogeneous != graph.homogeneous:
         raise ValueError("x: pass a (source, target) pair exactly when frames is a (source, target) pair")
+    _check_device("frames", graph._frames[0], ("x" if homogeneous else "x[0]", x_src), ("x[1]", x_dst))
     x_src = _check_features(x_src, graph.n_src, reps.size, "x" if homogeneous else "x[0]")
     x_dst = x_src if homogeneous else _check_features(x_dst, graph.n_dst, reps.size, "x[1]")
     return x_src, x_dst, graph.frames(x_src.dtype), graph.pos(x_src.dtype)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ...reps import TensorReps, as_reps
-from .checks import _check_features, _check_pos, check_frames
+from .checks import _check_device, _check_features, _check_pos, _check_tensor, check_frames
 
 __all__ = ["ToGlobal", "ToLocal"]
 
@@ -31,6 +31,7 @@ class _FrameMap(nn.Module):
 
     def forward(self, x: Tensor, frames: Tensor, pos: Tensor | None = None) -> Tensor:
         reps = self.reps_in
+        _check_device("x", _check_tensor(x, "x"), ("frames", frames), ("pos", pos))
         x = _check_features(x, None, reps.size)
         frames = check_frames(frames, x.shape[0], reps.dim).to(x.dtype)
         t = None

@@ -21,6 +21,7 @@ from ...reps import TensorReps
 from .capabilities import inspect_layer
 from .conv import TFConv
 from .geometry import geometry_dim
+from ..._checks import check_int
 
 __all__ = ["SurveyRow", "build_layer", "conv_layer_classes", "layer_table", "static_refusal", "survey"]
 
@@ -97,6 +98,13 @@ def build_layer(cls: type, c_in: int, c_out: int, d: int) -> nn.Module:
 
     Layers with a single ``channels`` argument get ``c_in`` (and must then have ``c_in == c_out``).
     """
+    from torch_geometric.nn.conv import MessagePassing  # noqa: PLC0415
+
+    if not (isinstance(cls, type) and issubclass(cls, MessagePassing)):
+        raise TypeError(f"cls: expected a torch_geometric MessagePassing class, got {cls!r}")
+    check_int("c_in", c_in, 1)
+    check_int("c_out", c_out, 1)
+    check_int("d", d, 1)
     params = inspect.signature(cls.__init__).parameters
     special = _special(c_in, c_out, d).get(cls.__name__, dict)()
     kwargs: dict[str, Any] = {}
@@ -121,6 +129,8 @@ def build_layer(cls: type, c_in: int, c_out: int, d: int) -> nn.Module:
 def static_refusal(cls: type) -> str | None:
     """Why ``TFConv`` refuses every instance of ``cls`` from its signature alone (``None``: it may not);
     for layers that cannot be instantiated here (an optional dependency is missing)."""
+    if not isinstance(cls, type):
+        raise TypeError(f"cls: expected a layer class, got {type(cls).__name__}")
     from torch_geometric.nn.conv import MessagePassing
 
     bare = cls.__new__(cls)
@@ -148,6 +158,7 @@ class SurveyRow:
 
 def survey(d: int = 3, reps: str = SURVEY_REPS, classes: list[type] | None = None) -> list[SurveyRow]:
     """Wrap every layer of :func:`conv_layer_classes` with ``TFConv(layer, reps)`` (default mode)."""
+    check_int("d", d, 1)
     r = TensorReps(reps, dim=d)
     rows = []
     for cls in conv_layer_classes() if classes is None else classes:
@@ -198,6 +209,8 @@ def _short(row: SurveyRow) -> str:
 
 def layer_table(rows: list[SurveyRow], d: int = 3, reps: str = SURVEY_REPS) -> str:
     """Markdown page of the survey (``docs/layers.md``)."""
+    if not all(isinstance(r, SurveyRow) for r in rows):
+        raise TypeError("rows: expected a list of SurveyRow (from survey())")
     import torch_geometric
 
     n_ok = sum(r.supported for r in rows)
