@@ -23,7 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-__all__ = ["collect_runs", "summarize", "render_markdown", "plot_learning_curves", "plot_rotation", "write_report"]
+__all__ = ["collect_runs", "summarize", "render_markdown", "plot_learning_curves", "plot_rotation", "save_figure", "write_report"]
 
 
 def _read_curves(run_dir: Path) -> list[dict[str, float]]:
@@ -245,6 +245,20 @@ def _colors(names: Sequence[str]) -> dict[str, Any]:
     return {n: cmap(i % 10) for i, n in enumerate(sorted(set(names)))}
 
 
+def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 110) -> Path:
+    """Lay out a matplotlib figure tightly, write it to ``path`` (parent directories created) and close it.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_learning_curves(runs: Sequence[dict[str, Any]], path: str | os.PathLike, *, metric: str = "mse") -> Path | None:
     """Validation metric (solid) and training loss (dotted) against epochs, one colour per model."""
     plt = _pyplot()
@@ -266,12 +280,7 @@ def plot_learning_curves(runs: Sequence[dict[str, Any]], path: str | os.PathLike
     ax.set_ylabel(f"{metric} (solid: validation, dotted: training)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_rotation(runs: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path | None:
@@ -298,12 +307,7 @@ def plot_rotation(runs: Sequence[dict[str, Any]], path: str | os.PathLike) -> Pa
     ax.set_xticks(range(0, 361, 60))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(
