@@ -131,7 +131,9 @@ REGISTRY: dict[str, Any] = {
     # --- exemptions (kinds checked by test_exemptions_are_of_their_kind)
     "nn.tensor_frames.capabilities.UnsupportedLayerError": Exempt("exception", "raised by TFConv"),
     "datasets.fetch.default_data_dir": Exempt("no-arguments", "reads $EQUIFRAME_DATA"),
-    "experiments.graphs.default_data_dir": Exempt("no-arguments", "reads $EQUIFRAME_DATA"),
+    "experiments.graphs_separation.default_data_dir": Exempt("no-arguments", "reads $EQUIFRAME_DATA"),
+    "geometry.KNNCovariance": Exempt("record", REC),
+    "cli.add_run_mode_arguments": Exempt("cli", CLI),
     "distributed.get_dist": Exempt("no-arguments", "reads the process group"),
     "frames.canonical.nauty_available": Exempt("no-arguments", "an import probe"),
     "nn.tensor_frames.hooks.known_message_layers": Exempt("no-arguments", "a constant list"),
@@ -161,6 +163,7 @@ REGISTRY: dict[str, Any] = {
 
 # --- bad-input tests in other files (checked by test_elsewhere_entries_are_bad_input_tests)
 REGISTRY.update({
+    "geometry.knn_covariance": Elsewhere('test_knn_covariance.py::test_bad_arguments_are_named'),
     "nn.mlp.mlp": Elsewhere('test_nn_mlp.py::test_a_single_layer_and_bad_arguments'),
     "transforms.ApplyGroupElement": Elsewhere('test_transforms.py::test_bad_arguments_name_themselves'),
     "transforms.RandomGroupElement": Elsewhere('test_transforms.py::test_bad_arguments_name_themselves',
@@ -223,8 +226,8 @@ REGISTRY.update({
     "experiments.experiment_from_dict": Elsewhere('test_train.py::test_evaluate_run_and_registry'),
     "experiments.graphs.GraphClassificationConfig": Elsewhere('test_graph_classify.py::test_train_frame_default_and_errors', 'test_graph_classify.py::test_train_components_options_and_errors'),
     "experiments.graphs.GraphClassificationExperiment": Elsewhere('test_graph_classify.py::test_train_components_options_and_errors', 'test_graph_classify.py::test_classification_config_train_frame'),
-    "experiments.graphs.separate": Elsewhere('test_graph_separation.py::test_separate_errors', 'test_graph_separation.py::test_degree_node_features'),
-    "experiments.graphs.undistinguished_pairs": Elsewhere('test_graph_separation.py::test_undistinguished_pairs_errors'),
+    "experiments.graphs_separation.separate": Elsewhere('test_graph_separation.py::test_separate_errors', 'test_graph_separation.py::test_degree_node_features'),
+    "experiments.graphs_separation.undistinguished_pairs": Elsewhere('test_graph_separation.py::test_undistinguished_pairs_errors'),
     "experiments.nbody.NBodyExperimentConfig": Elsewhere('test_train.py::test_config_validation'),
     "experiments.normals.NormalsExperiment": Elsewhere('test_cad.py::test_experiment_on_cad_parts'),
     "experiments.normals.NormalsExperimentConfig": Elsewhere('test_experiment_normals.py::test_config_validation_and_roundtrip', 'test_cad.py::test_experiment_on_cad_parts'),
@@ -330,6 +333,15 @@ _NAN = torch.tensor([[0.0, float("nan"), 1.0]] * 8, dtype=torch.float64)
 _F16 = _P3.half()
 _I64 = torch.ones(8, 3, dtype=torch.long)
 _Q = torch.linalg.qr(torch.randn(8, 3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64))[0]
+
+
+def _figure():
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt.figure()
 
 
 def _frame(n: int = 4):
@@ -666,13 +678,20 @@ CASES.update({
                                     (V, "epochs", lambda t: _i("experiments.graphs:classify")("csl", "gin", 0))],
     "experiments.graphs.csl_folds": [(V, "folds", lambda t: _i("experiments.graphs:csl_folds")([0, 1] * 5, folds=1)),
                                      (V, "labels", lambda t: _i("experiments.graphs:csl_folds")([], folds=5))],
-    "experiments.graphs.embed_graphs": [(T, "model", lambda t: _i("experiments.graphs:embed_graphs")("gin", [])),
+    "experiments.graphs_separation.embed_graphs": [(T, "model", lambda t: _i("experiments.graphs:embed_graphs")("gin", [])),
                                         (V, "chunks", lambda t: _i("experiments.graphs:embed_graphs")(nn.Identity(), [{"x": 1}]))],
-    "experiments.graphs.load_separation_graphs": [(V, "dataset", lambda t: _i("experiments.graphs:load_separation_graphs")("zinc")),
+    "experiments.graphs_separation.load_separation_graphs": [(V, "dataset", lambda t: _i("experiments.graphs:load_separation_graphs")("zinc")),
                                                   (FileNotFoundError, "data_dir", lambda t: _i("experiments.graphs:load_separation_graphs")("sr25", t))],
-    "experiments.graphs.relabelled_copies": [(T, "generator", lambda t: _i("experiments.graphs:relabelled_copies")([], 0)),
+    "experiments.graphs_separation.relabelled_copies": [(T, "generator", lambda t: _i("experiments.graphs:relabelled_copies")([], 0)),
                                              (V, "graphs", lambda t: _i("experiments.graphs:relabelled_copies")([object()], torch.Generator()))],
-    "experiments.graphs.with_degree": [(V, "graphs", lambda t: _i("experiments.graphs:with_degree")([object()]))],
+    "geometry.gather_neighbours": [
+        (V, "x", lambda t: _i("geometry:gather_neighbours")(_P3, torch.zeros(1, 2, 2, dtype=torch.long))),
+        (V, "idx", lambda t: _i("geometry:gather_neighbours")(_P3[None], torch.zeros(1, 2, 2))),
+        (V, "idx", lambda t: _i("geometry:gather_neighbours")(_P3[None], torch.zeros(2, 2, 2, dtype=torch.long))),
+    ],
+    "report.save_figure": [(T, "fig", lambda t: _i("report:save_figure")("figure", t / "a.png")),
+                           (T, "path", lambda t: _i("report:save_figure")(_figure(), 3))],
+    "experiments.graphs_separation.with_degree": [(V, "graphs", lambda t: _i("experiments.graphs:with_degree")([object()]))],
     "experiments.nbody.rotate_batch": [(V, "Q", lambda t: _i("experiments.nbody:rotate_batch")({"pos": _P3}, torch.eye(2))),
                                        (V, "batch", lambda t: _i("experiments.nbody:rotate_batch")({"pos": _P3[:, :2]}, torch.eye(3)))],
     "experiments.nbody.rotation_about_z": [(V, "angle_deg", lambda t: _i("experiments.nbody:rotation_about_z")(float("nan"))),

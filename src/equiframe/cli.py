@@ -34,7 +34,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .models.nbody import MODEL_NAMES as _MODELS
 
@@ -292,44 +292,37 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ parser
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+def _number_type(convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """An argparse ``type``: ``convert(text)`` if that succeeds and ``accept``s the value, else an
+    ``ArgumentTypeError`` ``expected <expected>, got '<text>'``."""
+
+    def parse(text: str) -> Any:
+        try:
+            v = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accept(v):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return v
+
+    return parse
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
+_positive_int = _number_type(int, lambda v: v >= 1, "a positive integer")
+_nonneg_int = _number_type(int, lambda v: v >= 0, "an integer >= 0")
+_positive_float = _number_type(float, lambda v: v > 0 and v != float("inf"), "a positive number")  # not NaN, inf
+_nonneg_float = _number_type(float, lambda v: v >= 0 and v != float("inf"), "a number >= 0")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (v > 0) or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (v >= 0) or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return v
+def add_run_mode_arguments(p: argparse.ArgumentParser, *, overwrite_help: str | None = None) -> None:
+    """The mutually exclusive ``--resume`` / ``--resume-or-start`` / ``--overwrite`` options of the training
+    commands (what to do with runs that exist already)."""
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="continue existing runs from their last checkpoint (an error where a run has none)")
+    mode.add_argument("--resume-or-start", action="store_true",
+                      help="continue runs that have a checkpoint, start the others")
+    mode.add_argument("--overwrite", action="store_true", help=overwrite_help)
 
 
 def _unavailable(name: str, err: Exception):
@@ -390,12 +383,7 @@ def add_nbody_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentPa
     p.add_argument("--checkpoint-every", type=_positive_int, default=10, help="checkpoint every N epochs")
     p.add_argument("--out", default="runs", help="results root")
     p.add_argument("--name", default=None, help="run directory name (default: the model, e.g. fa-gnn)")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true",
-                      help="continue existing runs from their last checkpoint (an error where a run has none)")
-    mode.add_argument("--resume-or-start", action="store_true",
-                      help="continue runs that have a checkpoint, start the others")
-    mode.add_argument("--overwrite", action="store_true", help="delete existing runs and start again")
+    add_run_mode_arguments(p, overwrite_help="delete existing runs and start again")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--num-workers", type=_nonneg_int, default=0, help="DataLoader worker processes")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads per process")
@@ -483,6 +471,29 @@ def _missing(sub, name: str, err: Exception) -> None:
     sub.add_parser(name, help=f"(unavailable: {err})").set_defaults(func=_unavailable(name, err))
 
 
+def _add_verb(sub: Any, verb: str, *, help: str) -> Any:  # noqa: A002  (argparse's name)
+    """Command ``verb`` whose sub-commands are experiments (``equiframe VERB EXPERIMENT``); returns their set."""
+    return sub.add_parser(verb, help=help, formatter_class=_Formatter).add_subparsers(
+        dest="experiment", required=True, metavar="EXPERIMENT")
+
+
+def _optional_command(sub: Any, module: str, add: str, *, description_attr: str | None = None,
+                      **parser_options: Any) -> None:
+    """Sub-command ``module`` of ``sub`` with its options set by ``equiframe.experiments.<module>.<add>`` (and
+    its description read from the module's ``description_attr``), or, when that module cannot be imported, a
+    command that says why (:func:`_optional`)."""
+
+    def register(mod, err):
+        if mod is None:
+            _missing(sub, module, err)
+            return
+        if description_attr is not None:
+            parser_options["description"] = getattr(mod, description_attr)
+        getattr(mod, add)(sub.add_parser(module, formatter_class=_Formatter, **parser_options))
+
+    _optional(module, register)
+
+
 GRAMMAR = """\
 commands (one grammar: VERB EXPERIMENT [options]; `equiframe VERB EXPERIMENT --help` lists the options):
   equiframe data nbody | normals | graphs exp|sr25     generate (cache) or download a data set
@@ -553,9 +564,7 @@ def _add_data_commands(sub: Any) -> None:
 
 def _add_train_commands(sub: Any) -> None:
     """``train EXPERIMENT``: the training commands."""
-    tr = sub.add_parser("train", help="train models of an experiment (several seeds; resumable; DDP under torchrun)",
-                        formatter_class=_Formatter)
-    tsub = tr.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    tsub = _add_verb(sub, "train", help="train models of an experiment (several seeds; resumable; DDP under torchrun)")
     add_nbody_train_arguments(tsub.add_parser(
         "nbody", formatter_class=_Formatter,
         help="charged n-body: predict positions one time unit ahead",
@@ -565,24 +574,10 @@ def _add_train_commands(sub: Any) -> None:
                     "Distributed: torchrun --nproc_per_node 2 -m equiframe train nbody ...",
     ))
 
-    def train_graphs(mod, err):
-        if mod is None:
-            _missing(tsub, "graphs", err)
-        else:
-            mod.add_classify_arguments(tsub.add_parser(
-                "graphs", formatter_class=_Formatter,
-                help="graph classification: EXP-classify or CSL (5-fold CV) (older spelling: graphs classify)"))
-
-    def train_normals(mod, err):
-        if mod is None:
-            _missing(tsub, "normals", err)
-        else:
-            mod.add_train_arguments(tsub.add_parser(
-                "normals", formatter_class=_Formatter,
-                help="point-cloud normal estimation in one setting (older spelling: normals train)"))
-
-    _optional("graphs", train_graphs)
-    _optional("normals", train_normals)
+    _optional_command(tsub, "graphs", "add_classify_arguments",
+                      help="graph classification: EXP-classify or CSL (5-fold CV) (older spelling: graphs classify)")
+    _optional_command(tsub, "normals", "add_train_arguments",
+                      help="point-cloud normal estimation in one setting (older spelling: normals train)")
 
 
 def _add_eval_commands(sub: Any) -> None:
@@ -617,20 +612,11 @@ def _add_eval_commands(sub: Any) -> None:
 
 def _add_estimate_commands(sub: Any) -> None:
     """``estimate normals``: apply a shipped pretrained model."""
-    es = sub.add_parser("estimate", help="apply a shipped pretrained model: estimate normals FILE -o OUT",
-                        formatter_class=_Formatter)
-    esub = es.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    esub = _add_verb(sub, "estimate", help="apply a shipped pretrained model: estimate normals FILE -o OUT")
 
-    def estimate_normals(mod, err):
-        if mod is None:
-            _missing(esub, "normals", err)
-        else:
-            mod.add_estimate_arguments(esub.add_parser(
-                "normals", formatter_class=_Formatter, description=mod.ESTIMATE_DESCRIPTION,
-                help="normals of a point cloud or mesh with the shipped pretrained model (older spelling: "
-                     "normals estimate)"))
-
-    _optional("normals", estimate_normals)
+    _optional_command(esub, "normals", "add_estimate_arguments", description_attr="ESTIMATE_DESCRIPTION",
+                      help="normals of a point cloud or mesh with the shipped pretrained model (older spelling: "
+                           "normals estimate)")
 
 
 def _add_report_commands(sub: Any) -> None:

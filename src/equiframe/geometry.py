@@ -37,7 +37,7 @@ Positions are not differentiated through (the graph is discrete): inputs are det
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -45,7 +45,8 @@ from torch import Tensor
 from ._checks import check_int
 from ._entry_checks import check_tensor
 
-__all__ = ["KDTREE_MIN_POINTS", "dense_knn", "knn_graph", "radius_graph", "batch_to_ptr", "ptr_to_batch"]
+__all__ = ["KDTREE_MIN_POINTS", "KNNCovariance", "dense_knn", "gather_neighbours", "knn_covariance", "knn_graph",
+           "radius_graph", "batch_to_ptr", "ptr_to_batch"]
 
 Flow = Literal["source_to_target", "target_to_source"]
 Backend = Literal["auto", "torch", "torch_cluster"]
@@ -525,3 +526,99 @@ def _kdtree_knn(query: Tensor, points: Tensor, k: int, exclude_self: bool) -> Te
             ii = np.stack([r[m][:k] for r, m in zip(ii, keep)])
         res.append(torch.from_numpy(np.ascontiguousarray(ii)).long())
     return torch.stack(res).to(query.device)
+
+
+# ----------------------------------------------------------------------------------------------
+# local covariance of k-NN neighbourhoods (dense batches)
+# ----------------------------------------------------------------------------------------------
+
+
+def gather_neighbours(x: Tensor, idx: Tensor) -> Tensor:
+    """The rows of ``x`` listed in ``idx``, per cloud: ``out[b, i, j] = x[b, idx[b, i, j]]``.
+
+    Shapes:
+        x ``[B, N, C]``, idx ``[B, M, k]`` -> ``[B, M, k, C]`` (shapes and dtypes are checked, index ranges are
+        not: a hot-path kernel, see the conventions page)
+    """
+    if not isinstance(x, Tensor) or x.dim() != 3:
+        raise ValueError(f"x: expected a [B, N, C] tensor, got {getattr(x, 'shape', type(x).__name__)}")
+    if not isinstance(idx, Tensor) or idx.dim() != 3 or idx.dtype != torch.long or idx.shape[0] != x.shape[0]:
+        raise ValueError(f"idx: expected int64 indices [B, M, k] with B = {x.shape[0]}, got "
+                         f"{getattr(idx, 'dtype', type(idx).__name__)} {tuple(getattr(idx, 'shape', ()))}")
+    B, M, k = idx.shape
+    return torch.gather(x, 1, idx.reshape(B, M * k, 1).expand(-1, -1, x.shape[-1])).reshape(B, M, k, x.shape[-1])
+
+
+class KNNCovariance(NamedTuple):
+    """Result of :func:`knn_covariance` (``eigvals`` / ``eigvecs`` are ``None`` with ``solver=None``)."""
+
+    index: Tensor
+    neighbours: Tensor
+    cov: Tensor
+    eigvals: Tensor | None
+    eigvecs: Tensor | None
+
+
+def knn_covariance(x: Tensor, k: int, *, solver: Literal["eigh", "symeig"] | None = "eigh",
+                   chunk_size: int = 1024) -> KNNCovariance:
+    r"""Trace-normalised covariance of every point's ``k`` nearest neighbours (itself included) and its
+    eigen-decomposition: the local PCA of dense batches of clouds.
+
+    With ``N_i`` the ``k`` nearest points of ``x_i`` (:func:`dense_knn`, the point itself included) and
+    ``m_i`` their mean,
+
+    .. math::
+        C_i = \frac1k \sum_{j \in N_i} (x_j - m_i)(x_j - m_i)^\top,\qquad
+        \hat C_i = C_i / \operatorname{tr} C_i,\qquad \hat C_i u_{i,l} = \lambda_{i,l} u_{i,l}
+
+    (``tr C_i = 0`` gives ``\hat C_i = 0``), ``lambda`` ascending, eigenvectors in the columns.
+
+    This is the local PCA of the normal-estimation models (their features, the k-NN PCA baseline, jet
+    fits). :func:`equiframe.frames.local.local_pca_frames` is the local PCA of graphs: arbitrary,
+    weighted neighbourhoods given as edges, summed by scatter over the edges, node- or centroid-centred,
+    not normalised, solved by :func:`equiframe.linalg.symeig`, with moment signs and degeneracy flags.
+    The two are kept apart on purpose: each has trained models behind it (this one with
+    ``torch.linalg.eigh`` on the dense einsum, the local-frame normal models with the scatter sums and
+    ``symeig``), and computing either through the other changes their floating-point results (summation
+    order and solver: in float32 the covariances differ by ~1e-7, the eigenvectors of the two solvers by
+    ~4e-6), hence the shipped models' re-evaluated numbers, which are checked bit for bit.
+
+    Args:
+        x: the clouds (not differentiated through for the neighbour choice).
+        k: neighbours per point, ``d <= k <= N``.
+        solver: ``"eigh"`` (:func:`torch.linalg.eigh`, what the normal models use), ``"symeig"``
+            (:func:`equiframe.linalg.symeig`, the closed form of :func:`~equiframe.frames.local.local_pca_frames`)
+            or ``None`` (covariances only).
+        chunk_size: query rows per distance block of :func:`dense_knn`.
+
+    Returns:
+        :class:`KNNCovariance` ``(index, neighbours, cov, eigvals, eigvecs)``.
+
+    Shapes:
+        x ``[B, N, d]`` -> index ``[B, N, k]``, neighbours ``[B, N, k, d]``, cov ``[B, N, d, d]``,
+        eigvals ``[B, N, d]``, eigvecs ``[B, N, d, d]``
+    """
+    if not isinstance(x, Tensor) or x.dim() != 3:
+        raise ValueError(f"x: expected a tensor [B, N, d], got {tuple(getattr(x, 'shape', ())) or type(x).__name__}")
+    if solver not in ("eigh", "symeig", None):
+        raise ValueError(f"solver: expected 'eigh', 'symeig' or None, got {solver!r}")
+    d = x.shape[-1]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k: expected a positive integer, got {k!r}")
+    if k < d or k > x.shape[1]:
+        raise ValueError(f"k: expected d = {d} <= k <= N = {x.shape[1]}, got {k}")
+    idx = dense_knn(x, x, k, chunk_size=chunk_size)
+    nbr = gather_neighbours(x, idx)  # [B, N, k, d]
+    y = nbr - nbr.mean(dim=2, keepdim=True)
+    C = torch.einsum("bnka,bnkc->bnac", y, y) / k
+    tr = C.diagonal(dim1=-2, dim2=-1).sum(-1)
+    C = C / tr.clamp_min(torch.finfo(x.dtype).tiny)[..., None, None]
+    if solver is None:
+        return KNNCovariance(idx, nbr, C, None, None)
+    if solver == "eigh":
+        lam, U = torch.linalg.eigh(C)
+    else:
+        from .linalg import symeig  # noqa: PLC0415
+
+        lam, U = symeig(C)
+    return KNNCovariance(idx, nbr, C, lam, U)

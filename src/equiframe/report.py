@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 from ._entry_checks import check_not_dir
 
-__all__ = ["collect_runs", "summarize", "render_markdown", "plot_learning_curves", "plot_rotation", "write_report"]
+__all__ = ["collect_runs", "summarize", "render_markdown", "plot_learning_curves", "plot_rotation", "save_figure", "write_report"]
 
 
 def _read_curves(run_dir: Path) -> list[dict[str, float]]:
@@ -252,6 +252,25 @@ def _colors(names: Sequence[str]) -> dict[str, Any]:
     return {n: cmap(i % 10) for i, n in enumerate(sorted(set(names)))}
 
 
+def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 110) -> Path:
+    """Lay out a matplotlib figure tightly, write it to ``path`` (parent directories created) and close it.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    if not (hasattr(fig, "savefig") and hasattr(fig, "tight_layout")):
+        raise TypeError(f"fig: expected a matplotlib Figure, got {type(fig).__name__}")
+    if not isinstance(path, (str, os.PathLike)):
+        _pyplot().close(fig)
+        raise TypeError(f"path: expected a file path, got {type(path).__name__}")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_learning_curves(runs: Sequence[dict[str, Any]], path: str | os.PathLike, *, metric: str = "mse") -> Path | None:
     """Validation metric (solid) and training loss (dotted) against epochs, one colour per model."""
     check_not_dir("path", path)
@@ -274,12 +293,7 @@ def plot_learning_curves(runs: Sequence[dict[str, Any]], path: str | os.PathLike
     ax.set_ylabel(f"{metric} (solid: validation, dotted: training)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_rotation(runs: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path | None:
@@ -307,12 +321,7 @@ def plot_rotation(runs: Sequence[dict[str, Any]], path: str | os.PathLike) -> Pa
     ax.set_xticks(range(0, 361, 60))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(

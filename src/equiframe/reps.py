@@ -619,10 +619,7 @@ def _cm_program(
         else:
             full = [n_tensors] + [d] * order + [cs]
             cur = src.view(full)
-            for t in range(order):
-                ax = 1 + t
-                shape = [1] * (order + 2)
-                shape[ax], shape[-1] = d, cs
+            for t, (ax, shape) in enumerate(_contraction_axes(order, d, cs)):
                 y = (dest if t == order - 1 else tmp[t % 2][: rows * cs]).view(full)
                 for j in range(d):
                     xc, r = cur.narrow(ax, j, 1), r_in[:, j].reshape(shape)
@@ -643,6 +640,17 @@ def _cm_program(
         if not isinstance(index, slice):
             program.append((Tensor.index_copy_, (y_out, 0, idx, dest)))
     return program, x_in, r_in, det_in, y_out
+
+
+def _contraction_axes(order: int, d: int, cols: int) -> list[tuple[int, list[int]]]:
+    """For each index of an order-``order`` tensor block viewed ``[n, d, ..., d, cols]``: its view axis and the
+    shape ``[1, .., d, .., 1, cols]`` (``d`` at that axis) that broadcasts one column of ``R`` along it."""
+    out = []
+    for ax in range(1, order + 1):
+        shape = [1] * (order + 2)
+        shape[ax], shape[-1] = d, cols
+        out.append((ax, shape))
+    return out
 
 
 def _mul_out(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
@@ -667,10 +675,7 @@ def _rotate_cm(xt: Tensor, rcm: Tensor, det: Tensor | None, groups: tuple, order
         if order > 0:
             full = [n_tensors] + [d] * order + [b]
             cur = y.reshape(full)
-            for t in range(order):
-                ax = 1 + t
-                shape = [1] * (order + 2)
-                shape[ax], shape[-1] = d, b
+            for ax, shape in _contraction_axes(order, d, b):
                 acc = None
                 for j in range(d):
                     term = cur.narrow(ax, j, 1) * rcm[:, j].reshape(shape)

@@ -75,19 +75,14 @@ def _g6_size(data: bytes) -> tuple[int, int]:
         raise ValueError("graph6: empty string")
     if data[0] != 126:  # '~'
         return data[0] - 63, 1
-    if len(data) >= 2 and data[1] == 126:
-        if len(data) < 8:
-            raise ValueError("graph6: truncated size field")
-        n = 0
-        for b in data[2:8]:
-            n = (n << 6) | (b - 63)
-        return n, 8
-    if len(data) < 4:
+    wide = len(data) >= 2 and data[1] == 126
+    start, end = (2, 8) if wide else (1, 4)  # '~~' + 6 bytes, else '~' + 3 bytes
+    if len(data) < end:
         raise ValueError("graph6: truncated size field")
     n = 0
-    for b in data[1:4]:
+    for b in data[start:end]:
         n = (n << 6) | (b - 63)
-    return n, 4
+    return n, end
 
 
 def _g6_size_bytes(n: int) -> bytes:

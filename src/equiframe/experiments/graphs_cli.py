@@ -11,6 +11,7 @@ from typing import Any, get_args
 import torch
 
 from ..cli import _nonneg_float, _nonneg_int, _positive_float as _pos_float, _positive_int as _pos_int
+from ..cli import add_run_mode_arguments
 from ..models.graphs import GRAPH_MODEL_NAMES, ComponentOrder, FrameKind
 from .graphs import _DTYPES, CLASSIFY_DATASETS, SEPARATION_DATASETS, NodeFeatures, SelectMetric, classify, separate
 
@@ -125,12 +126,7 @@ def add_classify_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
     p.add_argument("--eval-every", type=_pos_int, default=1, help="validate every N epochs")
     p.add_argument("--out", default="runs", help="results root")
     p.add_argument("--device", default="cpu", help="cpu, cuda, auto")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true",
-                      help="continue existing runs from their last checkpoint (an error where a run has none)")
-    mode.add_argument("--resume-or-start", action="store_true",
-                      help="continue runs that have a checkpoint, start the others")
-    mode.add_argument("--overwrite", action="store_true", help="start existing runs again")
+    add_run_mode_arguments(p, overwrite_help="start existing runs again")
     p.set_defaults(func=_cmd_classify, existing_dirs=("data_dir",), output_dirs=("out",))
     return p
 

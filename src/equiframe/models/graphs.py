@@ -180,6 +180,19 @@ class AdjacencyMLP(nn.Module):
         return self.mlp(torch.cat([A.reshape(C, n * n), X.reshape(C, -1)], dim=1))
 
 
+def _convolve_and_pool(convs: nn.ModuleList, readout: nn.Module, h: Tensor, edge_index: Tensor,
+                       batch: Tensor) -> Tensor:
+    """``h`` through the convolutions (ReLU between them, none after the last), summed per graph (sorted
+    ``batch``), then the read-out: ``[N, F]`` -> ``[B, out]``."""
+    from torch_geometric.nn import global_add_pool  # noqa: PLC0415
+
+    for i, conv in enumerate(convs):
+        h = conv(h, edge_index)
+        if i < len(convs) - 1:
+            h = torch.relu(h)
+    return readout(global_add_pool(h, batch, size=int(batch[-1]) + 1))
+
+
 class GINWithIDs(nn.Module):
     """The FA-GIN+ID backbone: GIN on ``[x_i, one_hot(rank_i)]`` with the node's position in its graph.
 
@@ -215,8 +228,6 @@ class GINWithIDs(nn.Module):
         self.readout = nn.Linear(hidden, out_dim)
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None, **_: Any) -> Tensor:
-        from torch_geometric.nn import global_add_pool  # noqa: PLC0415
-
         batch = _check_graph_inputs(x, edge_index, batch, self)
         if x.shape[1] != self.in_dim:
             raise ValueError(f"x: expected {self.in_dim} features per node, got {x.shape[1]}")
@@ -224,12 +235,7 @@ class GINWithIDs(nn.Module):
         if int(ranks.max()) >= self.n_max:
             raise ValueError(f"x: a graph has {int(ranks.max()) + 1} nodes > n_max={self.n_max}")
         h = torch.cat([x, torch.nn.functional.one_hot(ranks, self.n_max).to(x.dtype)], dim=1)
-        for i, conv in enumerate(self.convs):
-            h = conv(h, edge_index)
-            if i < len(self.convs) - 1:
-                h = torch.relu(h)
-        C = int(batch[-1]) + 1
-        return self.readout(global_add_pool(h, batch, size=C))
+        return _convolve_and_pool(self.convs, self.readout, h, edge_index, batch)
 
 
 class MessagePassingBaseline(nn.Module):
@@ -265,18 +271,10 @@ class MessagePassingBaseline(nn.Module):
         self.readout = nn.Linear(hidden, out_dim)
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None, **_: Any) -> Tensor:
-        from torch_geometric.nn import global_add_pool  # noqa: PLC0415
-
         batch = _check_graph_inputs(x, edge_index, batch, self)
         if x.shape[1] != self.in_dim:
             raise ValueError(f"x: expected {self.in_dim} features per node, got {x.shape[1]}")
-        h = x
-        for i, conv in enumerate(self.convs):
-            h = conv(h, edge_index)
-            if i < len(self.convs) - 1:
-                h = torch.relu(h)
-        C = int(batch[-1]) + 1
-        return self.readout(global_add_pool(h, batch, size=C))
+        return _convolve_and_pool(self.convs, self.readout, x, edge_index, batch)
 
 
 # ================================================================================================ FA wrapper

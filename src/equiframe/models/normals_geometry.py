@@ -13,18 +13,13 @@ import torch
 from torch import Tensor
 
 from ..geometry import KDTREE_MIN_POINTS, dense_knn  # noqa: F401  (the k-NN of dense batches, re-exported)
+from ..geometry import gather_neighbours as _gather, knn_covariance
 from ._normals_common import LocalFeatures, _as_batch, _check_pos, _choice, _positive
 from .._checks import check_int
 from .._entry_checks import check_tensor
 
 
 # ------------------------------------------------------------------------------------------ geometry
-def _gather(x: Tensor, idx: Tensor) -> Tensor:
-    """``x [B, N, C]``, ``idx [B, M, k]`` -> ``[B, M, k, C]``."""
-    B, M, k = idx.shape
-    return torch.gather(x, 1, idx.reshape(B, M * k, 1).expand(-1, -1, x.shape[-1])).reshape(B, M, k, x.shape[-1])
-
-
 def knn_geometry(pos: Tensor, k: int = 16, *, chunk_size: int = 1024) -> tuple[Tensor, Tensor, Tensor]:
     r"""k-NN neighbourhood covariance, its PCA normal and eigenvalues (the baseline's neighbourhood).
 
@@ -58,19 +53,9 @@ def knn_geometry(pos: Tensor, k: int = 16, *, chunk_size: int = 1024) -> tuple[T
 
 def _knn_eigh(x: Tensor, k: int, chunk_size: int = 1024) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """k-NN lists, neighbours, trace-normalised covariance, its ascending eigenvalues and eigenvectors
-    (columns) for ``x [B, N, d]`` (the local PCA behind :func:`knn_geometry` and :func:`jet_normals`)."""
-    d = x.shape[-1]
-    k = _positive("k", k)
-    if k < d or k > x.shape[1]:
-        raise ValueError(f"k: expected d = {d} <= k <= N = {x.shape[1]}, got {k}")
-    idx = dense_knn(x, x, k, chunk_size=chunk_size)
-    nbr = _gather(x, idx)  # [B, N, k, d]
-    y = nbr - nbr.mean(dim=2, keepdim=True)
-    C = torch.einsum("bnka,bnkc->bnac", y, y) / k
-    tr = C.diagonal(dim1=-2, dim2=-1).sum(-1)
-    C = C / tr.clamp_min(torch.finfo(x.dtype).tiny)[..., None, None]
-    lam, U = torch.linalg.eigh(C)
-    return idx, nbr, C, lam, U
+    (columns) for ``x [B, N, d]`` (the local PCA behind :func:`knn_geometry` and :func:`jet_normals`):
+    :func:`equiframe.geometry.knn_covariance` with ``solver="eigh"``."""
+    return knn_covariance(x, k, solver="eigh", chunk_size=chunk_size)
 
 
 def jet_normals(pos: Tensor, k: int = 16, order: Literal[1, 2] = 2, *, chunk_size: int = 1024) -> Tensor:

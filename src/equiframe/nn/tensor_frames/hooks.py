@@ -121,6 +121,15 @@ def _typed_reps(reps_out: TensorReps, t: Tensor, name: str) -> TensorReps:
     )
 
 
+def _sender_part(kwargs: dict, name: str) -> tuple[str, Any, Tensor | None]:
+    """For an ``edge_update`` argument ``<base>_j``: ``base``, the value passed as ``base`` and its sender part
+    (the first of a ``(source, target)`` pair), ``None`` when that is not a tensor."""
+    base = name[:-2]
+    value = kwargs.get(base, None)
+    src_part = value[0] if isinstance(value, (tuple, list)) else value
+    return base, value, src_part if isinstance(src_part, Tensor) else None
+
+
 class _HookSession:
     """Per-call closure state of the hooked modes (lives only for one forward call; never on a module).
 
@@ -339,10 +348,8 @@ class _HookSession:
         reads = [n for n in module._edge_user_args if n.endswith("_j")]
         todo: dict[str, tuple[str, Any]] = {}
         for name in reads:
-            base = name[:-2]
-            value = kwargs.get(base, None)
-            src_part = value[0] if isinstance(value, (tuple, list)) else value
-            if not isinstance(src_part, Tensor):
+            base, value, src_part = _sender_part(kwargs, name)
+            if src_part is None:
                 continue
             kind = self._classify(base, name, src_part, False) if self.kind == "message" else None
             if self.kind != "message":
@@ -362,10 +369,8 @@ class _HookSession:
         edge_index, src, dst, layout = self._edges(module, edge_index)
         new_kwargs = dict(kwargs)
         for name in reads:
-            base = name[:-2]
-            value = kwargs.get(base, None)
-            src_part = value[0] if isinstance(value, (tuple, list)) else value
-            if not isinstance(src_part, Tensor):
+            base, value, src_part = _sender_part(kwargs, name)
+            if src_part is None:
                 continue
             tgt = value[1] if isinstance(value, (tuple, list)) else value
             if base in todo:
