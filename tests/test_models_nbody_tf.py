@@ -196,3 +196,46 @@ def test_cli_options_reach_the_config():
     args = build_parser().parse_args(["train", "nbody", "--model", "tf-gnn"])
     c = _experiment_from_args(args).config
     assert (c.tf_frame_vectors, c.tf_position_updates, c.tf_edge_features) == ("learned", False, "charge")
+
+
+@pytest.mark.parametrize("mode", ["flip", "stabilizer"])
+def test_train_frames_randomise_only_in_training(mode, monkeypatch):
+    model = perturbed(train_frames=mode, edge_features="charge+velocity")
+    inputs, batch = systems(seed=10)
+    # evaluation: the deterministic frames, exactly equivariant
+    model.eval()
+    assert_equivariant(model, inputs, types=NBODY_TYPES, output="pos", group="E(3)", batch=batch,
+                       generator=torch.Generator().manual_seed(0))
+    ref = model(**inputs, batch=batch)
+    model.train()
+    torch.manual_seed(0)
+    a = model(**inputs, batch=batch)
+    torch.manual_seed(0)
+    b = model(**inputs, batch=batch)
+    torch.testing.assert_close(a, b)  # reproducible under the global seed
+    assert (a - ref).abs().max() > 1e-6  # and different from the evaluation model
+    # the randomised frames are orthogonal frames of the admissible set: first axis v / |v|, rest in its complement
+    scalars = torch.cat([inputs["charge"], inputs["vel"].norm(dim=1, keepdim=True)], 1)
+    R = model.local_frames(inputs["pos"], inputs["vel"], scalars, inputs["edge_index"])
+    Rr = model._randomised(R)
+    eye = torch.eye(3, dtype=torch.float64).expand_as(R)
+    torch.testing.assert_close(Rr @ Rr.transpose(1, 2), eye)
+    torch.testing.assert_close(Rr[:, 0], R[:, 0])
+    if mode == "flip":
+        assert torch.allclose(Rr[:, 1], R[:, 1]) and torch.allclose(Rr[:, 2].abs(), R[:, 2].abs())
+    # a random input-independent frame choice: the training output moved by g equals g of the output under the
+    # same draw (equivariant in distribution, here draw by draw)
+    Q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
+    Q = Q @ torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))
+    torch.manual_seed(5)
+    out = model(**inputs, batch=batch)
+    torch.manual_seed(5)
+    moved = model(**{**inputs, "pos": inputs["pos"] @ Q.T, "vel": inputs["vel"] @ Q.T}, batch=batch)
+    torch.testing.assert_close(moved, out @ Q.T, rtol=0, atol=1e-10)
+
+
+def test_train_frames_bad_value():
+    with pytest.raises(ValueError, match="train_frames"):
+        TFGNN(3, "4x0n+2x1n", hidden_channels=8, layers=1, train_frames="random")
+    with pytest.raises(ValueError, match="tf_train_frames"):
+        NBodyExperimentConfig(model="tf-gnn", tf_train_frames="random")

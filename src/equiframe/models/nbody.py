@@ -430,6 +430,7 @@ class EGNN(nn.Module):
 
 # ------------------------------------------------------------------------------------------ TF-GNN
 TFFrameVectors = Literal["learned", "coulomb"]
+TFTrainFrames = Literal["fixed", "flip", "stabilizer"]
 TF_EDGE_FEATURES = ("charge", "velocity", "coulomb")
 #: smoothing length of the Coulomb terms of TF-GNN (frames and edge features): ``(r^2 + delta^2)``
 TF_COULOMB_DELTA = 0.1
@@ -499,6 +500,14 @@ class TFGNN(nn.Module):
             ``"+"`` with ``"coulomb"`` (the scalar ``q_i q_j / (|x_i - x_j|^2 + \delta^2)`` of the input
             positions) and / or ``"velocity"`` (the relative velocity ``v_j - v_i``, a vector moved to the
             receiver's frame), e.g. ``"charge+velocity"``.
+        train_frames: randomisation of the frames while training (evaluation always uses ``R_i``):
+            ``"fixed"`` (none, default); ``"flip"``: the last axis of every node's frame is negated with
+            probability 1/2 (the sign of the last axis is an arbitrary choice of the frame construction);
+            ``"stabilizer"``: the axes after the velocity are replaced by a uniformly random orthogonal
+            combination of them (a Haar-random element of O(d - 1) per node, the stabiliser of ``v_i``).
+            Both are drawn from torch's global random stream independently of the input, so the training
+            model is equivariant in distribution and the evaluation model exactly; like FA-GNN's stochastic
+            frames they make the network see every admissible frame, a data augmentation.
 
     Frames are degenerate (deterministic, non-equivariant fallback axes) only where ``v_i = 0`` or the
     vectors are (nearly) collinear; :meth:`local_frames` with ``return_mask=True`` reports them.
@@ -510,7 +519,7 @@ class TFGNN(nn.Module):
     def __init__(self, dim: int = 3, hidden_reps: str = "32x0n+8x1n", hidden_channels: int = 64, layers: int = 4,
                  *, cutoff: float = 20.0, frame_hidden: int = 32, num_rbf: int = 16,
                  frame_vectors: TFFrameVectors = "learned", position_updates: bool = False,
-                 edge_features: str = "charge"):
+                 edge_features: str = "charge", train_frames: TFTrainFrames = "fixed"):
         super().__init__()
         from ..nn.tf_conv import TensorFrameConv  # noqa: PLC0415
 
@@ -521,6 +530,9 @@ class TFGNN(nn.Module):
             raise ValueError("frame_vectors: 'coulomb' needs dim >= 2")
         if not isinstance(position_updates, bool):
             raise TypeError(f"position_updates: expected a bool, got {type(position_updates).__name__}")
+        if train_frames not in get_args(TFTrainFrames):
+            raise ValueError(f"train_frames: expected one of {get_args(TFTrainFrames)}, got {train_frames!r}")
+        self.train_frames = train_frames
         self.edge_features = _parse_tf_edge_features(edge_features)
         self.inputs = dict(NBODY_TYPES)
         self.output = "pos"
@@ -585,6 +597,18 @@ class TFGNN(nn.Module):
             feats.append(vel[src] - vel[dst])
         return feats[0] if len(feats) == 1 else torch.cat(feats, 1)
 
+    def _randomised(self, R: Tensor) -> Tensor:
+        """The training-time frame randomisation (``train_frames``) of frames ``R`` ``[N, d, d]``."""
+        n, d = R.shape[0], self.dim
+        if self.train_frames == "flip":
+            sign = torch.randint(0, 2, (n, 1, 1), device=R.device).to(R.dtype) * 2 - 1
+            return torch.cat([R[:, :-1], sign * R[:, -1:]], dim=1)
+        # Haar-random O(d-1) per node: QR of a Gaussian matrix with the signs of diag(r) moved into q
+        g = torch.randn(n, d - 1, d - 1, dtype=torch.float64, device=R.device)
+        q, r = torch.linalg.qr(g)
+        q = (q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]).to(R.dtype)
+        return torch.cat([R[:, :1], q @ R[:, 1:]], dim=1)
+
     def forward(self, pos: Tensor, vel: Tensor, charge: Tensor, edge_index: Tensor, batch: Tensor | None = None,
                 edge_attr: Tensor | None = None) -> Tensor:
         _check_inputs(pos, vel, charge, edge_index)
@@ -599,6 +623,8 @@ class TFGNN(nn.Module):
         speed = vel.norm(dim=1, keepdim=True)
         scalars = torch.cat([charge, speed], dim=1)
         R = self.local_frames(pos, vel, scalars, edge_index, charge=charge)
+        if self.training and self.train_frames != "fixed" and self.dim > 1:
+            R = self._randomised(R)
         f = self.embedding(self.reps_in.to_local(torch.cat([scalars, vel], dim=1), R))
         x = pos
         for k, layer in enumerate(self.layers):
@@ -654,7 +680,7 @@ def build_nbody_model(name: ModelName, *, dim: int = 3, hidden: int | None = Non
                       fa_mode: FAMode = "all", hidden_reps: str = "32x0n+8x1n", edge_distances: bool = False,
                       tf_cutoff: float = 20.0, fa_variant: FAVariant = "input",
                       tf_frame_vectors: TFFrameVectors = "learned", tf_position_updates: bool = False,
-                      tf_edge_features: str = "charge") -> nn.Module:
+                      tf_edge_features: str = "charge", tf_train_frames: TFTrainFrames = "fixed") -> nn.Module:
     """Build one of the n-body models with the protocol's defaults.
 
     Args:
@@ -671,8 +697,8 @@ def build_nbody_model(name: ModelName, *, dim: int = 3, hidden: int | None = Non
         fa_variant: FA-GNN: ``"input"`` (:class:`FAGNN`, one frame of the input around the whole GNN) or
             ``"layerwise"`` (:class:`LayerwiseFAGNN`, frame averaging at every layer as in the FA paper's
             n-body code; its edge features always include squared distances).
-        tf_frame_vectors, tf_position_updates, tf_edge_features: TF-GNN options ``frame_vectors``,
-            ``position_updates``, ``edge_features`` of :class:`TFGNN`.
+        tf_frame_vectors, tf_position_updates, tf_edge_features, tf_train_frames: TF-GNN options
+            ``frame_vectors``, ``position_updates``, ``edge_features``, ``train_frames`` of :class:`TFGNN`.
     """
     if fa_variant not in get_args(FAVariant):
         raise ValueError(f"fa_variant: expected one of {get_args(FAVariant)}, got {fa_variant!r}")
@@ -687,7 +713,8 @@ def build_nbody_model(name: ModelName, *, dim: int = 3, hidden: int | None = Non
         return EGNN(dim, hidden or 64, layers)
     if name == "tf-gnn":
         return TFGNN(dim, hidden_reps, hidden or 64, layers, cutoff=tf_cutoff, frame_vectors=tf_frame_vectors,
-                     position_updates=tf_position_updates, edge_features=tf_edge_features)
+                     position_updates=tf_position_updates, edge_features=tf_edge_features,
+                     train_frames=tf_train_frames)
     if name == "linear":
         return LinearDynamics(dim)
     if name == "linear-vel":
