@@ -5,8 +5,10 @@
 #   * FA-GNN, layer-wise, stochastic training frames (full-frame evaluation), seed 0, continuing its 250-epoch
 #     run (+FA_CHUNK epochs per turn);
 #   * TF-GNN (32x0n+8x1n), seed 0, continuing its 2000-epoch run (+TF_CHUNK epochs per turn).
-# Resumable: run it again. The first call seeds OUT with the in-progress checkpoints committed under
-# results/nbody/<run>/seed0/ (copied once; later calls continue from OUT's own checkpoints).
+# Resumable: run it again. The first call seeds OUT with the checkpoints at which the two runs were stopped
+# (FA-GNN epoch 550, TF-GNN epoch 2500; their results are under results/nbody/<run>/seed0/): they were tracked
+# under results/nbody/<run>/seed0/checkpoint.pt until commit d7ffcc1 and are restored from git history
+# (once; later calls continue from OUT's own checkpoints).
 #   OUT=runs_long benchmarks/nbody_long.sh          # from the repository root
 set -u
 cd "$(dirname "$0")/.."
@@ -15,12 +17,15 @@ PATIENCE=${PATIENCE:-200}
 FA_CHUNK=${FA_CHUNK:-50}
 TF_CHUNK=${TF_CHUNK:-100}
 PY=${PY:-python}
+CKPT_COMMIT=d7ffcc1
 FA=fa-gnn-layerwise-stochastic-long@egnn-small
 TF=tf-gnn-long@egnn-small
 for run in "$FA" "$TF"; do
   if [ ! -e "$OUT/nbody/$run/seed0/checkpoint.pt" ]; then
-    mkdir -p "$OUT/nbody/$run/seed0" && cp results/nbody/"$run"/seed0/{checkpoint.pt,curves.csv} "$OUT/nbody/$run/seed0/" \
-      || { echo "no checkpoint of $run under results/nbody"; exit 1; }
+    mkdir -p "$OUT/nbody/$run/seed0" \
+      && git show "$CKPT_COMMIT:results/nbody/$run/seed0/checkpoint.pt" > "$OUT/nbody/$run/seed0/checkpoint.pt" \
+      && git show "$CKPT_COMMIT:results/nbody/$run/seed0/curves.csv" > "$OUT/nbody/$run/seed0/curves.csv" \
+      || { rm -f "$OUT/nbody/$run/seed0/checkpoint.pt"; echo "no checkpoint of $run in commit $CKPT_COMMIT"; exit 1; }
   fi
 done
 epochs_of() {  # epochs done so far (the checkpoint's last epoch)

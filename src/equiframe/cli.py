@@ -97,6 +97,8 @@ def _experiment_from_args(args: argparse.Namespace):
         model=args.model, n_train=args.n_train or sims[0], n_valid=args.n_valid or sims[1],
         n_test=args.n_test or sims[2], hidden=args.hidden,
         layers=args.layers, fa_mode=args.fa_mode, fa_variant=args.fa_variant, hidden_reps=args.hidden_reps, edge_distances=args.edge_distances,
+        tf_frame_vectors=args.tf_frames, tf_position_updates=args.tf_position_updates,
+        tf_edge_features=args.tf_edge_features, tf_train_frames=args.tf_train_frames,
         dtype=args.dtype, data_root=args.data_root, egnn_npy=args.egnn_npy,
     )
     return NBodyExperiment(cfg)
@@ -376,6 +378,15 @@ def add_nbody_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentPa
                          "at every layer with latent frames (the FA paper's n-body code)")
     p.add_argument("--hidden-reps", default="32x0n+8x1n", help="TF-GNN hidden feature type")
     p.add_argument("--edge-distances", action="store_true", help="GNN/FA-GNN: add squared distances to edge features")
+    p.add_argument("--tf-frames", choices=["learned", "coulomb"], default="learned",
+                   help="TF-GNN frame axes after the velocity: learned vectors, or the smoothed Coulomb force then learned")
+    p.add_argument("--tf-position-updates", action="store_true",
+                   help="TF-GNN: EGNN-style equivariant position updates between layers")
+    p.add_argument("--tf-edge-features", default="charge",
+                   help="TF-GNN edge features: charge, joined by + with coulomb and/or velocity (e.g. charge+velocity)")
+    p.add_argument("--tf-train-frames", choices=["fixed", "flip", "stabilizer"], default="fixed",
+                   help="TF-GNN frame randomisation while training (evaluation uses the deterministic frames): "
+                        "flip = random sign of the last axis, stabilizer = random O(d-1) of the axes after v")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="data and model precision")
     p.add_argument("--eval-every", type=_positive_int, default=1, help="validate every N epochs")
     p.add_argument("--eval-batch-size", type=_positive_int, default=None, help="evaluation batch size")

@@ -27,7 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from ..datasets.nbody import NBodyConfig, NBodyDataset, generate_nbody, load_egnn_npy
-from ..models.nbody import MODEL_NAMES, NBODY_TYPES, FAMode, FAVariant, ModelName, build_nbody_model
+from ..models.nbody import (MODEL_NAMES, NBODY_TYPES, FAMode, FAVariant, ModelName, TFFrameVectors, TFTrainFrames,
+                            _parse_tf_edge_features, build_nbody_model)
 from ..reps import TensorReps
 from ..testing import equivariance_error
 from ..train import Experiment
@@ -86,6 +87,12 @@ class NBodyExperimentConfig:
         hidden_reps: TF-GNN feature type.
         edge_distances: GNN / FA-GNN: add squared distances to the edge features.
         tf_cutoff: TF-GNN learned-frame cutoff radius.
+        tf_frame_vectors: TF-GNN frame axes after the velocity: ``"learned"`` or ``"coulomb"`` (the smoothed
+            Coulomb force, then learned); see :class:`~equiframe.models.nbody.TFGNN`.
+        tf_position_updates: TF-GNN: EGNN-style equivariant position updates between layers.
+        tf_edge_features: TF-GNN message edge features, ``"charge"`` joined by ``"+"`` with ``"coulomb"`` and / or
+            ``"velocity"``.
+        tf_train_frames: TF-GNN frame randomisation while training: ``"fixed"``, ``"flip"`` or ``"stabilizer"``.
         dtype: ``"float32"`` or ``"float64"`` (data and model).
         data: simulation parameters (default: :meth:`NBodyConfig.egnn_small`, the published data set:
             the original EGNN generator's random stream with seed 43; generation is cached).
@@ -106,6 +113,10 @@ class NBodyExperimentConfig:
     hidden_reps: str = "32x0n+8x1n"
     edge_distances: bool = False
     tf_cutoff: float = 20.0
+    tf_frame_vectors: str = "learned"
+    tf_position_updates: bool = False
+    tf_edge_features: str = "charge"
+    tf_train_frames: str = "fixed"
     dtype: Dtype = "float32"
     data: NBodyConfig = field(default_factory=NBodyConfig.egnn_small)
     data_root: str | None = None
@@ -137,6 +148,16 @@ class NBodyExperimentConfig:
         if isinstance(self.diagnostic_samples, bool) or not isinstance(self.diagnostic_samples, int) \
                 or self.diagnostic_samples < 0:
             raise ValueError(f"diagnostic_samples: expected an integer >= 0, got {self.diagnostic_samples!r}")
+        if self.tf_frame_vectors not in get_args(TFFrameVectors):
+            raise ValueError(f"tf_frame_vectors: expected one of {get_args(TFFrameVectors)}, got {self.tf_frame_vectors!r}")
+        if self.tf_train_frames not in get_args(TFTrainFrames):
+            raise ValueError(f"tf_train_frames: expected one of {get_args(TFTrainFrames)}, got {self.tf_train_frames!r}")
+        if not isinstance(self.tf_position_updates, bool):
+            raise TypeError(f"tf_position_updates: expected a bool, got {type(self.tf_position_updates).__name__}")
+        try:
+            _parse_tf_edge_features(self.tf_edge_features)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"tf_edge_features: {err}") from None
         try:
             TensorReps(self.hidden_reps, dim=self.data.dim)
         except (TypeError, ValueError) as err:
@@ -304,7 +325,9 @@ class NBodyExperiment(Experiment):
         c = self.config
         model = build_nbody_model(c.model, dim=c.data.dim, hidden=c.hidden, layers=c.layers, fa_mode=c.fa_mode,
                                   hidden_reps=c.hidden_reps, edge_distances=c.edge_distances, tf_cutoff=c.tf_cutoff,
-                                  fa_variant=c.fa_variant)
+                                  fa_variant=c.fa_variant, tf_frame_vectors=c.tf_frame_vectors,
+                                  tf_position_updates=c.tf_position_updates, tf_edge_features=c.tf_edge_features,
+                                  tf_train_frames=c.tf_train_frames)
         return model.to(self.torch_dtype)
 
     @staticmethod

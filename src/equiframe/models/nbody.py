@@ -51,6 +51,7 @@ __all__ = [
     "NBodyGNN",
     "TFGNN",
     "build_nbody_model",
+    "coulomb_vectors",
 ]
 
 ModelName = Literal["fa-gnn", "tf-gnn", "egnn", "gnn", "linear", "linear-vel"]
@@ -424,6 +425,39 @@ class EGNN(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ TF-GNN
+TFFrameVectors = Literal["learned", "coulomb"]
+TFTrainFrames = Literal["fixed", "flip", "stabilizer"]
+TF_EDGE_FEATURES = ("charge", "velocity", "coulomb")
+#: smoothing length of the Coulomb terms of TF-GNN (frames and edge features): ``(r^2 + delta^2)``
+TF_COULOMB_DELTA = 0.1
+
+
+def _parse_tf_edge_features(spec: str) -> tuple[str, ...]:
+    """``"charge+velocity"`` -> ``("charge", "velocity")`` (canonical order; ``charge`` is required)."""
+    if not isinstance(spec, str):
+        raise TypeError(f"edge_features: expected a string like 'charge+velocity', got {type(spec).__name__}")
+    parts = [t.strip() for t in spec.split("+")]
+    bad = [t for t in parts if t not in TF_EDGE_FEATURES]
+    if bad or "charge" not in parts or len(set(parts)) != len(parts):
+        raise ValueError(f"edge_features: expected 'charge' joined by '+' with optional {TF_EDGE_FEATURES[1:]} "
+                         f"(each once), got {spec!r}")
+    return tuple(t for t in TF_EDGE_FEATURES if t in parts)
+
+
+def coulomb_vectors(pos: Tensor, charge: Tensor, edge_index: Tensor, delta: float = TF_COULOMB_DELTA) -> Tensor:
+    r"""The smoothed Coulomb force on every particle, an E(d)-equivariant vector:
+
+    .. math::  F_i = \sum_{j \in N(i)} q_i q_j\, \frac{x_i - x_j}{(|x_i - x_j|^2 + \delta^2)^{3/2}}
+
+    Shapes:
+        pos: ``[N, d]``; charge: ``[N, 1]``; edge_index: ``[2, E]`` -> ``[N, d]``
+    """
+    src, dst = edge_index[0], edge_index[1]
+    diff = pos[dst] - pos[src]
+    w = charge[dst] * charge[src] * (diff.square().sum(1, keepdim=True) + delta**2).pow(-1.5)
+    return _scatter_sum(w * diff, dst, pos.shape[0])
+
+
 class TFGNN(nn.Module):
     r"""Tensor-frame GNN: learned local frames and tensorial (scalar + vector) messages.
 
@@ -431,9 +465,10 @@ class TFGNN(nn.Module):
         R_i &= \mathrm{GramSchmidt}\big(v_i,\ w_{i,1}, \dots, w_{i,d-1}\big),\qquad
         w_{i,k} = \sum_j \phi_k(|x_j - x_i|, q_i, |v_i|, q_j, |v_j|)\, u(r_{ij})\,\frac{x_j - x_i}{r_{ij}} \\
         f^0_i &= W_{in}\,[q_i, |v_i|, R_i v_i] \\
-        f^{l+1}_i &= f^l_i + \mathrm{TFConv}\big(f^l_i, \{\rho(R_i R_j^\top) f^l_j,\ R_i(x_j - x_i),\
-                    |x_j - x_i|,\ q_i q_j\}_j\big) \\
-        \hat x_i &= x_i + R_i^\top\, W_{out} f^L_i
+        f^{l+1}_i &= f^l_i + \mathrm{TFConv}\big(f^l_i, \{\rho(R_i R_j^\top) f^l_j,\ R_i(x^l_j - x^l_i),\
+                    |x^l_j - x^l_i|,\ e_{ij}\}_j\big) \\
+        x^{l+1}_i &= x^l_i + R_i^\top\, W^l_x f^{l+1}_i \quad (\text{``position_updates``; else } x^l = x) \\
+        \hat x_i &= x^{L-1}_i + R_i^\top\, W_{out} f^L_i
 
     The hidden features have type ``hidden_reps`` (e.g. ``"32x0n+8x1n"``): the vectors are moved
     between neighbouring frames by ``rho(R_i R_j^T)``; every learned map sees invariants only, so the
@@ -449,6 +484,26 @@ class TFGNN(nn.Module):
         frame_hidden: width of the frame network ``phi`` (:class:`~equiframe.frames.local.LearnedFrames`,
             Gaussian radial basis).
         num_rbf: radial basis size of the frame network.
+        frame_vectors: ``"learned"`` (default): the axes after ``v_i`` come from the learned vectors
+            ``w_i``; ``"coulomb"``: the second axis is the smoothed Coulomb force
+            :func:`coulomb_vectors` (the charge-weighted sum of relative positions), the remaining
+            ``d - 2`` axes learned.
+        position_updates: EGNN-style equivariant position updates between layers: after every layer but
+            the last, ``x_i += R_i^T W_x f_i`` (a local displacement, initialised small), and the next
+            layer's geometry (``R_i (x_j - x_i)``, ``|x_j - x_i|``) uses the updated positions. The frames
+            stay those of the input.
+        edge_features: the message edge features ``e_ij``, ``"charge"`` (``q_i q_j``, default) joined by
+            ``"+"`` with ``"coulomb"`` (the scalar ``q_i q_j / (|x_i - x_j|^2 + \delta^2)`` of the input
+            positions) and / or ``"velocity"`` (the relative velocity ``v_j - v_i``, a vector moved to the
+            receiver's frame), e.g. ``"charge+velocity"``.
+        train_frames: randomisation of the frames while training (evaluation always uses ``R_i``):
+            ``"fixed"`` (none, default); ``"flip"``: the last axis of every node's frame is negated with
+            probability 1/2 (the sign of the last axis is an arbitrary choice of the frame construction);
+            ``"stabilizer"``: the axes after the velocity are replaced by a uniformly random orthogonal
+            combination of them (a Haar-random element of O(d - 1) per node, the stabiliser of ``v_i``).
+            Both are drawn from torch's global random stream independently of the input, so the training
+            model is equivariant in distribution and the evaluation model exactly; like FA-GNN's stochastic
+            frames they make the network see every admissible frame, a data augmentation.
 
     Frames are degenerate (deterministic, non-equivariant fallback axes) only where ``v_i = 0`` or the
     vectors are (nearly) collinear; :meth:`local_frames` with ``return_mask=True`` reports them.
@@ -458,32 +513,53 @@ class TFGNN(nn.Module):
     """
 
     def __init__(self, dim: int = 3, hidden_reps: str = "32x0n+8x1n", hidden_channels: int = 64, layers: int = 4,
-                 *, cutoff: float = 20.0, frame_hidden: int = 32, num_rbf: int = 16):
+                 *, cutoff: float = 20.0, frame_hidden: int = 32, num_rbf: int = 16,
+                 frame_vectors: TFFrameVectors = "learned", position_updates: bool = False,
+                 edge_features: str = "charge", train_frames: TFTrainFrames = "fixed"):
         super().__init__()
         from ..nn.tf_conv import TensorFrameConv  # noqa: PLC0415
 
         _check_sizes(dim=dim, hidden=hidden_channels, layers=layers)
+        if frame_vectors not in get_args(TFFrameVectors):
+            raise ValueError(f"frame_vectors: expected one of {get_args(TFFrameVectors)}, got {frame_vectors!r}")
+        if frame_vectors == "coulomb" and dim < 2:
+            raise ValueError("frame_vectors: 'coulomb' needs dim >= 2")
+        if not isinstance(position_updates, bool):
+            raise TypeError(f"position_updates: expected a bool, got {type(position_updates).__name__}")
+        if train_frames not in get_args(TFTrainFrames):
+            raise ValueError(f"train_frames: expected one of {get_args(TFTrainFrames)}, got {train_frames!r}")
+        self.train_frames = train_frames
+        self.edge_features = _parse_tf_edge_features(edge_features)
         self.inputs = dict(NBODY_TYPES)
         self.output = "pos"
-        self.dim = dim
+        self.dim, self.frame_vectors, self.position_updates = dim, frame_vectors, position_updates
         self.reps_in = TensorReps("2x0n+1x1n", dim=dim)
         self.hidden_reps = TensorReps(hidden_reps, dim=dim)
         if self.hidden_reps.has_pos:
             raise ValueError("hidden_reps: position blocks are not supported in the hidden features")
+        n_scal = 1 + int("coulomb" in self.edge_features)
+        reps_edge = f"{n_scal}x0n" + ("+1x1n" if "velocity" in self.edge_features else "")
         self.frames = LearnedFrames(dim, cutoff, in_features=2, hidden_channels=frame_hidden, num_rbf=num_rbf,
                                     rbf="gaussian")
         self.embedding = nn.Linear(self.reps_in.size, self.hidden_reps.size)
         self.layers = nn.ModuleList(
-            TensorFrameConv(self.hidden_reps, self.hidden_reps, hidden_channels=hidden_channels, reps_edge="1x0n",
+            TensorFrameConv(self.hidden_reps, self.hidden_reps, hidden_channels=hidden_channels, reps_edge=reps_edge,
                             dim=dim)
             for _ in range(layers)
         )
+        if position_updates:  # (no new modules by default: the shipped state dicts keep their keys)
+            self.pos_updates = nn.ModuleList(nn.Linear(self.hidden_reps.size, dim) for _ in range(layers - 1))
+            for lin in self.pos_updates:  # small initial displacements (as EGNN's coordinate MLP)
+                nn.init.xavier_uniform_(lin.weight, gain=0.001)
+                nn.init.zeros_(lin.bias)
         self.head = nn.Linear(self.hidden_reps.size, dim)
 
     def local_frames(self, pos: Tensor, vel: Tensor, scalars: Tensor, edge_index: Tensor,
-                     return_mask: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+                     return_mask: bool = False, charge: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """Frames ``R_i`` (rows = axes): Gram-Schmidt of ``[v_i, w_i1, ..., w_i(d-1)]`` where ``w_ik`` are the
-        first ``d - 1`` equivariant vectors of :class:`LearnedFrames` (learned radial sums over neighbours).
+        first ``d - 1`` equivariant vectors of :class:`LearnedFrames` (learned radial sums over neighbours);
+        with ``frame_vectors="coulomb"``, ``[v_i, F_i, w_i1, ..., w_i(d-2)]`` (``F_i``: :func:`coulomb_vectors`,
+        ``charge`` required; default: ``scalars[:, :1]``).
 
         The velocity is a natural, well-conditioned first axis; the learned vectors alone are nearly collinear
         on 5-particle systems at initialisation (their coefficients are smooth functions of few invariants).
@@ -493,13 +569,41 @@ class TFGNN(nn.Module):
             pos, vel: ``[N, d]``; scalars: ``[N, 2]``; edge_index: ``[2, E]`` -> ``[N, d, d]`` (and ``[N]``)
         """
         w = self.frames.predict_vectors(pos, edge_index, scalars)  # [N, d, d]
-        vectors = torch.cat([vel[:, None, :], w[:, : self.dim - 1]], dim=1)
+        if self.frame_vectors == "coulomb":
+            q = scalars[:, :1] if charge is None else charge
+            vectors = torch.cat([vel[:, None, :], coulomb_vectors(pos, q, edge_index)[:, None, :],
+                                 w[:, : self.dim - 2]], dim=1)
+        else:
+            vectors = torch.cat([vel[:, None, :], w[:, : self.dim - 1]], dim=1)
         # Gram-Schmidt in float64: its degeneracy threshold scales with the precision (10 sqrt(eps)), and in
         # float32 (3.5e-3) about 8 % of the nodes of a trained model fell back to non-equivariant axes
         out = gram_schmidt_frames(vectors.double(), return_mask=return_mask)
         if return_mask:
             return out[0].to(pos.dtype), out[1]
         return out.to(pos.dtype)
+
+    def _edge_features(self, pos: Tensor, vel: Tensor, edge_index: Tensor, a: Tensor) -> Tensor:
+        """``[q_i q_j (, q_i q_j / (r^2 + delta^2)) (, v_j - v_i)]`` per edge (global vectors)."""
+        src, dst = edge_index[0], edge_index[1]
+        feats = [a]
+        if "coulomb" in self.edge_features:
+            r2 = (pos[dst] - pos[src]).square().sum(1, keepdim=True)
+            feats.append(a[:, :1] / (r2 + TF_COULOMB_DELTA**2))
+        if "velocity" in self.edge_features:
+            feats.append(vel[src] - vel[dst])
+        return feats[0] if len(feats) == 1 else torch.cat(feats, 1)
+
+    def _randomised(self, R: Tensor) -> Tensor:
+        """The training-time frame randomisation (``train_frames``) of frames ``R`` ``[N, d, d]``."""
+        n, d = R.shape[0], self.dim
+        if self.train_frames == "flip":
+            sign = torch.randint(0, 2, (n, 1, 1), device=R.device).to(R.dtype) * 2 - 1
+            return torch.cat([R[:, :-1], sign * R[:, -1:]], dim=1)
+        # Haar-random O(d-1) per node: QR of a Gaussian matrix with the signs of diag(r) moved into q
+        g = torch.randn(n, d - 1, d - 1, dtype=torch.float64, device=R.device)
+        q, r = torch.linalg.qr(g)
+        q = (q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]).to(R.dtype)
+        return torch.cat([R[:, :1], q @ R[:, 1:]], dim=1)
 
     def forward(self, pos: Tensor, vel: Tensor, charge: Tensor, edge_index: Tensor, batch: Tensor | None = None,
                 edge_attr: Tensor | None = None) -> Tensor:
@@ -509,13 +613,21 @@ class TFGNN(nn.Module):
             raise TypeError(f"pos: dtype {pos.dtype} does not match the model's parameters ({param.dtype}); "
                             f"call .to({pos.dtype}) on the model")
         a = _edge_attr(charge, edge_index, edge_attr)
+        if a.shape[1] != 1:
+            raise ValueError(f"edge_attr: TF-GNN expects one channel (q_i q_j), got {a.shape[1]}")
+        e = self._edge_features(pos, vel, edge_index, a)
         speed = vel.norm(dim=1, keepdim=True)
         scalars = torch.cat([charge, speed], dim=1)
-        R = self.local_frames(pos, vel, scalars, edge_index)
+        R = self.local_frames(pos, vel, scalars, edge_index, charge=charge)
+        if self.training and self.train_frames != "fixed" and self.dim > 1:
+            R = self._randomised(R)
         f = self.embedding(self.reps_in.to_local(torch.cat([scalars, vel], dim=1), R))
-        for layer in self.layers:
-            f = f + layer(f, edge_index, R, pos, edge_attr=a)
-        return pos + torch.einsum("nji,nj->ni", R, self.head(f))  # R_i^T y_i (local displacement)
+        x = pos
+        for k, layer in enumerate(self.layers):
+            f = f + layer(f, edge_index, R, x, edge_attr=e)
+            if self.position_updates and k < len(self.layers) - 1:
+                x = x + torch.einsum("nji,nj->ni", R, self.pos_updates[k](f))
+        return x + torch.einsum("nji,nj->ni", R, self.head(f))  # R_i^T y_i (local displacement)
 
 
 # ------------------------------------------------------------------------------------------ Linear
@@ -562,7 +674,9 @@ def _check_sizes(**sizes: int) -> None:
 
 def build_nbody_model(name: ModelName, *, dim: int = 3, hidden: int | None = None, layers: int = 4,
                       fa_mode: FAMode = "all", hidden_reps: str = "32x0n+8x1n", edge_distances: bool = False,
-                      tf_cutoff: float = 20.0, fa_variant: FAVariant = "input") -> nn.Module:
+                      tf_cutoff: float = 20.0, fa_variant: FAVariant = "input",
+                      tf_frame_vectors: TFFrameVectors = "learned", tf_position_updates: bool = False,
+                      tf_edge_features: str = "charge", tf_train_frames: TFTrainFrames = "fixed") -> nn.Module:
     """Build one of the n-body models with the protocol's defaults.
 
     Args:
@@ -579,6 +693,8 @@ def build_nbody_model(name: ModelName, *, dim: int = 3, hidden: int | None = Non
         fa_variant: FA-GNN: ``"input"`` (:class:`FAGNN`, one frame of the input around the whole GNN) or
             ``"layerwise"`` (:class:`LayerwiseFAGNN`, frame averaging at every layer as in the FA paper's
             n-body code; its edge features always include squared distances).
+        tf_frame_vectors, tf_position_updates, tf_edge_features, tf_train_frames: TF-GNN options
+            ``frame_vectors``, ``position_updates``, ``edge_features``, ``train_frames`` of :class:`TFGNN`.
     """
     if fa_variant not in get_args(FAVariant):
         raise ValueError(f"fa_variant: expected one of {get_args(FAVariant)}, got {fa_variant!r}")
@@ -592,7 +708,9 @@ def build_nbody_model(name: ModelName, *, dim: int = 3, hidden: int | None = Non
     if name == "egnn":
         return EGNN(dim, hidden or 64, layers)
     if name == "tf-gnn":
-        return TFGNN(dim, hidden_reps, hidden or 64, layers, cutoff=tf_cutoff)
+        return TFGNN(dim, hidden_reps, hidden or 64, layers, cutoff=tf_cutoff, frame_vectors=tf_frame_vectors,
+                     position_updates=tf_position_updates, edge_features=tf_edge_features,
+                     train_frames=tf_train_frames)
     if name == "linear":
         return LinearDynamics(dim)
     if name == "linear-vel":
