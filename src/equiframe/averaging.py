@@ -37,7 +37,7 @@ from .folding import (
     _vector_only,
 )
 from .reps import TensorReps, as_reps
-from ._entry_checks import check_tensor
+from ._checks import check_tensor
 
 __all__ = ["FrameAveraging", "FoldedBatch", "SCALAR", "node_ranks"]
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .datasets._cache import _atomic_write  # the one atomic file write
-from ._entry_checks import check_instance, check_not_dir
+from ._checks import check_instance, check_not_dir
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"

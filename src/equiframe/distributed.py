@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from ._entry_checks import check_instance
+from ._checks import check_instance
 
 # ================================================================================================ distributed
 @dataclass(frozen=True)

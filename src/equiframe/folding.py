@@ -15,8 +15,7 @@ from torch import Tensor
 
 from .frames.base import Frame
 from .reps import TensorReps
-from ._entry_checks import check_tensor
-from ._checks import check_int
+from ._checks import check_int, check_tensor
 
 __all__ = ["FoldedBatch"]
 

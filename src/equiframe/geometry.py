@@ -42,8 +42,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from ._checks import check_int
-from ._entry_checks import check_tensor
+from ._checks import check_int, check_tensor
 
 __all__ = ["KDTREE_MIN_POINTS", "KNNCovariance", "dense_knn", "gather_neighbours", "knn_covariance", "knn_graph",
            "radius_graph", "batch_to_ptr", "ptr_to_batch"]

@@ -22,7 +22,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
-from ._entry_checks import check_not_dir
+from ._checks import check_not_dir
 
 __all__ = ["collect_runs", "summarize", "render_markdown", "plot_learning_curves", "plot_rotation", "save_figure", "write_report"]
 

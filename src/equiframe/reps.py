@@ -34,8 +34,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 from . import _native
-from ._entry_checks import check_tensor
-from ._checks import check_int
+from ._checks import check_int, check_tensor
 
 __all__ = ["Block", "TensorReps", "as_reps", "INVARIANT_SPELLINGS"]
 

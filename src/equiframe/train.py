@@ -118,8 +118,7 @@ from .distributed import (
     resolve_device,
 )
 from .train_config import _RESUMABLE, OptimConfig, TrainConfig
-from ._checks import check_int
-from ._entry_checks import check_instance
+from ._checks import check_instance, check_int
 
 __all__ = [
     "CHECKPOINT",

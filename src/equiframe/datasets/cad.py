@@ -77,8 +77,7 @@ from equiframe.datasets.cad_geometry import (
     sample_shape,
 )
 from equiframe.datasets.shapes import _random_rotation
-from .._checks import check_int, check_real
-from .._entry_checks import check_instance
+from .._checks import check_instance, check_int, check_real
 
 __all__ = [
     "CAD_FORMAT_VERSION",

@@ -11,8 +11,7 @@ import math
 from typing import Any, Literal, get_args
 
 import numpy as np
-from .._entry_checks import check_instance
-from .._checks import check_int, check_real
+from .._checks import check_instance, check_int, check_real
 
 Family = Literal["extrude", "revolve", "plate", "shell", "sweep", "loft", "bracket"]
 #: Part families (the ``family`` code stored per part is the index here).

@@ -32,8 +32,7 @@ from torch_geometric.data import Data
 
 from ..frames.canonical import canonical_code, code_edges
 from ._cache import load_or_build
-from .._checks import check_int
-from .._entry_checks import check_tensor
+from .._checks import check_int, check_tensor
 
 __all__ = [
     "CSL_SKIPS",

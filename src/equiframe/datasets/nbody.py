@@ -83,7 +83,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import check_int
+from .._checks import check_instance, check_int
 from . import _cache
 from .nbody_config import (
     EGNN_POOLS,
@@ -94,7 +94,6 @@ from .nbody_config import (
     Stream,  # noqa: F401  (re-exported)
     _check_split,
 )
-from .._entry_checks import check_instance
 
 __all__ = [
     "CACHE_NAME",

@@ -50,8 +50,7 @@ from equiframe.datasets.surfaces import (
     normalize_mesh,
     sample_surface,
 )
-from .._checks import check_int
-from .._entry_checks import check_instance
+from .._checks import check_instance, check_int
 
 __all__ = [
     "GENERATOR_VERSION",

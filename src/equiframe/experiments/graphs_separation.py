@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from ..datasets.fetch import data_source
 from ..frames.canonical import canonical_keys
 from ..models.graphs import GRAPH_MODEL_NAMES, FrameKind, GraphModelName, build_graph_model
-from .._entry_checks import check_instance
+from .._checks import check_instance
 from .._machine import machine_description
 
 __all__ = [

@@ -32,8 +32,7 @@ from ..models.nbody import (MODEL_NAMES, NBODY_TYPES, FAMode, FAVariant, ModelNa
 from ..reps import TensorReps
 from ..testing import equivariance_error
 from ..train import Experiment
-from .._entry_checks import check_tensor
-from .._checks import check_real
+from .._checks import check_real, check_tensor
 
 __all__ = ["DEFAULT_FA_MODE", "DEFAULT_LR", "PUBLISHED_NBODY", "NBodyExperiment", "NBodyExperimentConfig", "rotate_batch", "rotation_about_z"]
 

@@ -652,5 +652,4 @@ from .normals_cli import (  # noqa: E402
     add_table_arguments,
     add_train_arguments,
 )
-from .._checks import check_int
-from .._entry_checks import check_instance
+from .._checks import check_instance, check_int

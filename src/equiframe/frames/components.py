@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .graph import PermutationFrame, _check_index
-from .._entry_checks import check_instance
+from .._checks import check_instance
 
 __all__ = ["connected_components", "shuffle_components"]
 

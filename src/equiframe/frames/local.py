@@ -52,8 +52,7 @@ from .neighbourhood import (
     neighbourhood_ties,
     tie_tolerance,
 )
-from .._entry_checks import check_tensor
-from .._checks import check_int, check_real
+from .._checks import check_int, check_real, check_tensor
 
 __all__ = [
     "identity_frames",

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ..geometry import knn_graph, radius_graph
-from .._entry_checks import check_tensor
+from .._checks import check_tensor
 
 __all__ = ["TIE_FACTOR", "knn_graph_with_ties", "neighbourhood_ties", "tie_tolerance"]
 

@@ -35,7 +35,7 @@ from torch import Tensor
 from ..groups import EuclideanGroup
 from ._degenerate import _robust_example, _unique_tuple_axes
 from .base import EvalMode, Frame, Frames, Mode, all_finite, check_choice, check_generator, check_positive_int
-from .._entry_checks import check_tensor
+from .._checks import check_tensor
 
 __all__ = ["pca_frame", "PCAFrames", "Tolerances", "covariance"]
 

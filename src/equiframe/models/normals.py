@@ -110,8 +110,7 @@ from .normals_geometry import (
 )
 from .normals_local import LocalPointNet, PlaneFitHead, weighted_plane_normal
 from .tf_pointnet import TFPointNet
-from .._checks import check_int
-from .._entry_checks import check_tensor
+from .._checks import check_int, check_tensor
 
 # the public home of the split-out classes (pretrained manifests and pickles name ``module:Class``)
 for _cls in (LocalPointNet, PlaneFitHead, TFPointNet):

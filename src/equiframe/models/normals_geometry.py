@@ -15,8 +15,7 @@ from torch import Tensor
 from ..geometry import KDTREE_MIN_POINTS, dense_knn  # noqa: F401  (the k-NN of dense batches, re-exported)
 from ..geometry import gather_neighbours as _gather, knn_covariance
 from ._normals_common import LocalFeatures, _as_batch, _check_pos, _choice, _positive
-from .._checks import check_int
-from .._entry_checks import check_tensor
+from .._checks import check_int, check_tensor
 
 
 # ------------------------------------------------------------------------------------------ geometry

@@ -14,8 +14,7 @@ from torch import Tensor, nn
 from ..frames.local import local_pca_frames
 from ._normals_common import NORMALS_TYPES, Head, _check_dtype, _checked_cloud, _choice, _mlp, _positive, _zero_last
 from .normals_geometry import _flat_edges, _gather, dense_knn
-from .._checks import check_int
-from .._entry_checks import check_tensor
+from .._checks import check_int, check_tensor
 
 # ------------------------------------------------------------------------------------------ local frames
 def _pca_frames_dense(x: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:

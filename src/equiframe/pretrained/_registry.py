@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
-from .._entry_checks import check_not_dir
+from .._checks import check_not_dir
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _SEP = "__"

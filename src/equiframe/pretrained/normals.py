@@ -40,8 +40,7 @@ from torch import Tensor, nn
 
 from ..models.normals import LocalPointNet, dense_knn
 from ._loader import available, info, load, save
-from .._entry_checks import check_instance
-from .._checks import check_int
+from .._checks import check_instance, check_int
 
 __all__ = [
     "NormalEstimator",

@@ -31,7 +31,7 @@ from ..tf_transport import transport_edges
 from .graph import TFGraph
 from .hooks import _NotHookable
 from .strategies import Call, Strategy
-from ..._entry_checks import check_instance
+from ..._checks import check_instance
 
 __all__ = ["LayerCaps", "Prober", "UnsupportedLayerError", "inspect_layer"]
 
