@@ -689,6 +689,12 @@ CASES.update({
         (V, "idx", lambda t: _i("geometry:gather_neighbours")(_P3[None], torch.zeros(1, 2, 2))),
         (V, "idx", lambda t: _i("geometry:gather_neighbours")(_P3[None], torch.zeros(2, 2, 2, dtype=torch.long))),
     ],
+    "models.nbody.coulomb_vectors": [
+        (V, "pos", lambda t: _i("models.nbody:coulomb_vectors")(_P3[0], torch.ones(8, 1), _ei((0, 1)))),
+        (V, "charge", lambda t: _i("models.nbody:coulomb_vectors")(_P3, torch.ones(8), _ei((0, 1)))),
+        (V, "edge_index", lambda t: _i("models.nbody:coulomb_vectors")(_P3, torch.ones(8, 1), torch.zeros(3, 2))),
+        (V, "delta", lambda t: _i("models.nbody:coulomb_vectors")(_P3, torch.ones(8, 1), _ei((0, 1)), delta=0.0)),
+    ],
     "report.save_figure": [(T, "fig", lambda t: _i("report:save_figure")("figure", t / "a.png")),
                            (T, "path", lambda t: _i("report:save_figure")(_figure(), 3))],
     "experiments.graphs_separation.with_degree": [(V, "graphs", lambda t: _i("experiments.graphs:with_degree")([object()]))],

@@ -452,6 +452,9 @@ def coulomb_vectors(pos: Tensor, charge: Tensor, edge_index: Tensor, delta: floa
     Shapes:
         pos: ``[N, d]``; charge: ``[N, 1]``; edge_index: ``[2, E]`` -> ``[N, d]``
     """
+    _check_inputs(pos, pos, charge, edge_index)
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not delta > 0 or delta == float("inf"):
+        raise ValueError(f"delta: expected a positive finite number, got {delta!r}")
     src, dst = edge_index[0], edge_index[1]
     diff = pos[dst] - pos[src]
     w = charge[dst] * charge[src] * (diff.square().sum(1, keepdim=True) + delta**2).pow(-1.5)
