@@ -237,6 +237,16 @@ def main() -> None:
             lines.append("|---|---|---|---|---|")
             for i in worst:
                 lines.append(f"| {i} | {FAMILIES[fams[i]]} | {per_shape[best][i]:.4f} | {base[i]:.4f} | {ratio[i]:.2f} |")
+            lines.append(f"\nBy family (same parts): mean 1 − cos² of {best} and of k-NN PCA (k = 16), their ratio, "
+                         "and the parts where the model is worse than PCA.\n")
+            lines.append("| family | parts | model 1 − cos² | PCA 1 − cos² | ratio | parts worse than PCA |")
+            lines.append("|---|---|---|---|---|---|")
+            fa = np.asarray(fams)
+            for f in sorted(set(fams)):
+                sel = fa == f
+                mm, pm = float(per_shape[best][sel].mean()), float(base[sel].mean())
+                lines.append(f"| {FAMILIES[f]} | {int(sel.sum())} | {mm:.4f} | {pm:.4f} | {mm / max(pm, 1e-12):.2f} | "
+                             f"{int((per_shape[best][sel] > base[sel]).sum())} |")
     lines.append(f"\nWall time of this benchmark: {time.perf_counter() - t0:.0f} s ({args.threads} torch thread, shared "
                  "2-core machine under heavy load from other jobs: times are indicative).")
     write_result(args.out, "Normal estimation on CAD-kernel parts: models x baselines x noise x density", "\n".join(lines),

@@ -182,7 +182,7 @@ def test_config_options_validated(tmp_path):
     root = str(tmp_path)
     c = _cfg(root, train_queries=16, train_noise_max=0.012, local_context_k=12)
     assert NormalsExperimentConfig.from_dict(c.to_dict()) == c
-    assert NormalsExperiment(c).run_name == "fa-local-pointnet-ctx12-q16-noise0.012_i-i"
+    assert NormalsExperiment(c).run_name == "fa-local-pointnet-k8-ctx12-q16-noise0.012_i-i"
     bad = [dict(train_queries=0), dict(train_queries=16, model="pointnet"), dict(local_context_k=8),
            dict(local_context_k=12, model="tf-pointnet"), dict(train_noise_max=0.01),
            dict(train_queries=16, train_noise_max=-0.1), dict(train_queries=16, train_noise_max=float("inf")),

@@ -352,6 +352,7 @@ class NormalsExperiment(Experiment):
             extra += "" if c.tf_pool_edges else "-nopool"
             extra += "-transportedges" if c.tf_edge_transport else ""
         extra += f"-{c.head}" if c.head is not None and c.model in ("fa-local-pointnet", "tf-pointnet") else ""
+        extra += f"-k{c.local_k}" if c.model == "fa-local-pointnet" and c.local_k != 16 else ""
         extra += f"-ctx{c.local_context_k}" if c.local_context_k is not None else ""
         extra += f"-q{c.train_queries}" if c.train_queries is not None else ""
         extra += f"-noise{c.train_noise_max:g}" if c.train_noise_max > 0 else ""
