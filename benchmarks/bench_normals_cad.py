@@ -74,6 +74,33 @@ def load_runs(root: Path) -> dict[str, tuple[torch.nn.Module, dict[str, Any]]]:
     return out
 
 
+def add_seed_means(rows: dict[str, dict[str, float]], runs: dict[str, Any]) -> None:
+    """Add a row ``<run>/mean of n seeds`` (mean of every metric) for each run trained with several seeds."""
+    groups: dict[str, list[str]] = {}
+    for name in runs:
+        if name in rows:
+            groups.setdefault(name.rsplit("/", 1)[0], []).append(name)
+    for run, names in groups.items():
+        if len(names) > 1:
+            rows[f"{run}/mean of {len(names)} seeds"] = {
+                k: float(np.mean([rows[n][k] for n in names])) for k in rows[names[0]]}
+
+
+def model_options(c: dict[str, Any]) -> str:
+    """The non-default options of a local model, for the budget table."""
+    out = f", k {c['local_k']}" if c["model"] == "fa-local-pointnet" else ""
+    return out + (f", context k {c['local_context_k']}" if c.get("local_context_k") else "")
+
+
+def training_samples(c: dict[str, Any]) -> str:
+    """How the training clouds were drawn (points, query points, noise, densities)."""
+    if not c.get("train_queries"):
+        return f"whole clouds, {c['n_points']} points, noise {c['noise'] * 100:g} %"
+    dens = "/".join(map(str, c.get("train_densities") or [c["n_points"]]))
+    return (f"{c['train_queries']} query points per cloud of {dens} points, noise U(0, "
+            f"{c.get('train_noise_max', 0) * 100:g} %)")
+
+
 @torch.no_grad()
 def batched(fn: Method, pos: torch.Tensor, bs: int) -> torch.Tensor:
     return torch.cat([fn(pos[s:s + bs]) for s in range(0, len(pos), bs)])
@@ -144,6 +171,7 @@ def main() -> None:
                 if density == 512 and noise == 0.0:
                     per_shape[name] = normal_loss(pred, nrm, reduction="none").mean(-1).numpy()
                     fams = fam
+            add_seed_means(rows[key], runs)
             print(f"density {density} noise {noise}: " + ", ".join(f"{n}: {v['one_minus_cos2']:.4f}" for n, v in rows[key].items()),
                   flush=True)
 
@@ -158,6 +186,7 @@ def main() -> None:
         proc_rows["Open3D estimate_normals, KNN(30)"] = normal_metrics(open3d_normals(ppos, knn=30), pnrm)
     for name, (model, _) in runs.items():
         proc_rows[name] = normal_metrics(batched(lambda p, m=model: m(p), ppos, 8), pnrm)
+    add_seed_means(proc_rows, runs)
 
     # ---------------------------------------------------------------- report
     def cells(m: dict[str, float]) -> str:
@@ -187,12 +216,14 @@ def main() -> None:
         lines.append(f"| {name} | {cells(m)} |")
     if runs:
         lines.append("\n### Trained runs (budget)\n")
-        lines.append("| run | model | params | training parts | epochs run | best epoch | best valid 1 − cos² | seed |")
-        lines.append("|---|---|---|---|---|---|---|---|")
+        lines.append("| run | model | params | training parts | training samples | epochs run | best epoch | "
+                     "best valid 1 − cos² | seed |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
         for name, (_, meta) in runs.items():
             c = meta["config"]
-            lines.append(f"| {name} | {c['model']} (hidden {c['hidden']}) | {meta['params']} | {c['n_train']} | "
-                         f"{meta['epoch']} | {meta['best_epoch']} | {meta['best_val']:.4f} | {name.rsplit('seed', 1)[-1]} |")
+            lines.append(f"| {name} | {c['model']} (hidden {c['hidden']}{model_options(c)}) | {meta['params']} | "
+                         f"{c['n_train']} | {training_samples(c)} | {meta['epoch']} | {meta['best_epoch']} | "
+                         f"{meta['best_val']:.4f} | {name.rsplit('seed', 1)[-1]} |")
         model_names = [n for n in per_shape if n in runs]
         if model_names:
             best = min(model_names, key=lambda n: per_shape[n].mean())
@@ -206,6 +237,16 @@ def main() -> None:
             lines.append("|---|---|---|---|---|")
             for i in worst:
                 lines.append(f"| {i} | {FAMILIES[fams[i]]} | {per_shape[best][i]:.4f} | {base[i]:.4f} | {ratio[i]:.2f} |")
+            lines.append(f"\nBy family (same parts): mean 1 − cos² of {best} and of k-NN PCA (k = 16), their ratio, "
+                         "and the parts where the model is worse than PCA.\n")
+            lines.append("| family | parts | model 1 − cos² | PCA 1 − cos² | ratio | parts worse than PCA |")
+            lines.append("|---|---|---|---|---|---|")
+            fa = np.asarray(fams)
+            for f in sorted(set(fams)):
+                sel = fa == f
+                mm, pm = float(per_shape[best][sel].mean()), float(base[sel].mean())
+                lines.append(f"| {FAMILIES[f]} | {int(sel.sum())} | {mm:.4f} | {pm:.4f} | {mm / max(pm, 1e-12):.2f} | "
+                             f"{int((per_shape[best][sel] > base[sel]).sum())} |")
     lines.append(f"\nWall time of this benchmark: {time.perf_counter() - t0:.0f} s ({args.threads} torch thread, shared "
                  "2-core machine under heavy load from other jobs: times are indicative).")
     write_result(args.out, "Normal estimation on CAD-kernel parts: models x baselines x noise x density", "\n".join(lines),

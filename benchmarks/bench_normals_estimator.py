@@ -3,7 +3,7 @@
     python benchmarks/bench_normals_estimator.py [--points 1000000] [--chunk-size 16384] [--threads 1]
 
 The cloud: area-uniform samples of a procedural torus-like superquadric mesh (no file I/O in the times).
-The shipped weights (``normals__fa-local-pointnet``) are used when present, else a randomly initialised
+The shipped weights of the estimator's default model (``normals__fa-local-pointnet-cad``) are used when present, else a randomly initialised
 model of the same architecture (the time does not depend on the weights). Peak memory: the process's
 maximum resident set size (``resource.getrusage``), which includes Python, torch and the cloud.
 """
@@ -25,7 +25,8 @@ from common import command_line, write_result  # noqa: E402
 from equiframe.datasets.shapes import make_analytic_shape, sample_surface  # noqa: E402
 from equiframe.experiments.normals import normal_metrics  # noqa: E402
 from equiframe.models.normals import LocalPointNet, knn_geometry  # noqa: E402
-from equiframe.pretrained.normals import WEIGHTS_DIR, NormalEstimator, normal_estimator, orient_normals  # noqa: E402
+from equiframe.pretrained import WEIGHTS_DIR  # noqa: E402
+from equiframe.pretrained.normals import NormalEstimator, normal_estimator, orient_normals  # noqa: E402
 
 
 def main() -> None:
@@ -38,7 +39,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     mesh = make_analytic_shape(np.random.default_rng(0), "torus", resolution=96)
     pos, nrm = sample_surface(mesh.vertices, mesh.faces, args.points, np.random.default_rng(1), dtype=np.float64)
-    shipped = (WEIGHTS_DIR / "normals__fa-local-pointnet.json").exists()
+    shipped = (WEIGHTS_DIR / "normals__fa-local-pointnet-cad.json").exists()
     if shipped:
         est = normal_estimator(chunk_size=args.chunk_size)
     else:
@@ -60,7 +61,7 @@ def main() -> None:
     per = 1e6 / args.points
     body = (
         f"Cloud: {args.points} area-uniform points on a procedural torus mesh (float64); model: "
-        f"{'shipped normals__fa-local-pointnet' if shipped else 'randomly initialised FA-Local-PointNet (hidden 64, k 16; no shipped weights yet)'}; "
+        f"{'shipped normals/fa-local-pointnet-cad (k-NN k = ' + str(est.k) + ')' if shipped else 'randomly initialised FA-Local-PointNet (hidden 64, k 16; no shipped weights yet)'}; "
         f"chunk {args.chunk_size} points; {args.threads} torch thread on a shared 2-core machine under heavy load "
         "(times are indicative).\n\n"
         "| step | seconds | seconds per 10^6 points |\n|---|---|---|\n"

@@ -24,6 +24,8 @@ def main() -> None:
     ap.add_argument("run_dir")
     ap.add_argument("--name", default="fa-local-pointnet-cad")
     ap.add_argument("--command", default="")
+    ap.add_argument("--results", default=None,
+                    help="where the run's metrics.json / curves.csv are committed (default results/normals/<run>/<seed>)")
     args = ap.parse_args()
     run = Path(args.run_dir)
     ck = load_checkpoint(run / "checkpoint.pt")
@@ -33,22 +35,25 @@ def main() -> None:
     if not isinstance(model, LocalPointNet):
         raise SystemExit(f"{run}: the estimator ships LocalPointNet models, got {type(model).__name__}")
     model.load_state_dict(ck["best"]["state"])
-    metrics: dict = {"best_valid_one_minus_cos2": ck["best"]["value"], "best_epoch": ck["best"]["epoch"]}
-    mfile = run / "metrics.json"
-    if mfile.exists():
-        m = json.loads(mfile.read_text())
-        metrics["test"] = m.get("test")
-        diag = m.get("diagnostics") or {}
-        for k in ("equivariance_error_f64", "equivariance_error_f64_generic", "test_by_rotation"):
-            if k in diag:
-                metrics[k] = diag[k]
+    # the sidecar's metrics are the run's test metrics; the rest of the evaluation goes under trained.evaluation
+    m = json.loads((run / "metrics.json").read_text())
+    metrics = dict(m["test"])
+    evaluation: dict = {"best_valid_one_minus_cos2": ck["best"]["value"], "best_epoch": ck["best"]["epoch"]}
+    diag = m.get("diagnostics") or {}
+    for k in ("equivariance_error_f64", "equivariance_error_f64_generic", "test_by_rotation"):
+        if k in diag:
+            evaluation[k] = diag[k]
     kwargs = {"dim": model.dim, "k": model.k, "hidden": cfg["hidden"], "head": model.head_kind,
               "iterations": model.head.iterations if hasattr(model.head, "iterations") else 2}
+    if model.context_k is not None:
+        kwargs["context_k"] = model.context_k
     data = {k: cfg[k] for k in ("source", "cad_parts", "cad_points", "n_train", "n_valid", "n_test", "n_points",
-                                "noise", "data_seed", "setting")}
+                                "noise", "data_seed", "setting", "local_k", "local_context_k", "train_queries",
+                                "train_noise_max", "train_densities") if k in cfg}
+    results = args.results or f"results/normals/{run.parent.name}/{run.name}"
     pt = save_normal_model(model, args.name, kwargs, metrics=metrics,
-                           trained={"command": args.command, "epochs": ck["epoch"], "seed": int(json.loads((run / "metrics.json").read_text())["seed"]),
-                                    "data": data})
+                           trained={"command": args.command, "epochs": ck["epoch"], "best_epoch": ck["best"]["epoch"],
+                                    "seed": int(m["seed"]), "run": results, "data": data, "evaluation": evaluation})
     print(pt, pt.stat().st_size, "bytes")
 
 

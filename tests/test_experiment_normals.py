@@ -126,7 +126,7 @@ def test_tiny_training_run_and_table(root, tmp_path):
     assert m["diagnostics"]["equivariance_error_f64_generic"] <= 1e-9
     assert exp.dataset("train").epoch == 1  # the loop selected the points of epochs 0 and 1
     rows = collect_runs(tmp_path)
-    assert "fa-local-pointnet" in rows and {"i/i", "i/so3"} <= set(rows["fa-local-pointnet"])
+    assert "fa-local-pointnet-k8" in rows and {"i/i", "i/so3"} <= set(rows["fa-local-pointnet-k8"])  # local_k 8 != 16
     table = results_table(rows)
     assert "fa-local-pointnet" in table and "not run" in table  # so3/so3 missing
 

@@ -118,6 +118,14 @@ class NormalsExperimentConfig:
         head: normal head of the local-frame models (``None``: the model's default, ``"wlsq"`` with
             PCA frames).
         local_k: neighbourhood of FA-Local-PointNet.
+        local_context_k: FA-Local-PointNet's multi-scale context neighbourhood (``None``: none).
+        train_queries: train a local model (FA-Local-PointNet) on this many random query points per
+            training cloud, their neighbourhoods taken in the whole cloud (``None``: every point; see
+            :mod:`equiframe.experiments.normals_augment`). Evaluation always uses whole clouds.
+        train_noise_max: with ``train_queries``, every training cloud gets Gaussian noise of a random
+            level ``U(0, train_noise_max)`` (fraction of its bounding-box diagonal) on top of ``noise``.
+        train_densities: with ``train_queries`` and ``source="cad"``, every training cloud has a random
+            point count from these (default: ``n_points``).
         hidden_reps, tf_frames, tf_local_layers, tf_ratios, tf_k: TF-PointNet++ options.
         dgcnn_layers: EdgeConv layers.
         baseline_k: neighbourhood of the k-NN PCA baseline.
@@ -147,6 +155,10 @@ class NormalsExperimentConfig:
     output: GlobalOutput = "line"
     head: Head | None = None
     local_k: int = 16
+    local_context_k: int | None = None
+    train_queries: int | None = None
+    train_noise_max: float = 0.0
+    train_densities: tuple[int, ...] = ()
     hidden_reps: str = "32x0n+8x1n"
     tf_frames: FrameKind = "pca"
     tf_local_layers: int = 2
@@ -208,9 +220,44 @@ class NormalsExperimentConfig:
             object.__setattr__(self, "tf_edge_transport", not wlsq)
         if not (isinstance(self.noise, (int, float)) and math.isfinite(self.noise) and self.noise >= 0):
             raise ValueError(f"noise: expected a finite number >= 0, got {self.noise!r}")
-        kmax = max(self.k, self.tf_k, self.baseline_k, self.feature_k, self.local_k)
+        kmax = max(self.k, self.tf_k, self.baseline_k, self.feature_k, self.local_k, self.local_context_k or 0)
         if kmax >= self.n_points:
             raise ValueError(f"n_points: {self.n_points} points cannot have k = {kmax} neighbours")
+        self._check_local_training()
+
+    def _check_local_training(self) -> None:
+        """Validate the options of the local models' training samples (``local_context_k``, ``train_*``)."""
+        local = self.model == "fa-local-pointnet"
+        if self.local_context_k is not None:
+            v = self.local_context_k
+            if isinstance(v, bool) or not isinstance(v, int) or v <= self.local_k or not local:
+                raise ValueError(f"local_context_k: expected None or an integer > local_k = {self.local_k} "
+                                 f"(fa-local-pointnet only), got {v!r} for model {self.model!r}")
+        if self.train_queries is not None:
+            v = self.train_queries
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1 or not local:
+                raise ValueError(f"train_queries: expected None or a positive integer (fa-local-pointnet only), got "
+                                 f"{v!r} for model {self.model!r}")
+        nm = self.train_noise_max
+        if isinstance(nm, bool) or not (isinstance(nm, (int, float)) and math.isfinite(nm) and nm >= 0):
+            raise ValueError(f"train_noise_max: expected a finite number >= 0, got {nm!r}")
+        object.__setattr__(self, "train_noise_max", float(nm))
+        dens = tuple(self.train_densities)
+        object.__setattr__(self, "train_densities", dens)
+        if (nm > 0 or dens) and self.train_queries is None:
+            raise ValueError("train_noise_max, train_densities: need train_queries (query-neighbourhood training)")
+        if dens and self.source != "cad":
+            raise ValueError("train_densities: needs source='cad' (the procedural shapes store n_points points)")
+        nb = self.local_context_k or self.local_k
+        for n in dens:
+            if isinstance(n, bool) or not isinstance(n, int) or n <= nb or n < (self.train_queries or 1):
+                raise ValueError(f"train_densities: expected point counts > {nb} (neighbours) and >= train_queries, "
+                                 f"got {self.train_densities!r}")
+
+    @property
+    def train_points(self) -> int:
+        """Points per training cloud as loaded (the largest training density)."""
+        return max(self.train_densities) if self.train_densities else self.n_points
 
     def shapes_config(self) -> ShapesConfig:
         """The :class:`ShapesConfig` of the meshes (train + valid shapes, test shapes)."""
@@ -226,6 +273,7 @@ class NormalsExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["tf_ratios"] = list(self.tf_ratios)
+        d["train_densities"] = list(self.train_densities)
         return d
 
     @classmethod
@@ -239,8 +287,9 @@ class NormalsExperimentConfig:
             # features, no pooling)
             d.setdefault("tf_pool_edges", False)
             d.setdefault("tf_edge_transport", True)
-        if "tf_ratios" in d:
-            d["tf_ratios"] = tuple(d["tf_ratios"])
+        for key in ("tf_ratios", "train_densities"):
+            if key in d:
+                d[key] = tuple(d[key])
         return cls(**d)
 
 
@@ -307,6 +356,11 @@ class NormalsExperiment(Experiment):
             extra += "" if c.tf_pool_edges else "-nopool"
             extra += "-transportedges" if c.tf_edge_transport else ""
         extra += f"-{c.head}" if c.head is not None and c.model in ("fa-local-pointnet", "tf-pointnet") else ""
+        extra += f"-k{c.local_k}" if c.model == "fa-local-pointnet" and c.local_k != 16 else ""
+        extra += f"-ctx{c.local_context_k}" if c.local_context_k is not None else ""
+        extra += f"-q{c.train_queries}" if c.train_queries is not None else ""
+        extra += f"-noise{c.train_noise_max:g}" if c.train_noise_max > 0 else ""
+        extra += "-dens" + ",".join(map(str, c.train_densities)) if c.train_densities else ""
         extra += "-cad" if c.source == "cad" else ""
         return f"{c.model}{extra}_{c.setting.replace('/', '-')}"
 
@@ -332,9 +386,10 @@ class NormalsExperiment(Experiment):
 
         c = self.config
         n = {"train": c.n_train, "valid": c.n_valid, "test": c.n_test}[split]
-        ds = CADNormalsDataset(split, c.cad_config(), c.data_root, n_points=c.n_points,  # type: ignore[arg-type]
+        n_points = c.train_points if split == "train" else c.n_points
+        ds = CADNormalsDataset(split, c.cad_config(), c.data_root, n_points=n_points,  # type: ignore[arg-type]
                                noise=float(c.noise), rotation=rotation, fixed_points=fixed, sample_seed=c.data_seed,
-                               max_points=max(c.cad_max_points, c.n_points))
+                               max_points=max(c.cad_max_points, n_points))
         if len(ds) < n:
             raise ValueError(f"n_{split}: the CAD data set has only {len(ds)} {split} parts among its first "
                              f"{c.cad_parts}, asked for {n}")
@@ -367,17 +422,24 @@ class NormalsExperiment(Experiment):
                 ds = torch.utils.data.Subset(fixed, range(c.n_train, c.n_train + c.n_valid))
             else:
                 ds = self.test_dataset(rot_test)  # type: ignore[arg-type]
+            if split == "train" and c.train_queries is not None:
+                from .normals_augment import NeighbourhoodSamples  # noqa: PLC0415
+
+                ds = NeighbourhoodSamples(ds, c.train_queries, c.local_context_k or c.local_k,
+                                          noise_max=c.train_noise_max, densities=c.train_densities, seed=c.data_seed)
             self._datasets[split] = ds
         return self._datasets[split]
 
     def set_epoch(self, epoch: int) -> None:
         """Select the training points of ``epoch`` (fresh area-uniform samples every epoch)."""
         ds = self.dataset("train")
-        if isinstance(ds, FreshPoints):
+        if hasattr(ds, "set_epoch"):
             ds.set_epoch(epoch)
 
     def collate(self, items: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
         dt = self.torch_dtype
+        if "nbr" in items[0]:  # query neighbourhoods (NeighbourhoodSamples): one flat batch of points
+            return {k: torch.cat([it[k] for it in items]).to(dt) for k in ("center", "nbr", "normal")}
         return {"pos": torch.stack([it["pos"] for it in items]).to(dt),
                 "normal": torch.stack([it["normal"] for it in items]).to(dt),
                 "kind": torch.stack([it["kind"] for it in items])}
@@ -390,6 +452,7 @@ class NormalsExperiment(Experiment):
         c = self.config
         model = build_normals_model(c.model, hidden=c.hidden, k=c.k, fa_mode=c.fa_mode, features=c.features,
                                     feature_k=c.feature_k, output=c.output, head=c.head, local_k=c.local_k,
+                                    local_context_k=c.local_context_k,
                                     hidden_reps=c.hidden_reps,
                                     tf_frames=c.tf_frames, tf_local_layers=c.tf_local_layers, tf_ratios=c.tf_ratios,
                                     tf_k=c.tf_k, tf_pool_edges=c.tf_pool_edges,
@@ -397,6 +460,8 @@ class NormalsExperiment(Experiment):
         return model.to(self.torch_dtype)
 
     def loss(self, model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
+        if "nbr" in batch:
+            return normal_loss(model.forward_neighbourhoods(batch["center"], batch["nbr"]), batch["normal"])
         return normal_loss(model(batch["pos"]), batch["normal"])
 
     def metrics(self, model: nn.Module, batch: Mapping[str, Tensor]) -> dict[str, tuple[float, float]]:

@@ -73,6 +73,16 @@ def add_train_arguments(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="output head of the global models")
     t.add_argument("--head", choices=get_args(Head), default=None, help="normal head of the local-frame models")
     t.add_argument("--local-k", type=_pos_int, default=16)
+    t.add_argument("--local-context-k", type=_pos_int, default=None,
+                   help="fa-local-pointnet: neighbours of a multi-scale context branch (> --local-k)")
+    t.add_argument("--train-queries", type=_pos_int, default=None,
+                   help="fa-local-pointnet: train on this many random query points per cloud (their neighbourhoods "
+                        "in the whole cloud); evaluation uses whole clouds")
+    t.add_argument("--train-noise-max", type=_nonneg_float, default=0.0,
+                   help="with --train-queries: random Gaussian noise U(0, this) x bbox diagonal per training cloud")
+    t.add_argument("--train-densities", type=_pos_int, nargs="+", default=[],
+                   help="with --train-queries (cad): random point count per training cloud")
+    t.add_argument("--cad-max-points", type=_pos_int, default=2048, help="stored samples per part held in memory")
     t.add_argument("--hidden-reps", default="32x0n+8x1n")
     t.add_argument("--tf-frames", choices=get_args(FrameKind), default="pca")
     t.add_argument("--tf-local-layers", type=_pos_int, default=2)
@@ -209,6 +219,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model=args.model, setting=args.setting, n_train=args.n_train, n_valid=args.n_valid, n_test=args.n_test,
         n_points=args.n_points, noise=args.noise, data_seed=args.data_seed, hidden=args.hidden, k=args.k,
         fa_mode=args.fa_mode, features=args.features, output=args.output, head=args.head, local_k=args.local_k,
+        local_context_k=args.local_context_k, train_queries=args.train_queries, train_noise_max=args.train_noise_max,
+        train_densities=tuple(args.train_densities), cad_max_points=args.cad_max_points,
         hidden_reps=args.hidden_reps, tf_frames=args.tf_frames, tf_local_layers=args.tf_local_layers,
         tf_ratios=tuple(args.tf_ratios), tf_pool_edges=False if args.tf_no_pool_edges else None,
         tf_edge_transport=True if args.tf_transport_edges else None, dgcnn_layers=args.dgcnn_layers, dtype=args.dtype, data_root=args.root,

@@ -441,6 +441,7 @@ def build_normals_model(
     tf_pool_edges: bool | None = None,
     tf_edge_transport: bool | None = None,
     local_k: int = 16,
+    local_context_k: int | None = None,
     head: Head | None = None,
     dgcnn_layers: int = 3,
     baseline_k: int = 16,
@@ -460,6 +461,8 @@ def build_normals_model(
         hidden_reps, tf_frames, tf_local_layers, tf_ratios, tf_k, tf_pool_edges, tf_edge_transport:
             TF-PointNet++ options (the last two: :class:`TFPointNet`'s ``pool_edges`` / ``edge_transport``).
         local_k: neighbourhood of FA-Local-PointNet (frame and PointNet).
+        local_context_k: FA-Local-PointNet's multi-scale context neighbourhood (``None``: none; see
+            :class:`LocalPointNet`'s ``context_k``).
         head: head of the local-frame models (``None``: ``"wlsq"`` with PCA frames, ``"free"`` with
             learned frames).
         dgcnn_layers: EdgeConv layers of (FA-)DGCNN.
@@ -482,7 +485,7 @@ def build_normals_model(
             return backbone
         return PlainNormals(backbone, dim, features, feature_k, output)
     if name == "fa-local-pointnet":
-        return LocalPointNet(dim, local_k, hidden, head=head or "wlsq")
+        return LocalPointNet(dim, local_k, hidden, head=head or "wlsq", context_k=local_context_k)
     if name == "tf-pointnet":
         return TFPointNet(dim, hidden_reps, hidden, tf_k, tf_local_layers, tf_ratios, frames=tf_frames, head=head,
                           pool_edges=tf_pool_edges, edge_transport=tf_edge_transport)

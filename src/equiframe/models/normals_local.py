@@ -167,38 +167,63 @@ class LocalPointNet(nn.Module):
     axis is the k-NN PCA normal (centroid-centred covariance of the ``k`` nearest points, node
     included: exactly the baseline's).
 
+    Multi-scale context (``context_k``): a second PointNet on the ``context_k > k`` nearest points in
+    the same frame and scale, ``g^{ctx}_i = \max_j \mathrm{MLP}_3([y_{ij}, |y_{ij}|])``, whose pooled
+    features join ``g_i`` as the head's point features: the wider view tells on which side of a
+    nearby edge, or on which part of a curved or thin region, the point lies. The frame is the same
+    ``R_i``, so the prediction stays exactly E(d)-equivariant. ``None`` (default): no context branch
+    (the state dict is the one of the models without it).
+
     Args:
         dim: space dimension.
         k: neighbourhood size (frame and PointNet).
         hidden: width of the MLPs.
         head: ``"wlsq"``, ``"residual"`` or ``"free"`` (see above).
         iterations: reweighting steps of the ``"wlsq"`` head.
+        context_k: neighbours of the context branch (``> k``), or ``None``.
 
     Shapes:
         pos ``[B, N, d]`` or ``[N, d]`` -> same shape
     """
 
-    def __init__(self, dim: int = 3, k: int = 16, hidden: int = 32, head: Head = "wlsq", iterations: int = 2):
+    def __init__(self, dim: int = 3, k: int = 16, hidden: int = 32, head: Head = "wlsq", iterations: int = 2,
+                 context_k: int | None = None):
         super().__init__()
         self.dim, self.k = _positive("dim", dim), _positive("k", k)
         hidden = _positive("hidden", hidden)
         self.head_kind = _choice("head", head, get_args(Head))
+        if context_k is not None and _positive("context_k", context_k) <= k:
+            raise ValueError(f"context_k: expected more neighbours than k = {k}, got {context_k!r}")
+        self.context_k = context_k
         self.inputs = dict(NORMALS_TYPES)
         self.output = "1x1n"
         self.local = _mlp([dim + 1, hidden, 2 * hidden])
+        # registered only when used: models without context keep their state-dict keys
+        self.context = _mlp([dim + 1, hidden, 2 * hidden]) if context_k is not None else None
+        point_dim = 2 * hidden * (2 if context_k is not None else 1)
         if head == "wlsq":
-            self.head = PlaneFitHead(2 * hidden, 2 * hidden, hidden, iterations)
+            self.head = PlaneFitHead(2 * hidden, point_dim, hidden, iterations)
         else:
-            self.head = _mlp([2 * hidden, hidden, dim], last_act=False)
+            self.head = _mlp([point_dim, hidden, dim], last_act=False)
             if head == "residual":
                 _zero_last(self.head)
 
+    @property
+    def n_neighbours(self) -> int:
+        """Neighbours per point (the point itself included) that :meth:`forward_neighbourhoods` takes:
+        ``context_k`` with a context branch, else ``k``."""
+        return self.k if self.context_k is None else self.context_k
+
     def forward(self, pos: Tensor) -> Tensor:
-        x = _checked_cloud(pos, self, self.k)
+        x = _checked_cloud(pos, self, self.n_neighbours)
         B, N, d = x.shape
         R, idx, _ = _pca_frames_dense(x, self.k)
         rel = (_gather(x, idx) - x[:, :, None]).reshape(B * N, self.k, d)
-        out = self._predict(R, rel).reshape(B, N, d)
+        ctx = None
+        if self.context_k is not None:
+            cidx = dense_knn(x, x, self.context_k)
+            ctx = (_gather(x, cidx) - x[:, :, None]).reshape(B * N, self.context_k, d)
+        out = self._predict(R, rel, ctx).reshape(B, N, d)
         return out if pos.dim() == 3 else out[0]
 
     def forward_neighbourhoods(self, center: Tensor, nbr: Tensor) -> Tensor:
@@ -211,24 +236,33 @@ class LocalPointNet(nn.Module):
         """
         if center.dim() != 2 or nbr.dim() != 3 or nbr.shape[0] != center.shape[0] or nbr.shape[2] != center.shape[1]:
             raise ValueError(f"center, nbr: expected [M, d] and [M, k, d], got {tuple(center.shape)} and {tuple(nbr.shape)}")
-        if nbr.shape[1] != self.k or center.shape[1] != self.dim:
-            raise ValueError(f"nbr: expected k = {self.k} neighbours of {self.dim}-D points, got {tuple(nbr.shape)}")
+        if nbr.shape[1] != self.n_neighbours or center.shape[1] != self.dim:
+            raise ValueError(f"nbr: expected {self.n_neighbours} neighbours (n_neighbours) of {self.dim}-D points, "
+                             f"got {tuple(nbr.shape)}")
         _check_dtype(center, self)
+        ctx = None if self.context_k is None else nbr - center[:, None]
+        nbr = nbr[:, :self.k]  # the frame's neighbourhood: the k nearest (nbr is sorted, nearest first)
         M, k, d = nbr.shape
         # the frames of local_pca_frames on a graph whose node i receives edges from its k neighbour copies
         pos = torch.cat([center, nbr.reshape(M * k, d)])
         ei = torch.stack([M + torch.arange(M * k, device=pos.device),
                           torch.arange(M, device=pos.device).repeat_interleave(k)])
         R = local_pca_frames(pos, ei, center="centroid")[:M]
-        return self._predict(R, nbr - center[:, None])
+        return self._predict(R, nbr - center[:, None], ctx)
 
-    def _predict(self, R: Tensor, rel: Tensor) -> Tensor:
-        """Normals ``[M, d]`` from frames ``R [M, d, d]`` and neighbour offsets ``rel [M, k, d]``."""
+    def _predict(self, R: Tensor, rel: Tensor, ctx: Tensor | None = None) -> Tensor:
+        """Normals ``[M, d]`` from frames ``R [M, d, d]``, neighbour offsets ``rel [M, k, d]`` and, with a
+        context branch, the context offsets ``ctx [M, context_k, d]``."""
         M, _, d = rel.shape
         scale = rel.norm(dim=-1).amax(dim=1).clamp_min(torch.finfo(rel.dtype).tiny)  # invariant scale per point
         y = torch.einsum("mab,mkb->mka", R, rel) / scale[:, None, None]  # [M, k, d]
         h = self.local(torch.cat([y, y.norm(dim=-1, keepdim=True)], dim=-1))  # [M, k, 2H]
         g = h.amax(dim=1)
+        if self.context is not None:
+            if ctx is None:
+                raise ValueError("ctx: a model with a context branch needs the context offsets")
+            yc = torch.einsum("mab,mkb->mka", R, ctx) / scale[:, None, None]  # same frame and scale
+            g = torch.cat([g, self.context(torch.cat([yc, yc.norm(dim=-1, keepdim=True)], dim=-1)).amax(dim=1)], -1)
         e_d = torch.eye(d, dtype=rel.dtype, device=rel.device)[d - 1]
         if self.head_kind == "wlsq":
             n_local = self.head(h, g, y, e_d.expand(M, d))

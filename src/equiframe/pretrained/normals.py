@@ -166,7 +166,7 @@ class NormalEstimator:
     """Per-point normals of clouds of any size with a local model (see the module docstring).
 
     Args:
-        model: a :class:`~equiframe.models.normals.LocalPointNet` (its ``k`` is the neighbourhood).
+        model: a :class:`~equiframe.models.normals.LocalPointNet` (its ``n_neighbours`` is the neighbourhood).
         chunk_size: points per network call (bounds the memory: about ``chunk_size * k * 2 hidden`` floats).
         device: where the network runs.
         meta: the weight file's sidecar (kept as :attr:`meta`).
@@ -184,7 +184,8 @@ class NormalEstimator:
 
     @property
     def k(self) -> int:
-        return self.model.k
+        """Neighbours per point the model takes (its ``n_neighbours``: ``context_k`` with a context branch)."""
+        return self.model.n_neighbours
 
     @torch.no_grad()
     def __call__(self, pos: Any, *, orient: bool = False, orient_k: int = 10, progress: bool = False) -> np.ndarray:
