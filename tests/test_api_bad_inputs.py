@@ -163,6 +163,10 @@ REGISTRY: dict[str, Any] = {
 
 # --- bad-input tests in other files (checked by test_elsewhere_entries_are_bad_input_tests)
 REGISTRY.update({
+    "experiments.normals_augment.add_random_noise": Elsewhere('test_normals_local_training.py::test_query_neighbourhoods_and_noise'),
+    "experiments.normals_augment.query_neighbourhoods": Elsewhere('test_normals_local_training.py::test_query_neighbourhoods_and_noise'),
+    "experiments.normals_augment.NeighbourhoodSamples": Elsewhere(
+        'test_normals_local_training.py::test_neighbourhood_samples_deterministic_noisy_mixed_densities'),
     "geometry.knn_covariance": Elsewhere('test_knn_covariance.py::test_bad_arguments_are_named'),
     "nn.mlp.mlp": Elsewhere('test_nn_mlp.py::test_a_single_layer_and_bad_arguments'),
     "transforms.ApplyGroupElement": Elsewhere('test_transforms.py::test_bad_arguments_name_themselves'),
