@@ -134,6 +134,7 @@ REGISTRY: dict[str, Any] = {
     "experiments.graphs_separation.default_data_dir": Exempt("no-arguments", "reads $EQUIFRAME_DATA"),
     "geometry.KNNCovariance": Exempt("record", REC),
     "cli.add_run_mode_arguments": Exempt("cli", CLI),
+    "cli.add_lr_schedule_arguments": Exempt("cli", CLI),
     "distributed.get_dist": Exempt("no-arguments", "reads the process group"),
     "frames.canonical.nauty_available": Exempt("no-arguments", "an import probe"),
     "nn.tensor_frames.hooks.known_message_layers": Exempt("no-arguments", "a constant list"),

@@ -109,7 +109,8 @@ def _train_config_from_args(args: argparse.Namespace, lr: float):
 
     return TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size,
-        optim=OptimConfig(lr=lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip),
+        optim=OptimConfig(lr=lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip, schedule=args.lr_schedule,
+                          min_lr_ratio=args.min_lr_ratio),
         seeds=tuple(args.seeds), eval_every=args.eval_every, patience=args.patience,
         checkpoint_every=args.checkpoint_every, eval_batch_size=args.eval_batch_size, device=args.device,
         num_workers=args.num_workers, out=args.out, name=args.name, resume=args.resume or args.resume_or_start,
@@ -353,6 +354,14 @@ def add_nbody_data_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentPar
     return p
 
 
+def add_lr_schedule_arguments(p: argparse.ArgumentParser) -> None:
+    """``--lr-schedule`` / ``--min-lr-ratio`` (:class:`~equiframe.train.OptimConfig`)."""
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                   help="learning rate over the epochs: constant, or cosine decay to --min-lr-ratio x lr at --epochs")
+    p.add_argument("--min-lr-ratio", type=_nonneg_float, default=0.0,
+                   help="final learning rate of the cosine schedule as a fraction of --lr (in [0, 1])")
+
+
 def add_nbody_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Options and handler of ``equiframe train nbody``."""
     p.add_argument("--model", choices=_MODELS, required=True, help="model to train")
@@ -362,6 +371,7 @@ def add_nbody_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentPa
                     help="learning rate (default per model: fa-gnn/tf-gnn/linear 1e-3, egnn/gnn 5e-4)")
     p.add_argument("--batch-size", type=_positive_int, default=100, help="global batch size")
     p.add_argument("--weight-decay", type=_nonneg_float, default=1e-12, help="Adam weight decay")
+    add_lr_schedule_arguments(p)
     p.add_argument("--grad-clip", type=_positive_float, default=None, help="clip the gradient norm")
     p.add_argument("--n-train", type=_positive_int, default=None, help="training simulations used (a prefix; default: all 3000)")
     p.add_argument("--n-valid", type=_positive_int, default=None, help="validation simulations used (a prefix; default: all 2000)")

@@ -555,6 +555,10 @@ def _train_epoch(run: _Run, epoch: int, train_ds) -> float:
     validation or checkpoint."""
     exp, cfg = run.experiment, run.config
     exp.set_epoch(epoch)
+    if cfg.optim.schedule != "constant":
+        lr = cfg.optim.learning_rate(epoch, cfg.epochs)
+        for group in run.optim.param_groups:
+            group["lr"] = lr
     run.train_model.train()
     plan = epoch_batches(len(train_ds), cfg.batch_size, run.seed, epoch, run.info)
     chunks = [idx for idx, _ in plan]
@@ -600,6 +604,8 @@ def _train_epochs(run: _Run, callback: Callable[[int, dict[str, Any]], None] | N
     for epoch in range(run.epoch, 0 if run.finished_before else cfg.epochs):
         t0 = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": _train_epoch(run, epoch, train_ds)}
+        if cfg.optim.schedule != "constant":
+            row["lr"] = cfg.optim.learning_rate(epoch, cfg.epochs)
         is_eval = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
         if is_eval:
             _validate(run, epoch, row)

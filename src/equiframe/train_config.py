@@ -20,9 +20,20 @@ def _pos_float(name: str, v: Any, *, allow_zero: bool) -> None:
         raise ValueError(f"{name}: expected a finite number {'>=' if allow_zero else '>'} 0, got {v!r}")
 
 
+#: learning-rate schedules of :class:`OptimConfig`
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass(frozen=True)
 class OptimConfig:
-    """Adam with (L2) weight decay.
+    r"""Adam with (L2) weight decay and an optional learning-rate schedule over the epochs.
+
+    With ``schedule="cosine"`` the learning rate of epoch ``e`` (0-based) of a run of ``E`` epochs is
+
+    .. math:: \eta_e = \eta\,\big(r + (1 - r)\,\tfrac12\,(1 + \cos(\pi e / E))\big),\qquad r = \text{min\_lr\_ratio},
+
+    set at the start of every epoch. It is a function of the epoch alone (nothing to store in a checkpoint), and
+    ``E`` is the run's ``epochs``: resuming with a larger ``epochs`` stretches the rest of the schedule.
 
     Attributes:
         lr: learning rate.
@@ -31,6 +42,8 @@ class OptimConfig:
         grad_clip: clip the global gradient norm to this value (``None``: no clipping).
         fused: PyTorch's fused Adam kernel (``None``: where PyTorch has one, CPU and CUDA; ``False``: the
             per-tensor ``foreach`` implementation used before; the two agree up to rounding).
+        schedule: ``"constant"`` (``lr`` throughout) or ``"cosine"`` (the formula above).
+        min_lr_ratio: ``r``, the last epochs' learning rate as a fraction of ``lr`` (cosine only).
     """
 
     lr: float = 1e-3
@@ -38,6 +51,8 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float | None = None
     fused: bool | None = None
+    schedule: str = "constant"
+    min_lr_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         _pos_float("lr", self.lr, allow_zero=False)
@@ -49,6 +64,18 @@ class OptimConfig:
             _pos_float("grad_clip", self.grad_clip, allow_zero=False)
         if self.fused is not None and not isinstance(self.fused, bool):
             raise TypeError(f"fused: expected True, False or None, got {self.fused!r}")
+        if self.schedule not in LR_SCHEDULES:
+            raise ValueError(f"schedule: expected one of {LR_SCHEDULES}, got {self.schedule!r}")
+        _pos_float("min_lr_ratio", self.min_lr_ratio, allow_zero=True)
+        if self.min_lr_ratio > 1:
+            raise ValueError(f"min_lr_ratio: expected a number in [0, 1], got {self.min_lr_ratio!r}")
+
+    def learning_rate(self, epoch: int, epochs: int) -> float:
+        """The learning rate of epoch ``epoch`` (0-based) of a run of ``epochs`` epochs (see the class)."""
+        if self.schedule == "constant":
+            return self.lr
+        t = min(max(epoch, 0), epochs) / max(epochs, 1)
+        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 @dataclass(frozen=True)

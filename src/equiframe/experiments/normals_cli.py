@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..cli import _nonneg_float, _nonneg_int, _positive_float as _pos_float, _positive_int as _pos_int
+from ..cli import add_lr_schedule_arguments
 from ..datasets.shapes import ShapesConfig, build_shapes
 from ..models.normals import NORMALS_MODELS, FAMode, FrameKind, GlobalOutput, Head, LocalFeatures
 from .normals import (
@@ -63,6 +64,7 @@ def add_train_arguments(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=_pos_int, default=100)
     t.add_argument("--batch-size", type=_pos_int, default=32)
     t.add_argument("--lr", type=_pos_float, default=1e-3)
+    add_lr_schedule_arguments(t)
     t.add_argument("--seeds", type=_nonneg_int, nargs="+", default=[0])
     t.add_argument("--hidden", type=_pos_int, default=64)
     t.add_argument("--k", type=_pos_int, default=20)
@@ -230,7 +232,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         res = {rot: evaluate_model(exp.build_model(), exp.test_dataset(rot)) for rot in ("none", "so3")}
         print(json.dumps(res, indent=2))
         return 0
-    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optim=OptimConfig(lr=args.lr),
+    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optim=OptimConfig(lr=args.lr, schedule=args.lr_schedule,
+                                                                                  min_lr_ratio=args.min_lr_ratio),
                      seeds=tuple(args.seeds), out=args.out, resume=args.resume or args.resume_or_start,
                      require_checkpoint=args.resume, overwrite=args.overwrite,
                      quiet=args.quiet, threads=args.threads, checkpoint_every=args.checkpoint_every or max(1, min(10, args.epochs)))
