@@ -619,7 +619,7 @@ CASES.update({
     "models.nbody.FAGNN": [(V, "hidden", lambda t: _i("models.nbody:FAGNN")(hidden=0)),
                            (V, "mode", lambda t: _i("models.nbody:FAGNN")(mode="some")),
                            (V, "dim", lambda t: _i("models.nbody:FAGNN")(dim=0))],
-    "models.nbody.TFGNN": [(V, "reps: cannot parse", lambda t: _i("models.nbody:TFGNN")(hidden_reps="3y1n")),
+    "models.nbody.TFGNN": [(V, "hidden_reps: cannot parse", lambda t: _i("models.nbody:TFGNN")(hidden_reps="3y1n")),
                            (V, "cutoff", lambda t: _i("models.nbody:TFGNN")(cutoff=-1.0)),
                            (V, "layers", lambda t: _i("models.nbody:TFGNN")(layers=0))],
     "experiments.nbody.NBodyExperiment": [(T, "config", lambda t: _i("experiments.nbody:NBodyExperiment")("cfg"))],
@@ -677,7 +677,7 @@ CASES.update({
     "demo.run_demo": [(V, "seed", lambda t: _i("demo:run_demo")(t / "d", seed=-1)),
                       (V, "out_dir", lambda t: _i("demo:run_demo")(_file(t, "f", "x"), quick=True))],
     # ---------------------------------------------------------------- experiments
-    "experiments.get_experiment_class": [(V, "experiment", lambda t: _i("experiments:get_experiment_class")("mnist"))],
+    "experiments.get_experiment_class": [(V, "name: unknown experiment", lambda t: _i("experiments:get_experiment_class")("mnist"))],
     "experiments.register_experiment": [(T, "cls", lambda t: _i("experiments:register_experiment")(int))],
     "experiments.graphs.classify": [(V, "dataset", lambda t: _i("experiments.graphs:classify")("zinc", "gin")),
                                     (V, "epochs", lambda t: _i("experiments.graphs:classify")("csl", "gin", 0))],

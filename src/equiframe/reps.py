@@ -746,4 +746,4 @@ def as_reps(spec: "str | TensorReps", dim: int | None = None, name: str = "reps"
     try:
         return TensorReps(spec, dim=dim)
     except (ValueError, TypeError) as err:
-        raise type(err)(f"{name}: {err}") from None
+        raise type(err)(f"{name}: {str(err).removeprefix('reps: ')}") from None

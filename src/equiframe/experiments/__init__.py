@@ -40,7 +40,7 @@ def get_experiment_class(name: str) -> type[Experiment]:
                 if isinstance(obj, type) and issubclass(obj, Experiment) and getattr(obj, "name", "") == name:
                     EXPERIMENTS.setdefault(name, obj)
     if name not in EXPERIMENTS:
-        raise ValueError(f"experiment: unknown experiment {name!r}; known: {sorted(EXPERIMENTS)}")
+        raise ValueError(f"name: unknown experiment {name!r}; known: {sorted(EXPERIMENTS)}")
     return EXPERIMENTS[name]
 
 

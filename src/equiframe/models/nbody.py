@@ -38,7 +38,7 @@ from ..folding import FoldedBatch
 from ..frames.local import LearnedFrames, gram_schmidt_frames
 from ..frames.pca import pca_frame
 from ..nn.mlp import mlp
-from ..reps import TensorReps
+from ..reps import TensorReps, as_reps
 
 __all__ = [
     "EGNN",
@@ -537,7 +537,7 @@ class TFGNN(nn.Module):
         self.output = "pos"
         self.dim, self.frame_vectors, self.position_updates = dim, frame_vectors, position_updates
         self.reps_in = TensorReps("2x0n+1x1n", dim=dim)
-        self.hidden_reps = TensorReps(hidden_reps, dim=dim)
+        self.hidden_reps = as_reps(hidden_reps, dim, name="hidden_reps")
         if self.hidden_reps.has_pos:
             raise ValueError("hidden_reps: position blocks are not supported in the hidden features")
         n_scal = 1 + int("coulomb" in self.edge_features)
