@@ -367,3 +367,10 @@ def test_unexpected_errors_are_one_line_too(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("EQUIFRAME_DEBUG", "1")
     with pytest.raises(RuntimeError):
         main(["report", str(tmp_path)])
+
+
+def test_train_with_missing_egnn_files_leaves_no_run_behind(garbled, capsys):
+    argv = ["train", "nbody", "--model", "gnn", "--egnn-npy", f"{garbled}/npy", "--quiet", "--out", f"{garbled}/runs"]
+    assert main(argv) == 2
+    assert "egnn_npy: missing EGNN n-body file(s)" in _one_line_error(capsys, "equiframe train")
+    assert not (garbled / "runs").exists()

@@ -102,6 +102,7 @@ __all__ = [
     "NBodyConfig",
     "NBodyDataset",
     "SPLITS",
+    "egnn_npy_paths",
     "Split",
     "collate_nbody",
     "egnn_initial_conditions",
@@ -442,6 +443,29 @@ def generate_nbody(
     return {s: {k: flat[f"{s}__{k}"] for k in _ARRAY_KEYS} for s in SPLITS}
 
 
+def egnn_npy_paths(directory: str | os.PathLike, split: Split, suffix: str = "_charged5_initvel1small"
+                   ) -> dict[str, Path]:
+    """The EGNN ``.npy`` files of a split (``loc``, ``vel``, ``charges``, ``edges``; see :func:`load_egnn_npy`),
+    checked: the directory and the three required files exist (``edges`` is optional).
+
+    Raises:
+        FileNotFoundError: the directory or a required file is missing (all missing files are named).
+    """
+    _check_split(split)
+    if not isinstance(suffix, str):
+        raise TypeError(f"suffix: expected a str, got {type(suffix).__name__}")
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise FileNotFoundError(f"directory: {directory} is not a directory")
+    paths = {kind: directory / f"{kind}_{split}{suffix}.npy" for kind in ("loc", "vel", "charges", "edges")}
+    missing = [str(p) for kind, p in paths.items() if kind != "edges" and not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"missing EGNN n-body file(s) for split {split!r} with suffix {suffix!r}: {', '.join(missing)}"
+        )
+    return paths
+
+
 def load_egnn_npy(
     directory: str | os.PathLike, split: Split, suffix: str = "_charged5_initvel1small"
 ) -> dict[str, np.ndarray]:
@@ -462,18 +486,7 @@ def load_egnn_npy(
         FileNotFoundError: the directory or a required file is missing (all missing files are named).
         ValueError: unknown split, or inconsistent shapes.
     """
-    _check_split(split)
-    if not isinstance(suffix, str):
-        raise TypeError(f"suffix: expected a str, got {type(suffix).__name__}")
-    directory = Path(directory).expanduser()
-    if not directory.is_dir():
-        raise FileNotFoundError(f"directory: {directory} is not a directory")
-    paths = {kind: directory / f"{kind}_{split}{suffix}.npy" for kind in ("loc", "vel", "charges", "edges")}
-    missing = [str(p) for kind, p in paths.items() if kind != "edges" and not p.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"missing EGNN n-body file(s) for split {split!r} with suffix {suffix!r}: {', '.join(missing)}"
-        )
+    paths = egnn_npy_paths(directory, split, suffix)
     loaded = {kind: np.load(p, allow_pickle=False) for kind, p in paths.items() if p.is_file()}
     loc, vel, charges = loaded["loc"], loaded["vel"], loaded["charges"]
     if loc.ndim != 4:

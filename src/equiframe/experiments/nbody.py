@@ -26,7 +26,7 @@ from typing import Any, Literal, Mapping, get_args
 import torch
 from torch import Tensor, nn
 
-from ..datasets.nbody import NBodyConfig, NBodyDataset, generate_nbody, load_egnn_npy
+from ..datasets.nbody import NBodyConfig, NBodyDataset, egnn_npy_paths, generate_nbody, load_egnn_npy
 from ..models.nbody import (MODEL_NAMES, NBODY_TYPES, FAMode, FAVariant, ModelName, TFFrameVectors, TFTrainFrames,
                             _parse_tf_edge_features, build_nbody_model)
 from ..reps import TensorReps
@@ -161,7 +161,13 @@ class NBodyExperimentConfig:
             TensorReps(self.hidden_reps, dim=self.data.dim)
         except (TypeError, ValueError) as err:
             raise ValueError(f"hidden_reps: {err}") from None
-        if self.egnn_npy is None:
+        if self.egnn_npy is not None:  # checked now: a missing file must not leave an empty run behind
+            for split in ("train", "valid", "test"):
+                try:
+                    egnn_npy_paths(self.egnn_npy, split)
+                except FileNotFoundError as err:
+                    raise ValueError(f"egnn_npy: {err}") from None
+        else:
             for split in ("train", "valid", "test"):
                 have, want = self.data.n_sims(split), getattr(self, f"n_{split}")
                 if want > have:
