@@ -374,3 +374,8 @@ def test_train_with_missing_egnn_files_leaves_no_run_behind(garbled, capsys):
     assert main(argv) == 2
     assert "egnn_npy: missing EGNN n-body file(s)" in _one_line_error(capsys, "equiframe train")
     assert not (garbled / "runs").exists()
+
+
+def test_report_normals_without_runs_is_an_error(tmp_path, capsys):
+    assert main(["report", "normals", str(tmp_path)]) == 2
+    assert "no normals runs" in _one_line_error(capsys, "equiframe report")

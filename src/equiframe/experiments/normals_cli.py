@@ -274,5 +274,8 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    print(results_table(collect_runs(args.out)))
+    runs = collect_runs(args.out)
+    if not runs:
+        raise FileNotFoundError(f"root: no normals runs (metrics.json of `equiframe train normals`) under {args.out}")
+    print(results_table(runs))
     return 0
