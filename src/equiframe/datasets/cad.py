@@ -337,9 +337,9 @@ def build_cad(config: CADConfig, root: str | os.PathLike[str] | None = None, *, 
     """
     check_instance("config", config, CADConfig)
     check_real("timeout", timeout, 0.0, strict=True)
-    _require_build123d()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers: expected an int >= 0, got {workers!r}")
+    _require_build123d()  # after the argument checks: a bad argument is named with or without the CAD kernel
     directory = cad_dir(config, root)
     directory.mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(directory) or {

@@ -219,10 +219,10 @@ def make_part(rng: np.random.Generator, family: str | None = None) -> tuple[Any,
         RuntimeError: the kernel failed or produced an invalid solid (callers retry with a new stream).
     """
     check_instance("rng", rng, np.random.Generator, "a numpy.random.Generator")
-    bd = _require_build123d()
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"family: expected one of {FAMILIES}, got {family!r}")
+    bd = _require_build123d()  # after the argument checks: a bad argument is named with or without the kernel
     fam = FAMILIES[int(rng.integers(0, len(FAMILIES)))] if family is None else family
-    if fam not in FAMILIES:
-        raise ValueError(f"family: expected one of {FAMILIES}, got {fam!r}")
     part = _base(bd, rng, fam)
     if not _valid(part):
         raise RuntimeError(f"invalid {fam} base solid")
