@@ -395,3 +395,14 @@ def test_cosine_schedule_is_applied_logged_and_resumes_identically(tmp_path):
     # a constant schedule and a cosine one train differently (the schedule is really applied)
     const = fit(ToyExperiment(), cfg(tmp_path, epochs=6, optim=OptimConfig(lr=0.05), name="const"), seed=0)
     assert const.metrics["test"] != straight.metrics["test"]
+
+
+def test_resume_on_another_data_cache(tmp_path, data_root):
+    """Where the generated data are cached is not part of a run's identity: a run resumes on a machine with
+    another cache directory (the data are deterministic and regenerated there)."""
+    fit(nbody(data_root), cfg(tmp_path, epochs=2, name="moved"), seed=0)
+    other = tmp_path / "other-cache"
+    res = fit(nbody(str(other)), cfg(tmp_path, epochs=3, name="moved", resume=True), seed=0)
+    assert res.metrics["epochs_run"] == 3
+    with pytest.raises(ValueError, match="hidden"):  # a real difference is still refused
+        fit(nbody(str(other), hidden=16), cfg(tmp_path, epochs=4, name="moved", resume=True), seed=0)

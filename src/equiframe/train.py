@@ -372,6 +372,11 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+#: experiment options that only say where the (deterministic, cached) data live: a run resumes on another
+#: machine with another cache directory
+_DATA_LOCATIONS = frozenset({"data_root", "data_dir"})
+
+
 def _check_resumable(ckpt: Mapping[str, Any], experiment: Experiment, config: TrainConfig, seed: int) -> None:
     stored = ckpt["experiment"]
     if stored.get("name") == experiment.name:
@@ -380,8 +385,12 @@ def _check_resumable(ckpt: Mapping[str, Any], experiment: Experiment, config: Tr
             stored = {"name": stored["name"], "config": type(experiment).from_dict(stored["config"]).to_dict()}
         except (TypeError, ValueError):
             pass
-    if stored != {"name": experiment.name, "config": experiment.to_dict()}:
-        old, new = _flatten(stored["config"]), _flatten(experiment.to_dict())
+    current = experiment.to_dict()
+    if isinstance(stored.get("config"), Mapping):  # where the data are cached is not part of a run's identity
+        stored = {**stored, "config": {k: v for k, v in stored["config"].items() if k not in _DATA_LOCATIONS}}
+        current = {k: v for k, v in current.items() if k not in _DATA_LOCATIONS}
+    if stored != {"name": experiment.name, "config": current}:
+        old, new = _flatten(stored["config"]), _flatten(current)
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise ValueError(f"resume: the checkpoint's experiment config differs in {diff or ['name']}; "
                          "use another --out/--name or --overwrite")
