@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from equiframe.datasets.nbody import fully_connected_edge_index
 from equiframe.experiments.nbody import NBodyExperiment, NBodyExperimentConfig
 from equiframe.models.nbody import NBODY_TYPES, TFGNN, build_nbody_model, coulomb_vectors
 from equiframe.testing import assert_equivariant, equivariance_error
+from test_models_nbody import systems  # the same ragged batches of charged systems
 
 TOL = {torch.float32: 1e-4, torch.float64: 1e-9}
 
@@ -22,18 +22,6 @@ VARIANTS = [
     {"edge_features": "charge+coulomb"},
     {"position_updates": True, "frame_vectors": "coulomb", "edge_features": "charge+velocity+coulomb"},
 ]
-
-
-def systems(B=4, n=5, d=3, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    pos = torch.randn(B * n, d, generator=g, dtype=torch.float64).to(dtype)
-    vel = (0.5 * torch.randn(B * n, d, generator=g, dtype=torch.float64)).to(dtype)
-    charge = (torch.randint(0, 2, (B * n, 1), generator=g) * 2 - 1).to(dtype)
-    ei = fully_connected_edge_index(n)
-    edge_index = torch.cat([ei + b * n for b in range(B)], 1)
-    batch = torch.arange(B).repeat_interleave(n)
-    edge_attr = charge[edge_index[0]] * charge[edge_index[1]]
-    return {"pos": pos, "vel": vel, "charge": charge, "edge_index": edge_index, "edge_attr": edge_attr}, batch
 
 
 def perturbed(d=3, dtype=torch.float64, reps="4x0n+2x1n", **kw):

@@ -54,6 +54,7 @@ from ..models.normals import (
 )
 from ..testing import equivariance_error
 from ..train import Experiment
+from .normals_augment import _EpochView
 
 if TYPE_CHECKING:
     from ..datasets.cad import CADConfig
@@ -293,7 +294,7 @@ class NormalsExperimentConfig:
         return cls(**d)
 
 
-class FreshPoints(torch.utils.data.Dataset):
+class FreshPoints(_EpochView):
     """Shapes ``indices`` of a resampled :class:`NormalsDataset` (or
     :class:`~equiframe.datasets.cad.CADNormalsDataset`) with the points of the current epoch.
 
@@ -308,13 +309,6 @@ class FreshPoints(torch.utils.data.Dataset):
             raise ValueError(f"indices: {bad[:5]} out of range for a data set of {n} items")
         self.dataset = dataset
         self.indices = list(indices)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
-
-    @property
-    def epoch(self) -> int:
-        return self.dataset.epoch
 
     def __len__(self) -> int:
         return len(self.indices)

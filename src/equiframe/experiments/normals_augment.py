@@ -59,7 +59,20 @@ def query_neighbourhoods(pos: Tensor, n_queries: int, n_neighbours: int) -> tupl
     return center, pos[idx]
 
 
-class NeighbourhoodSamples(torch.utils.data.Dataset):
+class _EpochView(torch.utils.data.Dataset):
+    """A view of a data set that draws per epoch (``self.dataset``): ``set_epoch`` and ``epoch`` go to it."""
+
+    dataset: Any
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self.dataset.epoch
+
+
+class NeighbourhoodSamples(_EpochView):
     """Training items ``{"center" [q, d], "nbr" [q, n_neighbours, d], "normal" [q, d]}`` from the clouds of
     a resampled data set (see the module docstring).
 
@@ -86,13 +99,6 @@ class NeighbourhoodSamples(torch.utils.data.Dataset):
                              f"{n_queries}, got {densities!r}")
         self.dataset, self.n_queries, self.n_neighbours = dataset, n_queries, n_neighbours
         self.noise_max, self.densities, self.seed = float(noise_max), dens, int(seed)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
-
-    @property
-    def epoch(self) -> int:
-        return self.dataset.epoch
 
     def __len__(self) -> int:
         return len(self.dataset)
