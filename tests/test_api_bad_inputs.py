@@ -607,7 +607,7 @@ CASES.update({
                                         (T, "rng", lambda t: _i("datasets.cad_geometry:make_part")(0))],
     "datasets.cad_geometry.sample_shape": [(V, "n_points", lambda t: _i("datasets.cad_geometry:sample_shape")(None, 0, np.random.default_rng(0))),
                                            (V, "deflection", lambda t: _i("datasets.cad_geometry:sample_shape")(None, 4, np.random.default_rng(0), deflection=0))],
-    "datasets.shapes.make_csg_shape": [(V, "resolution", lambda t: _i("datasets.shapes:make_csg_shape")(np.random.default_rng(0), 2)),
+    "datasets.csg.make_csg_shape": [(V, "resolution", lambda t: _i("datasets.shapes:make_csg_shape")(np.random.default_rng(0), 2)),
                                        (V, "max_ops", lambda t: _i("datasets.shapes:make_csg_shape")(np.random.default_rng(0), 48, -1))],
     "datasets.shapes.generate_shapes": [(V, "workers", lambda t: _i("datasets.shapes:generate_shapes")(_i("datasets.shapes:ShapesConfig")(n_train=1, n_test=1), workers=-1)),
                                         (V, "chunk_size", lambda t: _i("datasets.shapes:generate_shapes")(_i("datasets.shapes:ShapesConfig")(n_train=1, n_test=1), chunk_size=0))],
