@@ -208,11 +208,7 @@ class TensorFrameConv(nn.Module):
         pos: "Tensor | tuple[Tensor, Tensor] | None" = None,
         edge_attr: Tensor | None = None,
     ) -> Tensor:
-        x_src, x_dst, homogeneous = _pair(x, "x")
-        if isinstance(x_src, Tensor):
-            _check_device("x", x_src, ("x[1]", x_dst), ("edge_attr", edge_attr))
-            _check_module_device(self, x_src, "x" if homogeneous else "x[0]")
-        io = self._inputs(x, edge_index, frames, pos)
+        io = self._inputs(x, edge_index, frames, pos, edge_attr)
         pieces = self._edge_pieces(io, edge_attr)
         h = self.msg_dst(io.x_dst).index_select(0, io.dst)
         if self.msg_src is not None:
@@ -223,11 +219,15 @@ class TensorFrameConv(nn.Module):
         h = self.msg_mid(h)
         return self.update_mlp(torch.cat([io.x_dst, self._aggregate(h, io.dst, io.n_dst)], dim=-1))
 
-    def _inputs(self, x, edge_index, frames, pos) -> "_ConvInputs":
-        """Features, frames, positions and edges of a call, checked: on a :class:`TFGraph` (or with
-        ``frames``), or with identity frames (the plain, non-equivariant network of the same architecture)."""
+    def _inputs(self, x, edge_index, frames, pos, edge_attr) -> "_ConvInputs":
+        """Features, frames, positions and edges of a call, checked (devices included): on a :class:`TFGraph`
+        (or with ``frames``), or with identity frames (the plain, non-equivariant network of the same
+        architecture)."""
         reps, d = self.reps_in, self.reps_in.dim
         x_src, x_dst, homogeneous = _pair(x, "x")
+        if isinstance(x_src, Tensor):
+            _check_device("x", x_src, ("x[1]", x_dst), ("edge_attr", edge_attr))
+            _check_module_device(self, x_src, "x" if homogeneous else "x[0]")
         if isinstance(edge_index, TFGraph) or frames is not None:
             graph = _as_graph(edge_index, frames, pos, self.reps_in.dim)
             x_src, x_dst, (f_src, f_dst), (p_src, p_dst) = _features_on_graph(graph, reps, x_src, x_dst, homogeneous)
