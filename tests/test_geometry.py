@@ -279,3 +279,20 @@ def test_dense_knn_agrees_with_knn_graph():
         dense_knn(x, x[..., :2], 3)
     with pytest.raises((TypeError, ValueError), match="query"):
         dense_knn(x.long(), x, 3)
+    with pytest.raises(ValueError, match="number of clouds"):
+        dense_knn(x[:1], x, 3)
+    with pytest.raises(ValueError, match="layout"):
+        dense_knn(x[0], x, 3)
+
+
+@pytest.mark.parametrize("kdtree_min_points", [0, None])
+def test_dense_knn_of_one_unbatched_cloud_is_the_batched_one(kdtree_min_points):
+    from equiframe.geometry import dense_knn
+
+    x = torch.randn(3, 50, 3, generator=torch.Generator().manual_seed(1))
+    for b in range(3):  # [N, d] -> [M, k]: points counted on axis 0, as the batched call counts them on axis 1
+        one = dense_knn(x[b, :20], x[b], 6, kdtree_min_points=kdtree_min_points)
+        assert one.shape == (20, 6) and torch.equal(one, dense_knn(x[b:b + 1, :20], x[b:b + 1], 6)[0])
+    assert dense_knn(x[0], x[0], 49, exclude_self=True).shape == (50, 49)
+    with pytest.raises(ValueError, match="k: every cloud needs at least k = 51"):
+        dense_knn(x[0], x[0], 51)

@@ -50,6 +50,32 @@ def test_haar_first_moment():
     assert float(Q.mean(0).abs().max()) < 0.05  # E[Q] = 0 under Haar
 
 
+@pytest.mark.parametrize("dim", [2, 3, 4])
+def test_numpy_and_torch_draws_follow_one_convention(dim):
+    """One Haar draw, two random streams: a NumPy generator gives float64 arrays (the data generators'
+    streams), a torch generator tensors; both orthogonal, reflections only without ``proper``, and the same
+    map from the Gaussian matrix (signs of diag R into Q, first column negated for SO(d))."""
+    import numpy as np
+
+    for proper in (False, True):
+        q = random_orthogonal(500, dim, proper=proper, generator=np.random.default_rng(0))
+        Q = random_orthogonal(500, dim, proper=proper, generator=torch.Generator().manual_seed(0))
+        assert isinstance(q, np.ndarray) and q.shape == (500, dim, dim) and q.dtype == np.float64
+        for m in (torch.from_numpy(q), Q):
+            assert torch.allclose(m @ m.transpose(-1, -2), torch.eye(dim, dtype=m.dtype), atol=1e-12)
+            det = torch.linalg.det(m)
+            assert bool((det > 0).all()) if proper else 100 < int((det < 0).sum()) < 400
+        # the same Gaussian matrices through both backends give the same matrices (to rounding)
+        A = np.random.default_rng(1).standard_normal((50, dim, dim))
+        q = random_orthogonal(50, dim, proper=proper, generator=np.random.default_rng(1))
+        Qt, R = torch.linalg.qr(torch.from_numpy(A))
+        Qt = Qt * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1))[..., None, :]
+        if proper:
+            Qt[..., :, 0] *= torch.linalg.det(Qt).sign()[..., None]
+        assert torch.allclose(torch.from_numpy(q), Qt, atol=1e-12)
+    assert random_orthogonal((), 3, generator=np.random.default_rng(0)).shape == (3, 3)  # one matrix
+
+
 @pytest.mark.parametrize("spelling", ["S_n", "Sn", "S(n)", " S_n "])
 def test_symmetric_group_spellings_parse_to_the_type(spelling):
     from equiframe import SymmetricGroup, parse_group

@@ -397,6 +397,35 @@ def test_cosine_schedule_is_applied_logged_and_resumes_identically(tmp_path):
     assert const.metrics["test"] != straight.metrics["test"]
 
 
+def test_anneal_from_values_and_bad_arguments():
+    c = OptimConfig(lr=0.1, schedule="cosine", min_lr_ratio=0.1, anneal_from=4)
+    lrs = [c.learning_rate(e, 10) for e in range(10)]
+    assert lrs[:5] == [0.1] * 5  # constant before the decay starts, whose first epoch is the full rate
+    plain = OptimConfig(lr=0.1, schedule="cosine", min_lr_ratio=0.1)
+    assert lrs[4:] == pytest.approx([plain.learning_rate(e, 6) for e in range(6)])  # the decay over 10 - 4 epochs
+    with pytest.raises(ValueError, match="anneal_from"):
+        OptimConfig(anneal_from=3)  # a constant schedule has no annealing phase
+    with pytest.raises(ValueError, match="anneal_from"):
+        OptimConfig(schedule="cosine", anneal_from=-1)
+    with pytest.raises(ValueError, match="anneal_from"):
+        TrainConfig(epochs=4, optim=OptimConfig(schedule="cosine", anneal_from=4))
+
+
+def test_constant_run_resumes_into_an_annealing_phase(tmp_path):
+    """A run trained at a constant rate continues with a cosine decay that starts at or after its checkpoint
+    (every epoch already trained keeps its rate), bitwise as if the whole schedule had been set from the start;
+    a decay that would have changed epochs already trained is refused."""
+    anneal = OptimConfig(lr=0.05, schedule="cosine", min_lr_ratio=0.1, anneal_from=3)
+    straight = fit(ToyExperiment(), cfg(tmp_path, epochs=6, optim=anneal, name="straight"), seed=0)
+    fit(ToyExperiment(), cfg(tmp_path, epochs=3, optim=OptimConfig(lr=0.05), name="two-phase"), seed=0)
+    resumed = fit(ToyExperiment(), cfg(tmp_path, epochs=6, optim=anneal, name="two-phase", resume=True), seed=0)
+    assert resumed.metrics["test"] == straight.metrics["test"]
+    fit(ToyExperiment(), cfg(tmp_path, epochs=3, optim=OptimConfig(lr=0.05), name="early"), seed=0)
+    for bad in (OptimConfig(lr=0.05, schedule="cosine", anneal_from=1), OptimConfig(lr=0.05, schedule="cosine")):
+        with pytest.raises(ValueError, match="optim"):
+            fit(ToyExperiment(), cfg(tmp_path, epochs=6, optim=bad, name="early", resume=True), seed=0)
+
+
 def test_resume_on_another_data_cache(tmp_path, data_root):
     """Where the generated data are cached is not part of a run's identity: a run resumes on a machine with
     another cache directory (the data are deterministic and regenerated there)."""

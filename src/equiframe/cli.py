@@ -110,7 +110,7 @@ def _train_config_from_args(args: argparse.Namespace, lr: float):
     return TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size,
         optim=OptimConfig(lr=lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip, schedule=args.lr_schedule,
-                          min_lr_ratio=args.min_lr_ratio),
+                          min_lr_ratio=args.min_lr_ratio, anneal_from=args.anneal_from),
         seeds=tuple(args.seeds), eval_every=args.eval_every, patience=args.patience,
         checkpoint_every=args.checkpoint_every, eval_batch_size=args.eval_batch_size, device=args.device,
         num_workers=args.num_workers, out=args.out, name=args.name, resume=args.resume or args.resume_or_start,
@@ -360,6 +360,9 @@ def add_lr_schedule_arguments(p: argparse.ArgumentParser) -> None:
                    help="learning rate over the epochs: constant, or cosine decay to --min-lr-ratio x lr at --epochs")
     p.add_argument("--min-lr-ratio", type=_nonneg_float, default=0.0,
                    help="final learning rate of the cosine schedule as a fraction of --lr (in [0, 1])")
+    p.add_argument("--anneal-from", type=_nonneg_int, default=0, metavar="EPOCH",
+                   help="cosine schedule: constant --lr for the first EPOCH epochs, then the decay (a run trained "
+                        "at a constant rate resumes with --lr-schedule cosine --anneal-from >= its epoch)")
 
 
 def add_nbody_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .frames.base import Frame
+from .geometry import scatter_sum
 from .reps import TensorReps
 from ._checks import check_int, check_tensor
 
@@ -30,7 +31,7 @@ def _weighted_sum(values: Tensor, index: Tensor, weight: Tensor, num_examples: i
             k = kk
     if k is not None:
         return v.reshape(num_examples, k, *values.shape[1:]).sum(1)
-    return values.new_zeros(num_examples, *values.shape[1:]).index_add_(0, index, v)
+    return scatter_sum(v, index, num_examples)
 
 
 class FoldedBatch:
@@ -167,7 +168,7 @@ class FoldedBatch:
     def average_nodes(self, values: Tensor) -> Tensor:
         """Weighted average of per-folded-node ``values [N_rep, *]`` into the original nodes ``[N, *]`` (ragged)."""
         w = self.weight.to(values.dtype)[self.new_batch].reshape(-1, *([1] * (values.dim() - 1)))
-        return values.new_zeros(self.N, *values.shape[1:]).index_add_(0, self.node_src, values * w)
+        return scatter_sum(values * w, self.node_src, self.N)
 
 
 def _check_edges(edge_index: Tensor, batch: Tensor, N: int) -> None:

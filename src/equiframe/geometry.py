@@ -29,6 +29,11 @@ fast on dense batches) and ``topk``, a k-d tree above :data:`KDTREE_MIN_POINTS` 
 neighbour choice, tie order included, is what the shipped normal models were trained with, so it keeps
 them rather than the exact distances and tie rule above.
 
+The local PCA of a neighbourhood (offsets, covariance and the moments that fix the axes' signs) is computed in
+one place, :func:`_neighbourhood_moments`, by scatter sums over the neighbourhood's edges
+(:func:`scatter_sum`): :func:`knn_covariance` (dense k-NN batches) and
+:func:`equiframe.frames.local.local_pca_frames` (any weighted graph) both call it.
+
 An unsorted ``batch`` vector is handled (nodes are stably sorted by graph internally, results are
 mapped back to the original node indices); :func:`batch_to_ptr` requires a sorted one.
 Positions are not differentiated through (the graph is discrete): inputs are detached.
@@ -45,6 +50,7 @@ from torch import Tensor
 from ._checks import check_int, check_tensor
 
 __all__ = ["KDTREE_MIN_POINTS", "KNNCovariance", "dense_knn", "gather_neighbours", "knn_covariance", "knn_graph",
+           "scatter_sum",
            "radius_graph", "batch_to_ptr", "ptr_to_batch"]
 
 Flow = Literal["source_to_target", "target_to_source"]
@@ -483,12 +489,19 @@ def dense_knn(query: Tensor, points: Tensor, k: int, *, exclude_self: bool = Fal
     left out.
 
     Shapes:
-        query ``[B, M, d]``, points ``[B, N, d]`` -> ``[B, M, k]`` (int64)
+        query ``[B, M, d]``, points ``[B, N, d]`` -> ``[B, M, k]`` (int64); one cloud unbatched:
+        query ``[M, d]``, points ``[N, d]`` -> ``[M, k]``
     """
     check_tensor("query", query, ndim=(2, 3), floating=True)
     check_tensor("points", points, ndim=(2, 3), floating=True)
     if query.shape[-1] != points.shape[-1] or query.dim() != points.dim():
         raise ValueError(f"points, query: expected the same dimension d and layout, got {tuple(points.shape)} and "
+                         f"{tuple(query.shape)}")
+    if points.dim() == 2:
+        return dense_knn(query[None], points[None], k, exclude_self=exclude_self, chunk_size=chunk_size,
+                         kdtree_min_points=kdtree_min_points)[0]
+    if query.shape[0] != points.shape[0]:
+        raise ValueError(f"points, query: expected the same number of clouds B, got {tuple(points.shape)} and "
                          f"{tuple(query.shape)}")
     k = check_int("k", k, 1)
     n = points.shape[1] - (1 if exclude_self else 0)
@@ -548,6 +561,49 @@ def gather_neighbours(x: Tensor, idx: Tensor) -> Tensor:
     return torch.gather(x, 1, idx.reshape(B, M * k, 1).expand(-1, -1, x.shape[-1])).reshape(B, M, k, x.shape[-1])
 
 
+def scatter_sum(values: Tensor, index: Tensor, num_nodes: int) -> Tensor:
+    r"""``out[i] = sum_{m : index[m] = i} values[m]`` over the first dimension (``index_add_``).
+
+    Shapes:
+        values ``[M, *]``, index ``[M]`` (int64, in ``[0, num_nodes)``) -> ``[num_nodes, *]``
+    """
+    return values.new_zeros((num_nodes, *values.shape[1:])).index_add_(0, index, values)
+
+
+def _neighbourhood_moments(x: Tensor, src: Tensor, dst: Tensor, w: Tensor, weighted: bool,
+                           center: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    r"""The local PCA moments of every node's neighbourhood ``{j : (j, i) an edge}``, in one scatter:
+
+    .. math::
+        y_{ij} = x_j - c_i,\quad C_i = \sum_j w_{ij}\, y_{ij} y_{ij}^\top,\quad
+        M_i = \sum_j w_{ij}\, y_{ij},\quad a_i = \sum_j w_{ij} |y_{ij}|,\quad b_i = \sum_j w_{ij} |y_{ij}|^3
+
+    with ``c_i = x_i`` (``center="node"``) or the weighted centroid ``sum_j w_ij x_j / sum_j w_ij``
+    (``"centroid"``), offsets taken from the node first (translation-exact). ``a`` and ``b`` are the scale
+    normalisers of the moment sign tests of :func:`~equiframe.frames.local.local_pca_frames` (detached).
+    ``weighted=False`` skips the multiplication by the (all-one) ``w``.
+
+    Shapes:
+        x ``[N, d]``, src / dst / w ``[E]`` -> y ``[E, d]``, C ``[N, d, d]``, M ``[N, d]``, a ``[N]``, b ``[N]``
+    """
+    N, d = x.shape
+    E = src.shape[0]
+    y = x[src] - x[dst]  # [E, d] offsets from the node (translation-exact)
+    if center == "centroid":
+        Wm = scatter_sum(torch.cat([w[:, None], w[:, None] * y], 1), dst, N)
+        W = Wm[:, 0]
+        m = Wm[:, 1:] / torch.where(W > 0, W, torch.ones_like(W))[:, None]
+        y = y - m[dst]
+    yn = y.detach().norm(dim=1, keepdim=True)
+    per_edge = torch.cat([(y[:, :, None] * y[:, None, :]).reshape(E, d * d), y, yn.to(y.dtype), yn**3], 1)
+    if weighted:
+        per_edge = per_edge * w[:, None]
+    S = scatter_sum(per_edge, dst, N)
+    C = S[:, : d * d].reshape(N, d, d)
+    M1 = S[:, d * d : d * d + d]
+    return y, C, M1, S[:, -2].detach(), S[:, -1].detach()
+
+
 class KNNCovariance(NamedTuple):
     """Result of :func:`knn_covariance` (``eigvals`` / ``eigvecs`` are ``None`` with ``solver=None``)."""
 
@@ -573,14 +629,9 @@ def knn_covariance(x: Tensor, k: int, *, solver: Literal["eigh", "symeig"] | Non
     (``tr C_i = 0`` gives ``\hat C_i = 0``), ``lambda`` ascending, eigenvectors in the columns.
 
     This is the local PCA of the normal-estimation models (their features, the k-NN PCA baseline, jet
-    fits). :func:`equiframe.frames.local.local_pca_frames` is the local PCA of graphs: arbitrary,
-    weighted neighbourhoods given as edges, summed by scatter over the edges, node- or centroid-centred,
-    not normalised, solved by :func:`equiframe.linalg.symeig`, with moment signs and degeneracy flags.
-    The two are kept apart on purpose: each has trained models behind it (this one with
-    ``torch.linalg.eigh`` on the dense einsum, the local-frame normal models with the scatter sums and
-    ``symeig``), and computing either through the other changes their floating-point results (summation
-    order and solver: in float32 the covariances differ by ~1e-7, the eigenvectors of the two solvers by
-    ~4e-6), hence the shipped models' re-evaluated numbers, which are checked bit for bit.
+    fits) in the dense ``[B, N, d]`` layout; the covariance is summed over the flattened k-NN edges by
+    :func:`_neighbourhood_moments`, the same computation as the (weighted, any-graph)
+    :func:`equiframe.frames.local.local_pca_frames`.
 
     Args:
         x: the clouds (not differentiated through for the neighbour choice).
@@ -608,8 +659,12 @@ def knn_covariance(x: Tensor, k: int, *, solver: Literal["eigh", "symeig"] | Non
         raise ValueError(f"k: expected d = {d} <= k <= N = {x.shape[1]}, got {k}")
     idx = dense_knn(x, x, k, chunk_size=chunk_size)
     nbr = gather_neighbours(x, idx)  # [B, N, k, d]
-    y = nbr - nbr.mean(dim=2, keepdim=True)
-    C = torch.einsum("bnka,bnkc->bnac", y, y) / k
+    B, N, _ = x.shape
+    src = (idx + N * torch.arange(B, device=x.device)[:, None, None]).reshape(-1)  # flat edges j -> i
+    dst = torch.arange(B * N, device=x.device).repeat_interleave(k)
+    _, C, _, _, _ = _neighbourhood_moments(x.reshape(B * N, d), src, dst, x.new_ones(src.shape[0]), False,
+                                         "centroid")
+    C = C.reshape(B, N, d, d) / k
     tr = C.diagonal(dim1=-2, dim2=-1).sum(-1)
     C = C / tr.clamp_min(torch.finfo(x.dtype).tiny)[..., None, None]
     if solver is None:

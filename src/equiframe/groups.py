@@ -7,7 +7,8 @@ Groups are types: :class:`EuclideanGroup` and :class:`SymmetricGroup` (node perm
 A group element ``g = (Q, s)`` acts on points (row vectors) by ``x -> Q x + s``; on typed features
 through :class:`~equiframe.reps.TensorReps` (tensors by ``rho(Q)``, positions affinely).
 O(d) and SO(d) have no translations (``s = 0``). Every sampler takes an explicit
-``torch.Generator``: there is no global random state.
+``torch.Generator``: there is no global random state. :func:`random_orthogonal` is the one Haar draw of
+rotations and reflections (also from a NumPy generator, for the data generators).
 
 Example:
     >>> import torch
@@ -25,6 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -41,15 +43,19 @@ def random_orthogonal(
     dim: int,
     *,
     proper: bool = False,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | np.random.Generator | None = None,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
-) -> Tensor:
-    """Haar-random orthogonal matrices.
+) -> Tensor | np.ndarray:
+    """Haar-random orthogonal matrices: the library's one random-rotation draw.
 
-    QR of a Gaussian matrix with the signs of ``diag(R)`` fixed gives the Haar measure on O(d)
-    (half of the samples are reflections, ``det = -1``). With ``proper=True`` the first row of
-    each reflection is negated, which maps Haar(O(d)) to Haar(SO(d)).
+    QR of a Gaussian matrix ``A = QR`` with the signs of ``diag(R)`` moved into ``Q`` gives the Haar
+    measure on O(d) (half of the samples are reflections, ``det = -1``). With ``proper=True`` the first
+    column of each reflection is negated, which maps Haar(O(d)) to Haar(SO(d)).
+
+    The Gaussian matrices come from ``generator``: a ``torch.Generator`` (or none: torch's default) gives a
+    tensor of ``dtype`` on ``device``; a ``numpy.random.Generator`` gives a float64 NumPy array computed with
+    NumPy (the data generators' seeded NumPy streams: their cached data sets are reproduced bit for bit).
 
     Shapes:
         -> ``[*n, dim, dim]``
@@ -57,8 +63,16 @@ def random_orthogonal(
     shape = _shape(n)
     if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
         raise ValueError(f"dim: expected a positive integer, got {dim!r}")
+    if isinstance(generator, np.random.Generator):
+        q, r = np.linalg.qr(generator.standard_normal((*shape, dim, dim)))
+        signs = np.sign(np.diagonal(r, axis1=-2, axis2=-1))
+        q = q * np.where(signs == 0, 1.0, signs)[..., None, :]
+        if proper:
+            q[..., :, 0] *= np.sign(np.linalg.det(q))[..., None]
+        return q
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
+        raise TypeError(f"generator: expected a torch.Generator or a numpy.random.Generator, got "
+                        f"{type(generator).__name__}")
     # sample on CPU in float64 with the generator (generators are device bound), then move
     gen_device = generator.device if generator is not None else torch.device("cpu")
     A = torch.randn(*shape, dim, dim, generator=generator, dtype=torch.float64, device=gen_device)
@@ -67,10 +81,9 @@ def random_orthogonal(
     signs = torch.where(signs == 0, torch.ones_like(signs), signs)
     Q = Q * signs[..., None, :]
     if proper:
-        det = torch.linalg.det(Q)
-        flip = torch.ones_like(Q[..., :, 0])
-        flip[..., 0] = det.sign()
-        Q = Q * flip[..., :, None]
+        flip = torch.ones_like(Q[..., 0, :])
+        flip[..., 0] = torch.linalg.det(Q).sign()
+        Q = Q * flip[..., None, :]
     return Q.to(dtype=dtype, device=device if device is not None else gen_device)
 
 

@@ -377,6 +377,20 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 _DATA_LOCATIONS = frozenset({"data_root", "data_dir"})
 
 
+#: learning-rate schedule options a resumed run may change, as long as every epoch already trained keeps its rate
+_SCHEDULE_KEYS = frozenset({"optim.schedule", "optim.min_lr_ratio", "optim.anneal_from"})
+
+
+def _same_rates(stored_train: Mapping[str, Any], config: TrainConfig, trained: int) -> bool:
+    """Whether the stored and the new schedule give every one of the ``trained`` epochs the same learning rate."""
+    try:
+        old = TrainConfig.from_dict(stored_train)
+    except (TypeError, ValueError):
+        return False
+    return all(old.optim.learning_rate(e, old.epochs) == config.optim.learning_rate(e, config.epochs)
+               for e in range(trained))
+
+
 def _check_resumable(ckpt: Mapping[str, Any], experiment: Experiment, config: TrainConfig, seed: int) -> None:
     stored = ckpt["experiment"]
     if stored.get("name") == experiment.name:
@@ -399,6 +413,8 @@ def _check_resumable(ckpt: Mapping[str, Any], experiment: Experiment, config: Tr
         stored_train = TrainConfig.from_dict(stored_train).to_dict()
     old, new = _flatten(stored_train), _flatten(config.to_dict())
     diff = sorted(k for k in set(old) | set(new) if k.split(".")[0] not in _RESUMABLE and old.get(k) != new.get(k))
+    if diff and set(diff) <= _SCHEDULE_KEYS and _same_rates(stored_train, config, int(ckpt["epoch"])):
+        diff = []  # a new schedule that agrees with the old one on every epoch already trained
     if diff:
         raise ValueError(f"resume: the checkpoint's training options differ in {diff}; use another --out/--name "
                          "or --overwrite")

@@ -30,10 +30,14 @@ class OptimConfig:
 
     With ``schedule="cosine"`` the learning rate of epoch ``e`` (0-based) of a run of ``E`` epochs is
 
-    .. math:: \eta_e = \eta\,\big(r + (1 - r)\,\tfrac12\,(1 + \cos(\pi e / E))\big),\qquad r = \text{min\_lr\_ratio},
+    .. math:: \eta_e = \eta\,\Big(r + (1 - r)\,\tfrac12\,\big(1 + \cos\tfrac{\pi\,(e - S)_+}{E - S}\big)\Big),
+        \qquad r = \text{min\_lr\_ratio},\quad S = \text{anneal\_from},
 
-    set at the start of every epoch. It is a function of the epoch alone (nothing to store in a checkpoint), and
-    ``E`` is the run's ``epochs``: resuming with a larger ``epochs`` stretches the rest of the schedule.
+    set at the start of every epoch: constant ``lr`` for the first ``S`` epochs, then a cosine decay to
+    ``r * lr`` at epoch ``E`` (``S = 0``: decay over the whole run). It is a function of the epoch alone (nothing
+    to store in a checkpoint), and ``E`` is the run's ``epochs``: resuming with a larger ``epochs`` stretches the
+    rest of the schedule. A run trained at a constant rate can be resumed with ``schedule="cosine"`` and
+    ``anneal_from`` at or after its checkpoint's epoch (every epoch already trained had the same rate).
 
     Attributes:
         lr: learning rate.
@@ -44,6 +48,7 @@ class OptimConfig:
             per-tensor ``foreach`` implementation used before; the two agree up to rounding).
         schedule: ``"constant"`` (``lr`` throughout) or ``"cosine"`` (the formula above).
         min_lr_ratio: ``r``, the last epochs' learning rate as a fraction of ``lr`` (cosine only).
+        anneal_from: ``S``, the epoch the cosine decay starts from (cosine only; constant ``lr`` before it).
     """
 
     lr: float = 1e-3
@@ -53,6 +58,7 @@ class OptimConfig:
     fused: bool | None = None
     schedule: str = "constant"
     min_lr_ratio: float = 0.0
+    anneal_from: int = 0
 
     def __post_init__(self) -> None:
         _pos_float("lr", self.lr, allow_zero=False)
@@ -69,12 +75,19 @@ class OptimConfig:
         _pos_float("min_lr_ratio", self.min_lr_ratio, allow_zero=True)
         if self.min_lr_ratio > 1:
             raise ValueError(f"min_lr_ratio: expected a number in [0, 1], got {self.min_lr_ratio!r}")
+        _pos_int("anneal_from", self.anneal_from, minimum=0)
+        if self.anneal_from and self.schedule != "cosine":
+            raise ValueError(f"anneal_from: only the cosine schedule has an annealing phase, got schedule="
+                             f"{self.schedule!r} with anneal_from={self.anneal_from}")
 
     def learning_rate(self, epoch: int, epochs: int) -> float:
         """The learning rate of epoch ``epoch`` (0-based) of a run of ``epochs`` epochs (see the class)."""
         if self.schedule == "constant":
             return self.lr
-        t = min(max(epoch, 0), epochs) / max(epochs, 1)
+        start = self.anneal_from
+        if epoch < start:
+            return self.lr
+        t = min(epoch - start, max(epochs - start, 0)) / max(epochs - start, 1)
         return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
@@ -133,6 +146,9 @@ class TrainConfig:
         _pos_int("batch_size", self.batch_size)
         if not isinstance(self.optim, OptimConfig):
             raise TypeError(f"optim: expected an OptimConfig, got {type(self.optim).__name__}")
+        if self.optim.anneal_from >= self.epochs:
+            raise ValueError(f"optim.anneal_from: the cosine decay must start before the last epoch, got "
+                             f"anneal_from={self.optim.anneal_from} with epochs={self.epochs}")
         seeds = tuple(self.seeds)
         if not seeds:
             raise ValueError("seeds: expected at least one seed")

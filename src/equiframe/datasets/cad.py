@@ -76,7 +76,7 @@ from equiframe.datasets.cad_geometry import (
     make_part,
     sample_shape,
 )
-from equiframe.datasets.shapes import _random_rotation
+from equiframe.groups import random_orthogonal
 from .._checks import check_instance, check_int, check_real
 
 __all__ = [
@@ -542,7 +542,7 @@ class CADNormalsDataset(torch.utils.data.Dataset):
             diag = float(np.linalg.norm(pos.max(axis=0) - pos.min(axis=0)))
             pos = pos + rng.normal(0.0, self.noise * diag, pos.shape)
         if self.rotation == "so3":
-            q = _random_rotation(rng)
+            q = random_orthogonal((), 3, proper=True, generator=rng)
             pos, nrm = pos @ q.T, nrm @ q.T
         return {"pos": torch.from_numpy(pos.astype(np.float32)), "normal": torch.from_numpy(nrm.astype(np.float32)),
                 "index": torch.tensor(int(self.arrays["index"][i]), dtype=torch.long),

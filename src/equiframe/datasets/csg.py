@@ -12,19 +12,10 @@ from typing import Any
 import numpy as np
 
 from equiframe.datasets.surfaces import Mesh
+from equiframe.groups import random_orthogonal
 from .._checks import check_instance, check_int
 
 __all__ = ["make_csg_shape"]
-
-
-def _random_rotation(rng: np.random.Generator, d: int = 3) -> np.ndarray:
-    """Haar-random rotation in SO(d) (QR of a Gaussian matrix with sign correction)."""
-    a = rng.standard_normal((d, d))
-    q, r = np.linalg.qr(a)
-    q = q * np.sign(np.diag(r))[None, :]
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,7 +157,7 @@ def _csg_operation(rng: np.random.Generator, op: str, solid: Any, segs: int, m3d
         return _csg_hole(rng, solid, lo, ext, segs, m3d)
     if op == "cut":
         return _csg_cut(rng, solid, lo, ext)
-    rot = _axis_rotation(rng) if rng.random() < 0.6 else _random_rotation(rng)
+    rot = _axis_rotation(rng) if rng.random() < 0.6 else random_orthogonal((), 3, proper=True, generator=rng)
     if op == "intersection":  # rounding: intersection with a large primitive
         size = ext * rng.uniform(0.9, 1.4, size=3)
         centre = 0.5 * (lo + hi) + ext * rng.uniform(-0.15, 0.15, size=3)

@@ -41,7 +41,8 @@ from torch import Tensor
 
 from equiframe.datasets._cache import cache_entry, load_arrays_npz, load_or_build, lookup
 from equiframe.datasets._cache import cache_key as _cache_key
-from equiframe.datasets.csg import _manifold3d, _random_rotation, _to_mesh, make_csg_shape  # noqa: F401  (re-exported)
+from equiframe.datasets.csg import _manifold3d, _to_mesh, make_csg_shape  # noqa: F401  (re-exported)
+from equiframe.groups import random_orthogonal
 from equiframe.datasets.normal_metrics import angular_error_deg, knn_pca_normals, normal_loss
 from equiframe.datasets.surfaces import (
     CenterMode,  # noqa: F401  (re-exported)
@@ -602,7 +603,7 @@ class NormalsDataset(torch.utils.data.Dataset):
             vertices, faces, self.config.n_points, rng, noise=self.config.noise, dtype=np.float64
         )
         if self.rotation == "so3":
-            q = _random_rotation(rng)
+            q = random_orthogonal((), 3, proper=True, generator=rng)
             pos, normal = pos @ q.T, normal @ q.T
         item = {
             "pos": torch.from_numpy(pos.astype(np.float32)),

@@ -233,7 +233,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps(res, indent=2))
         return 0
     tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optim=OptimConfig(lr=args.lr, schedule=args.lr_schedule,
-                                                                                  min_lr_ratio=args.min_lr_ratio),
+                                                                                  min_lr_ratio=args.min_lr_ratio,
+                                                                                  anneal_from=args.anneal_from),
                      seeds=tuple(args.seeds), out=args.out, resume=args.resume or args.resume_or_start,
                      require_checkpoint=args.resume, overwrite=args.overwrite,
                      quiet=args.quiet, threads=args.threads, checkpoint_every=args.checkpoint_every or max(1, min(10, args.epochs)))

@@ -39,6 +39,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ..geometry import _neighbourhood_moments, scatter_sum
 from ..groups import random_orthogonal
 from .neighbourhood import (
     _check_batch,
@@ -165,11 +166,6 @@ def _eigh(C: Tensor) -> tuple[Tensor, Tensor]:
     return symeig(C)
 
 
-def _scatter_sum(values: Tensor, index: Tensor, num_nodes: int) -> Tensor:
-    out = values.new_zeros((num_nodes, *values.shape[1:]))
-    return out.index_add_(0, index, values)
-
-
 def _check_pca_options(center: str, handedness: str) -> None:
     if center not in ("node", "centroid"):
         raise ValueError(f"center: expected 'node' or 'centroid', got {center!r}")
@@ -234,14 +230,9 @@ def local_pca_frames(
     Eigen-solver: :func:`equiframe.linalg.symeig` (closed form for ``d = 2, 3``) when importable,
     else :func:`torch.linalg.eigh`; both return orthonormal eigenvectors, also at ties.
 
-    The dense k-NN local PCA of point-cloud batches is :func:`equiframe.geometry.knn_covariance` (the
-    normal-estimation models' features and baselines). It is not computed through this function, nor this
-    one through it: this one sums over arbitrary weighted edges by scatter, without normalisation, and solves
-    with ``symeig``; that one sums a dense ``[B, N, k, d]`` gather with ``einsum``, divides by the trace and
-    solves with ``torch.linalg.eigh``. Both summation orders and both solvers are baked into shipped normal
-    models (the local-frame ones use this function), and they disagree in the last bits (float32, 2 x 512
-    Gaussian points, k = 16: scatter against einsum covariances differ by up to 1.2e-7, ``symeig`` against
-    ``eigh`` eigenvectors by 4e-6), so routing either through the other would change re-evaluated numbers.
+    The neighbourhood moments are those of :func:`equiframe.geometry.knn_covariance` (the dense k-NN local
+    PCA of point-cloud batches, the normal-estimation models' features and baselines): both sum them by
+    scatter over the neighbourhood's edges in one function (``geometry._neighbourhood_moments``).
 
     Gradients. ``detach=True`` (default) returns frames that do not require grad: PCA frames are
     only piecewise smooth (eigenvector derivatives contain ``1 / (lambda_k - lambda_l)``, signs jump)
@@ -345,32 +336,6 @@ def _edge_weights(x: Tensor, edge_weight: Tensor | None, E: int, detach: bool) -
     return w.detach() if detach else w
 
 
-def _neighbourhood_moments(x: Tensor, src: Tensor, dst: Tensor, w: Tensor, weighted: bool,
-                           center: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Offsets ``y_ij`` (from the node or the centroid), ``C_i``, the first moment ``sum_j w y_ij`` and the
-    scale normalisers ``sum_j w |y_ij|`` and ``sum_j w |y_ij|^3``, in one scatter.
-
-    The sign thresholds are relative to the neighbourhood's size, not to ``sum_j w |u.y|^q``: an axis
-    orthogonal to all offsets has ``u.y = O(eps)`` noise that must not decide.
-    """
-    N, d = x.shape
-    E = src.shape[0]
-    y = x[src] - x[dst]  # [E, d] offsets from the node (translation-exact)
-    if center == "centroid":
-        Wm = _scatter_sum(torch.cat([w[:, None], w[:, None] * y], 1), dst, N)
-        W = Wm[:, 0]
-        m = Wm[:, 1:] / torch.where(W > 0, W, torch.ones_like(W))[:, None]
-        y = y - m[dst]
-    yn = y.detach().norm(dim=1, keepdim=True)
-    per_edge = torch.cat([(y[:, :, None] * y[:, None, :]).reshape(E, d * d), y, yn.to(y.dtype), yn**3], 1)
-    if weighted:
-        per_edge = per_edge * w[:, None]
-    S = _scatter_sum(per_edge, dst, N)
-    C = S[:, : d * d].reshape(N, d, d)
-    M1 = S[:, d * d : d * d + d]
-    return y, C, M1, S[:, -2].detach(), S[:, -1].detach()
-
-
 def _moment_signs(y: Tensor, U: Tensor, dst: Tensor, M1: Tensor, w: Tensor, weighted: bool, a1: Tensor, a3: Tensor,
                   sign_tol: float) -> tuple[Tensor, Tensor]:
     """The sign of each axis ``u_k`` from the third moment ``sum_j w (u_k . y_ij)^3``, else the first
@@ -380,7 +345,7 @@ def _moment_signs(y: Tensor, U: Tensor, dst: Tensor, M1: Tensor, w: Tensor, weig
     p3 = p * p * p
     if weighted:
         p3 = p3 * w[:, None]
-    s3 = _scatter_sum(p3, dst, U.shape[0])
+    s3 = scatter_sum(p3, dst, U.shape[0])
     use3 = s3.abs() > sign_tol * a3[:, None]
     use1 = ~use3 & (s1.abs() > sign_tol * a1[:, None])
     one = torch.ones_like(s1)
@@ -724,7 +689,7 @@ class LearnedFrames(nn.Module):
         phi = self.phi(torch.cat(feats, 1) if len(feats) > 1 else feats[0])  # [E, d]
         env = polynomial_envelope(r / self.cutoff, self.envelope_exponent)
         msg = (phi * env[:, None])[:, :, None] * (delta / r[:, None])[:, None, :]  # [E, d, d]
-        return _scatter_sum(msg, dst, N)
+        return scatter_sum(msg, dst, N)
 
     def forward(
         self,

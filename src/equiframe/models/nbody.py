@@ -37,6 +37,7 @@ from ..averaging import FrameAveraging
 from ..folding import FoldedBatch
 from ..frames.local import LearnedFrames, gram_schmidt_frames
 from ..frames.pca import pca_frame
+from ..geometry import scatter_sum
 from ..nn.mlp import mlp
 from ..reps import TensorReps, as_reps
 
@@ -82,10 +83,6 @@ def _edge_attr(charge: Tensor, edge_index: Tensor, edge_attr: Tensor | None) -> 
     if edge_attr.dim() != 2 or edge_attr.shape[0] != edge_index.shape[1]:
         raise ValueError(f"edge_attr: expected shape [{edge_index.shape[1]}, C], got {tuple(edge_attr.shape)}")
     return edge_attr
-
-
-def _scatter_sum(x: Tensor, index: Tensor, n: int) -> Tensor:
-    return x.new_zeros(n, *x.shape[1:]).index_add_(0, index, x)
 
 
 def _pair_linear(lin: nn.Linear, h: Tensor, src: Tensor, dst: Tensor, edge: Tensor) -> Tensor:
@@ -147,7 +144,7 @@ class GCL(nn.Module):
     def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
         src, dst = edge_index[0], edge_index[1]
         m = _message(self.edge_mlp, self.fused_messages, h, src, dst, edge_attr)
-        agg = _scatter_sum(m, dst, h.shape[0])
+        agg = scatter_sum(m, dst, h.shape[0])
         return h + self.node_mlp(torch.cat([h, agg], dim=1))
 
 
@@ -313,7 +310,7 @@ class LayerwiseFAGNN(nn.Module):
         """``sum_m w_m y_m R_m`` over the copies of every node: local rows ``[N_rep, K, d]`` -> ``[n, K, d]``."""
         w = fold.weight.to(y.dtype)[fold.new_batch]
         yw = torch.matmul(y, R) * w[:, None, None]
-        return yw.new_zeros(n, *yw.shape[1:]).index_add_(0, fold.node_src, yw)
+        return scatter_sum(yw, fold.node_src, n)
 
     def forward(self, pos: Tensor, vel: Tensor, charge: Tensor, edge_index: Tensor, batch: Tensor | None = None,
                 edge_attr: Tensor | None = None) -> Tensor:
@@ -343,7 +340,7 @@ class LayerwiseFAGNN(nn.Module):
             _, fold, R = self._fold(H.detach().reshape(n * K, d), batch.repeat_interleave(K), batch, edge_index)
             # the latent centroid of every system, differentiable (the frames R are not): what follows only
             # sees H - c, so the gradient w.r.t. H must not carry a common (translation) component
-            c = _scatter_sum(H.mean(1), batch, frame.num_examples) / counts  # [B, d]
+            c = scatter_sum(H.mean(1), batch, frame.num_examples) / counts  # [B, d]
             h = torch.matmul(H[fold.node_src] - c[batch[fold.node_src]][:, None, :],
                              R.transpose(-1, -2)).reshape(-1, K * d)
         out = self._average(self.decoder(h)[:, None, :], fold, R, n)[:, 0]
@@ -381,10 +378,10 @@ class EGCLVel(nn.Module):
         radial = diff.square().sum(1, keepdim=True)
         m = _message(self.edge_mlp, self.fused_messages, h, src, dst, torch.cat([radial, edge_attr], dim=1))
         n = h.shape[0]
-        deg = _scatter_sum(torch.ones_like(radial), dst, n).clamp(min=1)
-        x = x + _scatter_sum(diff * self.coord_mlp(m), dst, n) / deg + self.vel_mlp(h) * v
+        deg = scatter_sum(torch.ones_like(radial), dst, n).clamp(min=1)
+        x = x + scatter_sum(diff * self.coord_mlp(m), dst, n) / deg + self.vel_mlp(h) * v
         if self.node_mlp is not None:
-            h = h + self.node_mlp(torch.cat([h, _scatter_sum(m, dst, n)], dim=1))
+            h = h + self.node_mlp(torch.cat([h, scatter_sum(m, dst, n)], dim=1))
         return h, x
 
 
@@ -458,7 +455,7 @@ def coulomb_vectors(pos: Tensor, charge: Tensor, edge_index: Tensor, delta: floa
     src, dst = edge_index[0], edge_index[1]
     diff = pos[dst] - pos[src]
     w = charge[dst] * charge[src] * (diff.square().sum(1, keepdim=True) + delta**2).pow(-1.5)
-    return _scatter_sum(w * diff, dst, pos.shape[0])
+    return scatter_sum(w * diff, dst, pos.shape[0])
 
 
 class TFGNN(nn.Module):

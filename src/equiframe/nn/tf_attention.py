@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ..geometry import scatter_sum
 from ..reps import TensorReps
 from .tensor_frames.checks import _check_device, _check_edge_index, _check_features, _check_module_device, check_frames
 from .tensor_frames.geometry import edge_frames
@@ -179,8 +180,7 @@ class TensorFrameAttention(nn.Module):
 
         logits = (q_e * k_e).sum(-1) * scale  # [E, H]
         a = softmax(logits, dst, num_nodes=n)
-        out = v_e.new_zeros(n, *v_e.shape[1:])
-        return out.index_add_(0, dst, a.unsqueeze(-1) * v_e)
+        return scatter_sum(a.unsqueeze(-1) * v_e, dst, n)
 
     @staticmethod
     def _dense(Q, K, V, batch, scale):

@@ -29,6 +29,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ..geometry import scatter_sum
 from ..reps import Block, TensorReps
 from .mlp import mlp
 from .tensor_frames.checks import _check_device, _check_edge_index, _check_features, _check_module_device, _check_pos, _pair
@@ -291,10 +292,8 @@ class TensorFrameConv(nn.Module):
         """Sum or mean of the messages per receiver, then the last message layer per node (exact for the
         linear sum / mean: the bias is scaled by the number of messages, or 0 / 1 for the mean)."""
         n_e = dst.shape[0]
-        agg = h.new_zeros(n_dst, h.shape[1]).index_add_(0, dst, h)
-        deg = torch.zeros(n_dst, dtype=h.dtype, device=h.device).index_add_(
-            0, dst, torch.ones(n_e, dtype=h.dtype, device=h.device)
-        )
+        agg = scatter_sum(h, dst, n_dst)
+        deg = scatter_sum(torch.ones(n_e, dtype=h.dtype, device=h.device), dst, n_dst)
         if self.aggr == "mean":
             agg = agg / deg.clamp(min=1).unsqueeze(-1)
             scale = (deg > 0).to(h.dtype).unsqueeze(-1)
