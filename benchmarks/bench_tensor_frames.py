@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from equiframe._machine import cpu_name
+from equiframe.geometry import dense_knn
 from equiframe.groups import random_orthogonal
 from equiframe.nn.tensor_frames import TFConv, local_edge_geometry
 from equiframe.nn.tf_conv import TensorFrameConv
@@ -56,23 +57,10 @@ TARGET_DEFAULT = 1.30
 
 # ------------------------------------------------------------------------------------------------ graph
 def knn_edges(pos: torch.Tensor, k: int) -> torch.Tensor:
-    """k-NN graph sorted by receiver (``k`` edges per receiver, no self-loops)."""
+    """k-NN graph sorted by receiver (``k`` edges per receiver, no self-loops): the library's dense k-NN
+    (a k-d tree above ``KDTREE_MIN_POINTS`` points)."""
     n = pos.shape[0]
-    if n > 20000:
-        from scipy.spatial import cKDTree
-
-        p = pos.detach().cpu().double().numpy()
-        _, idx = cKDTree(p).query(p, k=k + 1)
-        nb = torch.from_numpy(idx[:, 1:]).long()
-    else:
-        try:
-            from equiframe.geometry import knn_graph
-
-            return knn_graph(pos.cpu(), k).to(pos.device)
-        except Exception:  # geometry module unavailable: brute force
-            dist = torch.cdist(pos.cpu(), pos.cpu())
-            dist.fill_diagonal_(float("inf"))
-            nb = dist.topk(k, largest=False).indices
+    nb = dense_knn(pos.cpu(), pos.cpu(), k, exclude_self=True)
     return torch.stack([nb.reshape(-1), torch.arange(n).repeat_interleave(k)]).to(pos.device)
 
 
@@ -252,12 +240,7 @@ def scaling_child(spec: dict) -> dict:
     gen = torch.Generator().manual_seed(0)
     reps = TensorReps(spec["reps"], dim=d)
     pos = torch.rand(n, d, generator=gen)
-    from scipy.spatial import cKDTree
-
-    _, idx = cKDTree(pos.double().numpy()).query(pos.double().numpy(), k=k + 1)
-    nb = torch.from_numpy(idx[:, 1:]).long()
-    ei = torch.stack([nb.reshape(-1), torch.arange(n).repeat_interleave(k)]).to(device)
-    del idx, nb
+    ei = knn_edges(pos, k).to(device)
     pos = pos.to(device)
     frames = random_orthogonal(n, d, generator=gen, dtype=torch.float32).to(device)
     x = torch.randn(n, reps.size, generator=gen).to(device)

@@ -4,7 +4,9 @@
 
 Writes ``src/equiframe/pretrained/weights/normals__<name>.pt`` (float32 state dict) and the sidecar
 ``normals__<name>.json`` (SHA-256, builder, constructor kwargs, the run's test metrics and its float64
-equivariance errors, the training command, epochs and seed).
+equivariance errors, the training command, epochs and seed), with the experiment to re-evaluate it
+(``equiframe.pretrained.evaluate``) and a quick check: the metrics of the first ``CHECK_LIMIT`` test parts
+(the tests rebuild those parts and compare).
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ from pathlib import Path
 from equiframe.experiments import experiment_from_dict
 from equiframe.models.normals import LocalPointNet
 from equiframe.pretrained.normals import save_normal_model
-from equiframe.train import load_checkpoint
+from equiframe.pretrained._loader import _Prefix
+from equiframe.train import DistInfo, evaluate, load_checkpoint
+
+#: test parts of the quick re-evaluation check recorded in the sidecar
+CHECK_LIMIT = 1
+EVAL_BATCH_SIZE = 16
 
 
 def main() -> None:
@@ -51,9 +58,15 @@ def main() -> None:
                                 "noise", "data_seed", "setting", "local_k", "local_context_k", "train_queries",
                                 "train_noise_max", "train_densities") if k in cfg}
     results = args.results or f"results/normals/{run.parent.name}/{run.name}"
+    model.eval()
+    check = evaluate(exp, model, _Prefix(exp.dataset("test"), CHECK_LIMIT), batch_size=EVAL_BATCH_SIZE,
+                     info=DistInfo())
     pt = save_normal_model(model, args.name, kwargs, metrics=metrics,
                            trained={"command": args.command, "epochs": ck["epoch"], "best_epoch": ck["best"]["epoch"],
-                                    "seed": int(m["seed"]), "run": results, "data": data, "evaluation": evaluation})
+                                    "seed": int(m["seed"]), "run": results, "data": data, "evaluation": evaluation},
+                           experiment={"name": ck["experiment"]["name"], "config": {**cfg, "data_root": None}},
+                           eval_batch_size=EVAL_BATCH_SIZE,
+                           check={"split": "test", "limit": CHECK_LIMIT, "metrics": check})
     print(pt, pt.stat().st_size, "bytes")
 
 

@@ -689,6 +689,12 @@ CASES.update({
                                                   (FileNotFoundError, "data_dir", lambda t: _i("experiments.graphs:load_separation_graphs")("sr25", t))],
     "experiments.graphs_separation.relabelled_copies": [(T, "generator", lambda t: _i("experiments.graphs:relabelled_copies")([], 0)),
                                              (V, "graphs", lambda t: _i("experiments.graphs:relabelled_copies")([object()], torch.Generator()))],
+    "geometry.scatter_sum": [
+        (V, "values", lambda t: _i("geometry:scatter_sum")(torch.tensor(1.0), torch.zeros(1, dtype=torch.long), 2)),
+        (V, "index", lambda t: _i("geometry:scatter_sum")(torch.ones(3, 2), torch.zeros(2, dtype=torch.long), 2)),
+        (V, "index", lambda t: _i("geometry:scatter_sum")(torch.ones(3, 2), torch.zeros(3), 2)),
+        (V, "num_nodes", lambda t: _i("geometry:scatter_sum")(torch.ones(3, 2), torch.zeros(3, dtype=torch.long), -1)),
+    ],
     "geometry.gather_neighbours": [
         (V, "x", lambda t: _i("geometry:gather_neighbours")(_P3, torch.zeros(1, 2, 2, dtype=torch.long))),
         (V, "idx", lambda t: _i("geometry:gather_neighbours")(_P3[None], torch.zeros(1, 2, 2))),

@@ -296,3 +296,17 @@ def test_dense_knn_of_one_unbatched_cloud_is_the_batched_one(kdtree_min_points):
     assert dense_knn(x[0], x[0], 49, exclude_self=True).shape == (50, 49)
     with pytest.raises(ValueError, match="k: every cloud needs at least k = 51"):
         dense_knn(x[0], x[0], 51)
+
+
+def test_scatter_sum_sums_rows_by_index():
+    from equiframe.geometry import scatter_sum
+
+    g = torch.Generator().manual_seed(0)
+    values = torch.randn(30, 2, 3, generator=g, dtype=torch.float64)
+    index = torch.randint(0, 7, (30,), generator=g)
+    out = scatter_sum(values, index, 9)
+    want = torch.stack([values[index == i].sum(0) for i in range(9)])  # rows 7, 8: empty sums
+    assert out.shape == (9, 2, 3) and torch.allclose(out, want, atol=1e-14) and not out[7:].any()
+    assert scatter_sum(values[:0], index[:0], 0).shape == (0, 2, 3)
+    with pytest.raises((IndexError, RuntimeError)):
+        scatter_sum(values, index, 5)  # an index outside [0, num_nodes): index_add_'s own error

@@ -566,7 +566,17 @@ def scatter_sum(values: Tensor, index: Tensor, num_nodes: int) -> Tensor:
 
     Shapes:
         values ``[M, *]``, index ``[M]`` (int64, in ``[0, num_nodes)``) -> ``[num_nodes, *]``
+
+    Shapes and dtypes are checked (no host synchronisation); an index outside ``[0, num_nodes)`` is
+    ``index_add_``'s own error.
     """
+    if not isinstance(values, Tensor) or values.dim() < 1:
+        raise ValueError(f"values: expected a tensor [M, *], got {getattr(values, 'shape', type(values).__name__)}")
+    if (not isinstance(index, Tensor) or index.dtype != torch.long or index.dim() != 1
+            or index.shape[0] != values.shape[0]):
+        raise ValueError(f"index: expected int64 indices [M] with M = {values.shape[0]} (one per row of values), got "
+                         f"{getattr(index, 'dtype', type(index).__name__)} {tuple(getattr(index, 'shape', ()))}")
+    num_nodes = check_int("num_nodes", num_nodes, 0)
     return values.new_zeros((num_nodes, *values.shape[1:])).index_add_(0, index, values)
 
 

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..geometry import dense_knn
+
 __all__ = ["NeighbourhoodSamples", "add_random_noise", "query_neighbourhoods"]
 
 
@@ -55,7 +57,7 @@ def query_neighbourhoods(pos: Tensor, n_queries: int, n_neighbours: int) -> tupl
         raise ValueError(f"n_queries, n_neighbours: expected 1 .. {pos.shape[0]} (points), got {n_queries}, "
                          f"{n_neighbours}")
     center = pos[:n_queries]
-    idx = torch.cdist(center, pos).topk(n_neighbours, dim=1, largest=False).indices  # [q, n], sorted
+    idx = dense_knn(center, pos, n_neighbours)  # [q, n], nearest first
     return center, pos[idx]
 
 

@@ -95,15 +95,19 @@ def load_normal_model(name: str = "fa-local-pointnet-cad", *, weights_dir: str |
 
 
 def save_normal_model(model: nn.Module, name: str, kwargs: Mapping[str, Any], *, metrics: Mapping[str, Any],
-                      trained: Mapping[str, Any], weights_dir: str | Path | None = None) -> Path:
+                      trained: Mapping[str, Any], weights_dir: str | Path | None = None,
+                      experiment: Mapping[str, Any] | None = None, eval_batch_size: int | None = None,
+                      check: Mapping[str, Any] | None = None) -> Path:
     """Write ``normals__<name>.pt`` (float32 state dict) and its sidecar ``.json`` with the SHA-256
-    (:func:`equiframe.pretrained.save`). ``kwargs`` must rebuild the model with ``type(model)(**kwargs)``."""
+    (:func:`equiframe.pretrained.save`). ``kwargs`` must rebuild the model with ``type(model)(**kwargs)``;
+    ``experiment`` (``{"name", "config"}``), ``eval_batch_size`` and ``check`` let
+    :func:`equiframe.pretrained.evaluate` re-evaluate it (see :func:`equiframe.pretrained.save`)."""
     check_instance("model", model, nn.Module)
     if not isinstance(name, str) or not name or any(c in name for c in "/\\") or name.startswith("."):
         raise ValueError(f"name: expected a plain file-name part (no path separators), got {name!r}")
     builder = f"{type(model).__module__}:{type(model).__name__}"
     rec = save(model, _full_name(name), builder=builder, kwargs=kwargs, metrics=metrics, trained=trained,
-               directory=weights_dir)
+               directory=weights_dir, experiment=experiment, eval_batch_size=eval_batch_size, check=check)
     return rec.path
 
 
