@@ -7,7 +7,7 @@ Data: the test split of the CAD-kernel data set (``equiframe data normals --sour
 ``i % 10 == 9``), every cloud randomly rotated (``SO(3)``), a density = a random subset of the exact
 area-uniform samples of a part, Gaussian noise ``sigma`` x the bounding-box diagonal on the positions
 (PCPNet's levels); the procedural boolean-of-primitives test shapes (:mod:`equiframe.datasets.shapes`)
-are the second source (512 points). Metrics: :func:`equiframe.experiments.normals.normal_metrics`.
+are the second source (512 points). Metrics: :func:`equiframe.datasets.normal_metrics.normal_metrics`.
 
 Methods: k-NN PCA (k = 16, the SPEC's baseline, and the best k per density and noise, chosen on
 the validation split), jet fitting (order 2, its best k on validation), Open3D ``estimate_normals``
@@ -34,7 +34,7 @@ from common import command_line, write_result  # noqa: E402
 
 from equiframe.datasets.cad import FAMILIES, CADConfig, CADNormalsDataset  # noqa: E402
 from equiframe.datasets.shapes import NormalsDataset, ShapesConfig, normal_loss  # noqa: E402
-from equiframe.experiments.normals import METRICS, normal_metrics  # noqa: E402
+from equiframe.datasets.normal_metrics import METRICS, normal_metrics  # noqa: E402
 from equiframe.models.normals import dense_knn, jet_normals, knn_geometry, open3d_normals  # noqa: E402
 from equiframe.experiments import experiment_from_dict  # noqa: E402
 from equiframe.train import load_checkpoint  # noqa: E402

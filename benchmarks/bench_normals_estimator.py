@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, write_result  # noqa: E402
 
 from equiframe.datasets.shapes import make_analytic_shape, sample_surface  # noqa: E402
-from equiframe.experiments.normals import normal_metrics  # noqa: E402
+from equiframe.datasets.normal_metrics import normal_metrics  # noqa: E402
 from equiframe.models.normals import LocalPointNet, knn_geometry  # noqa: E402
 from equiframe.pretrained import WEIGHTS_DIR  # noqa: E402
 from equiframe.pretrained.normals import NormalEstimator, normal_estimator, orient_normals  # noqa: E402

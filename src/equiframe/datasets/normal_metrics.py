@@ -1,12 +1,15 @@
 """Normal-estimation metrics and the k-NN PCA baseline (torch): the sign-invariant loss, the
-angular error in degrees and :func:`knn_pca_normals`.
+angular error in degrees, the metrics of the tables (:func:`normal_metrics`, :data:`METRICS`) and
+:func:`knn_pca_normals`. The one module of these metrics: the experiment, the benchmarks and the estimator
+import them from here (``equiframe.experiments.normals`` re-exports them).
 
 Split out of :mod:`equiframe.datasets.shapes`, which re-exports the public names.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Literal, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -125,3 +128,43 @@ def angular_error_deg(
     angle = torch.rad2deg(torch.atan2(sin, cos.squeeze(-1).abs()))
     angle = torch.where(zero, torch.full_like(angle, 90.0), angle)
     return angle.mean() if reduction == "mean" else angle
+
+
+#: the metrics of normal estimation (all unoriented), in the order of the tables
+METRICS: tuple[str, ...] = ("one_minus_cos2", "rms_angle_deg", "angle_deg", "pgp5", "pgp10")
+
+
+def _metric_sums(pred: Tensor, target: Tensor) -> dict[str, tuple[float, float]]:
+    """(sum, count) of every per-point quantity: ``1 - cos^2``, the angle, its square and the indicators of
+    an angle under 5 and 10 degrees (the training loop and
+    :func:`equiframe.experiments.normals.evaluate_model` add them over batches)."""
+    loss = normal_loss(pred, target, reduction="none")
+    ang = angular_error_deg(pred, target)
+    n = float(ang.numel())
+    return {"one_minus_cos2": (float(loss.sum()), n), "angle_deg": (float(ang.sum()), n),
+            "angle_sq_deg2": (float(ang.square().sum()), n), "pgp5": (float((ang < 5).sum()), n),
+            "pgp10": (float((ang < 10).sum()), n)}
+
+
+def _finish_metrics(sums: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    out = {k: a / b for k, (a, b) in sums.items() if k != "angle_sq_deg2"}
+    a, b = sums["angle_sq_deg2"]
+    out["rms_angle_deg"] = math.sqrt(a / b)
+    return out
+
+
+def normal_metrics(pred: Tensor, target: Tensor) -> dict[str, float]:
+    r"""The normal-estimation metrics of one prediction (unoriented; the one metrics function of the
+    experiment, the benchmarks and the estimator).
+
+    With :math:`\theta_i` the angle between the lines of ``pred_i`` and ``target_i``
+    (:func:`angular_error_deg`, in ``[0, 90]`` degrees):
+
+    * ``one_minus_cos2``: mean of :math:`1 - \cos^2\theta_i` (the loss; FA's metric);
+    * ``angle_deg``: mean angle; ``rms_angle_deg``: :math:`\sqrt{\operatorname{mean} \theta_i^2}` (PCPNet's);
+    * ``pgp5`` / ``pgp10``: share of points with :math:`\theta_i < 5^\circ` / :math:`10^\circ`.
+
+    Shapes:
+        pred, target: ``[..., d]``.
+    """
+    return _finish_metrics(_metric_sums(pred, target))
