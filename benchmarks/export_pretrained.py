@@ -32,6 +32,11 @@ NBODY = ("python -m equiframe train nbody {args} --seeds {seed} --data-stream eg
          "--threads 1 --out runs --device cpu   # benchmarks/nbody_protocol.sh")
 EXP = ("python -m equiframe graphs classify --dataset exp --model {model} --frame canonical --train-frame spectral "
        "--train-components shuffled --select loss --seeds 0 1 2 --data-dir ../shared/data --threads 1")
+_TF = ("--tf-position-updates --tf-frames coulomb --tf-edge-features charge+velocity+coulomb "
+       "--tf-train-frames stabilizer")
+TF_LONG = ("python -m equiframe train nbody --model tf-gnn --epochs 1400 --seeds {seed} --threads 1 --eval-every 5 "
+           f"--out runs --name tf-gnn-abl-all-stab-long@egnn-small {_TF}; then the same with --resume --epochs 1800 "
+           "--lr-schedule cosine --anneal-from 1400 --min-lr-ratio 0.01   # benchmarks/results/nbody_tf_ablation.md")
 NORMALS = "python benchmarks/bench_normals.py --runs {key}   # seed 0, the budget of benchmarks/results/normals.md"
 
 
@@ -44,8 +49,8 @@ class Export:
 
 
 EXPORTS = [
-    Export("nbody/tf-gnn", "nbody/tf-gnn@egnn-small", "nbody/tf-gnn@egnn-small",
-           NBODY.format(args="--model tf-gnn --epochs 2000", seed="{seed}")),
+    Export("nbody/tf-gnn", "nbody/tf-gnn-abl-all-stab-long@egnn-small", "nbody/tf-gnn-abl-all-stab-long@egnn-small",
+           TF_LONG),
     Export("nbody/fa-gnn", "nbody/fa-gnn-layerwise@egnn-small", "nbody/fa-gnn-layerwise@egnn-small",
            NBODY.format(args="--model fa-gnn --fa-variant layerwise --checkpoint-every 5 --epochs 250", seed="{seed}")),
     Export("nbody/fa-gnn-stochastic", "nbody/fa-gnn-layerwise-stochastic-long@egnn-small",
