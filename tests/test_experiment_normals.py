@@ -154,3 +154,17 @@ def test_add_cli_registers_subcommands():
     assert parser.parse_args(["normals", "build", "--n-train", "10"]).n_train == 10
     with pytest.raises(SystemExit):
         parser.parse_args(["normals", "train", "--setting", "so3/i"])
+
+
+def test_train_command_honours_name(tmp_path):
+    """`equiframe train normals --name` chooses the run directory (two runs that differ only in an option the
+    default name does not spell out, e.g. --hidden, need it); a test split smaller than the three clouds of the
+    prediction plot is fine."""
+    pytest.importorskip("manifold3d")
+    from equiframe.cli import main
+
+    args = ["train", "normals", "--model", "pointnet", "--n-train", "2", "--n-valid", "1", "--n-test", "1",
+            "--n-points", "64", "--epochs", "1", "--hidden", "8", "--root", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "runs"), "--quiet", "--threads", "1", "--name", "tiny-h8"]
+    assert main(args) == 0
+    assert (tmp_path / "runs" / "normals" / "tiny-h8" / "seed0" / "metrics.json").is_file()

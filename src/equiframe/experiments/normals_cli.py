@@ -66,6 +66,8 @@ def add_train_arguments(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
     t.add_argument("--lr", type=_pos_float, default=1e-3)
     add_lr_schedule_arguments(t)
     t.add_argument("--seeds", type=_nonneg_int, nargs="+", default=[0])
+    t.add_argument("--name", default=None,
+                   help="run directory name (default: from the model and its options, e.g. fa-local-pointnet-k32_i-i)")
     t.add_argument("--hidden", type=_pos_int, default=64)
     t.add_argument("--k", type=_pos_int, default=20)
     t.add_argument("--fa-mode", choices=get_args(FAMode), default="all")
@@ -236,7 +238,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                                                                   min_lr_ratio=args.min_lr_ratio,
                                                                                   anneal_from=args.anneal_from),
                      seeds=tuple(args.seeds), out=args.out, resume=args.resume or args.resume_or_start,
-                     require_checkpoint=args.resume, overwrite=args.overwrite,
+                     require_checkpoint=args.resume, overwrite=args.overwrite, name=args.name,
                      quiet=args.quiet, threads=args.threads, checkpoint_every=args.checkpoint_every or max(1, min(10, args.epochs)))
     for r in train(exp, tc):
         from ..train import load_checkpoint  # noqa: PLC0415
@@ -244,7 +246,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model = exp.build_model()
         model.load_state_dict(load_checkpoint(r.run_dir / "checkpoint.pt")["best"]["state"])
         ds = exp.dataset("test")
-        plot_predictions(model, ds, r.run_dir / "predictions.png", dtype=exp.torch_dtype, title=exp.run_name)
+        plot_predictions(model, ds, r.run_dir / "predictions.png", indices=tuple(range(min(3, len(ds)))),
+                         dtype=exp.torch_dtype, title=exp.run_name)
         ev = evaluate_model(model, ds, dtype=exp.torch_dtype, return_errors=True)
         plot_error_histograms({exp.run_name: ev["errors"]}, r.run_dir / "errors_hist.png")
         print(f"{r.run_dir}: test 1-cos^2 {r.metrics['test']['one_minus_cos2']:.4f}, "
