@@ -97,3 +97,13 @@ def test_headline_takes_the_marked_table_else_the_first(tmp_path):
     text = "# T\n\nMachine: m\n\n| a |\n|---|\n| 1 |\n\n<!-- headline -->\n| b |\n|---|\n| 2 |\n"
     assert run_all.headline(text) == ("T", ["| b |", "|---|", "| 2 |"], "Machine: m")
     assert run_all.headline(text.replace("<!-- headline -->\n", ""))[1] == ["| a |", "|---|", "| 1 |"]
+
+
+def test_budget_states_the_learning_rate_schedule():
+    from equiframe.report import _budget
+
+    m = {"epochs_planned": 1800, "describe": {"n_train": 3000},
+         "train_config": {"optim": {"lr": 1e-3, "schedule": "cosine", "min_lr_ratio": 0.01, "anneal_from": 1400}}}
+    assert _budget(m) == "n_train=3000, 1800 ep, lr 0.001, cosine from epoch 1400 to 1e-05"
+    m["train_config"]["optim"] = {"lr": 1e-3}  # runs written before the schedule existed: constant
+    assert _budget(m) == "n_train=3000, 1800 ep, lr 0.001"

@@ -86,7 +86,12 @@ def _budget(m: dict[str, Any]) -> str:
     parts.append(f"{m.get('epochs_planned', '?')} ep")
     tc = m.get("train_config", {})
     if "optim" in tc:
-        parts.append(f"lr {tc['optim']['lr']:g}")
+        o = tc["optim"]
+        lr = f"lr {o['lr']:g}"
+        if o.get("schedule", "constant") != "constant":  # e.g. "lr 0.001, cosine from epoch 1400 to 1e-05"
+            lr += f", {o['schedule']}" + (f" from epoch {o['anneal_from']}" if o.get("anneal_from") else "")
+            lr += f" to {o['lr'] * o.get('min_lr_ratio', 0.0):g}"
+        parts.append(lr)
     return ", ".join(parts)
 
 

@@ -13,7 +13,7 @@ Example:
     True
     >>> model = equiframe.pretrained.load("nbody/tf-gnn")
     >>> round(equiframe.pretrained.info("nbody/tf-gnn").metrics["mse"], 4)
-    0.0069
+    0.0052
 
 A new model is added with :func:`save` (one ``.pt`` and one ``.json`` file; there is no central
 manifest to edit). :func:`normal_estimator` wraps a shipped normals model into an estimator for point
