@@ -172,13 +172,19 @@ def _probes(root: Path) -> str:
     lines = ["", "", "Probes against the stabiliser run (all three options + stabiliser frames, seed 0, constant rate "
              "1e-3): best validation MSE within the first N epochs (– where a probe stopped earlier; probes stopped "
              "before their budget keep their checkpoint in `results/`):", "",
-             "| variant | " + " | ".join(f"N = {b}" for b in budgets) + " | epochs run |",
-             "|---|" + "---|" * (len(budgets) + 1)]
+             "| variant | " + " | ".join(f"N = {b}" for b in budgets) + " | epochs run | finished: best val / test |",
+             "|---|" + "---|" * (len(budgets) + 2)]
     for name, run in runs.items():
         curve = _val_curve(run)
         last = max(curve)
         cells = [f"{min(v for e, v in curve.items() if e <= b):.5f}" if last >= b else "–" for b in budgets]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {last} |")
+        done = "–"
+        if (run / "metrics.json").is_file():
+            m = json.loads((run / "metrics.json").read_text())
+            af = m.get("train_config", {}).get("optim", {}).get("anneal_from")
+            decay = f", cosine decay from epoch {af}" if af else ""
+            done = f"{m['best_val']['mse']:.5f} / {m['test']['mse']:.5f} (best epoch {m['best_epoch']}{decay})"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {last} | {done} |")
     return "\n".join(lines)
 
 
