@@ -38,6 +38,7 @@ from ..folding import FoldedBatch
 from ..frames.local import LearnedFrames, gram_schmidt_frames
 from ..frames.pca import pca_frame
 from ..geometry import scatter_sum
+from ..groups import random_orthogonal
 from ..nn.mlp import mlp
 from ..reps import TensorReps, as_reps
 
@@ -599,10 +600,7 @@ class TFGNN(nn.Module):
         if self.train_frames == "flip":
             sign = torch.randint(0, 2, (n, 1, 1), device=R.device).to(R.dtype) * 2 - 1
             return torch.cat([R[:, :-1], sign * R[:, -1:]], dim=1)
-        # Haar-random O(d-1) per node: QR of a Gaussian matrix with the signs of diag(r) moved into q
-        g = torch.randn(n, d - 1, d - 1, dtype=torch.float64, device=R.device)
-        q, r = torch.linalg.qr(g)
-        q = (q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]).to(R.dtype)
+        q = random_orthogonal(n, d - 1, dtype=R.dtype, device=R.device)  # Haar O(d-1) per node, torch's stream
         return torch.cat([R[:, :1], q @ R[:, 1:]], dim=1)
 
     def forward(self, pos: Tensor, vel: Tensor, charge: Tensor, edge_index: Tensor, batch: Tensor | None = None,
