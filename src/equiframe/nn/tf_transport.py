@@ -278,6 +278,13 @@ def _groups(reps: TensorReps) -> list[tuple[object, int, str, int]]:
     return out
 
 
+def _check_receiver_frames(frames_dst: Tensor, reps: TensorReps) -> None:
+    """``frames_dst`` are ``[N, d, d]`` frames of the dimension ``d`` of ``reps``."""
+    if frames_dst.dim() != 3 or frames_dst.shape[-2:] != (reps.dim, reps.dim):
+        raise ValueError(f"frames_dst: expected [N, {reps.dim}, {reps.dim}] (reps of dim {reps.dim}), got "
+                         f"{tuple(frames_dst.shape)}")
+
+
 def receiver_matrices(
     reps: TensorReps, frames_dst: Tensor, pos_dst: Tensor | None = None, cache: dict | None = None
 ) -> dict[tuple[int, str], tuple[Tensor, Tensor | None]]:
@@ -289,9 +296,7 @@ def receiver_matrices(
     Shapes:
         frames_dst: ``[N_dst, d, d]`` -> ``{(order, parity): ([N_dst, d^p, d^p], [N_dst, d] | None)}``
     """
-    if frames_dst.dim() != 3 or frames_dst.shape[-2:] != (reps.dim, reps.dim):
-        raise ValueError(f"frames_dst: expected [N, {reps.dim}, {reps.dim}] (reps of dim {reps.dim}), got "
-                         f"{tuple(frames_dst.shape)}")
+    _check_receiver_frames(frames_dst, reps)
     cache = {} if cache is None else cache
     out = {}
     for _cols, order, parity, _m in _groups(reps):
@@ -358,8 +363,7 @@ def rotate_edges(
     """
     if y.dim() != 2 or y.shape[-1] != reps.size:
         raise ValueError(f"y: expected [E, {reps.size}] (the size of {str(reps)!r}), got {tuple(y.shape)}")
-    if frames_dst.dim() != 3 or frames_dst.shape[-2:] != (reps.dim, reps.dim):
-        raise ValueError(f"frames_dst: expected [N, {reps.dim}, {reps.dim}], got {tuple(frames_dst.shape)}")
+    _check_receiver_frames(frames_dst, reps)
     if reps.has_pos:
         raise ValueError("reps: 'pos' blocks cannot be rotated per edge (no node origin)")
     if reps.is_scalar:
