@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_instance, check_int
 from ..datasets.normal_metrics import METRICS, _finish_metrics, _metric_sums, normal_metrics  # noqa: F401 (re-exported)
 from ..datasets.shapes import NormalsDataset, ShapesConfig, angular_error_deg, build_shapes, normal_loss
 from ..models.normals import (
@@ -675,4 +676,3 @@ from .normals_cli import (  # noqa: E402
     add_table_arguments,
     add_train_arguments,
 )
-from .._checks import check_instance, check_int

@@ -29,6 +29,11 @@ from ..geometry import dense_knn
 __all__ = ["NeighbourhoodSamples", "add_random_noise", "query_neighbourhoods"]
 
 
+def _check_noise_max(noise_max: float) -> None:
+    if not (isinstance(noise_max, (int, float)) and np.isfinite(noise_max) and noise_max >= 0):
+        raise ValueError(f"noise_max: expected a finite number >= 0, got {noise_max!r}")
+
+
 def add_random_noise(pos: Tensor, noise_max: float, rng: np.random.Generator) -> tuple[Tensor, float]:
     """``pos`` plus isotropic Gaussian noise of standard deviation ``sigma * diag``, ``sigma ~ U(0, noise_max)``
     (``diag``: the bounding-box diagonal of ``pos``). Returns the noisy cloud and ``sigma``.
@@ -36,8 +41,7 @@ def add_random_noise(pos: Tensor, noise_max: float, rng: np.random.Generator) ->
     Shapes:
         pos ``[N, d]`` -> ``[N, d]``
     """
-    if not (isinstance(noise_max, (int, float)) and np.isfinite(noise_max) and noise_max >= 0):
-        raise ValueError(f"noise_max: expected a finite number >= 0, got {noise_max!r}")
+    _check_noise_max(noise_max)
     if noise_max == 0:
         return pos, 0.0
     sigma = float(rng.uniform(0.0, noise_max))
@@ -93,8 +97,7 @@ class NeighbourhoodSamples(_EpochView):
         for name, v in (("n_queries", n_queries), ("n_neighbours", n_neighbours)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-        if not (isinstance(noise_max, (int, float)) and np.isfinite(noise_max) and noise_max >= 0):
-            raise ValueError(f"noise_max: expected a finite number >= 0, got {noise_max!r}")
+        _check_noise_max(noise_max)
         dens = tuple(densities)
         if any(isinstance(n, bool) or not isinstance(n, int) or n <= max(n_queries - 1, n_neighbours) for n in dens):
             raise ValueError(f"densities: expected point counts > n_neighbours = {n_neighbours} and >= n_queries = "

@@ -114,7 +114,7 @@ class PlaneFitHead(nn.Module):
         check_int("hidden", hidden, 1)
         check_int("iterations", iterations, 1)
         super().__init__()
-        self.iterations = _positive("iterations", iterations)
+        self.iterations = iterations
         self.neighbour_lines = bool(neighbour_lines)
         self.a = nn.Linear(edge_dim, hidden)
         self.b = nn.Linear(point_dim, hidden, bias=False)
