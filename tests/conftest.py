@@ -36,6 +36,20 @@ def gen():
     return torch.Generator().manual_seed(1234)
 
 
+def anisotropic_cloud(B: int = 2, N: int = 40, dtype=torch.float64, seed: int = 0) -> torch.Tensor:
+    """``B`` Gaussian clouds of ``N`` points in 3-D with axis scales 1 / 0.7 / 0.4 (a separated global PCA
+    spectrum), seeded."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, N, 3, generator=g, dtype=dtype) * torch.tensor([1.0, 0.7, 0.4], dtype=dtype)
+
+
+def line_outer(n: torch.Tensor) -> torch.Tensor:
+    """``u u^T`` (flattened) of the unit vector along ``n``: the sign-free form in which unoriented normals are
+    compared."""
+    u = n / n.norm(dim=-1, keepdim=True)
+    return (u[..., :, None] * u[..., None, :]).flatten(-2)
+
+
 def cube(d=3, dtype=torch.float64):
     return torch.tensor(list(itertools.product([-1.0, 1.0], repeat=d)), dtype=dtype)
 

@@ -27,20 +27,13 @@ from equiframe.models.normals import (
 )
 from equiframe.testing import equivariance_error
 
+from conftest import anisotropic_cloud, line_outer
+
 EQUIVARIANT = ["fa-pointnet", "fa-dgcnn", "fa-local-pointnet", "tf-pointnet"]
 LOCAL = ["fa-local-pointnet", "tf-pointnet"]
 SMALL = dict(hidden=16, k=8, tf_k=8, local_k=8, feature_k=8, dgcnn_layers=2)
 
 
-def _cloud(B: int = 2, N: int = 40, dtype=torch.float64, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    # anisotropic so that the global PCA spectrum is separated
-    return torch.randn(B, N, 3, generator=g, dtype=dtype) * torch.tensor([1.0, 0.7, 0.4], dtype=dtype)
-
-
-def _outer(n: torch.Tensor) -> torch.Tensor:
-    u = n / n.norm(dim=-1, keepdim=True)
-    return (u[..., :, None] * u[..., None, :]).flatten(-2)
 
 
 def _model(name: str, dtype=torch.float64, perturb: bool = True, **kw):
@@ -54,25 +47,25 @@ def _model(name: str, dtype=torch.float64, perturb: bool = True, **kw):
 
 
 def _line_error(m, pos, group="O(3)", seed=1, n_trials=2):
-    return equivariance_error(lambda pos: _outer(m(pos)), {"pos": pos}, types={"pos": "pos"}, output="1x2n",
+    return equivariance_error(lambda pos: line_outer(m(pos)), {"pos": pos}, types={"pos": "pos"}, output="1x2n",
                               group=group, generator=torch.Generator().manual_seed(seed), n_trials=n_trials).max_error
 
 
 @pytest.mark.parametrize("name", NORMALS_MODELS)
 def test_shapes_batched_and_single(name):
     m = _model(name, torch.float32)
-    pos = _cloud(2, 48, torch.float32)
+    pos = anisotropic_cloud(2, 48, torch.float32)
     out = m(pos)
     assert out.shape == pos.shape and torch.isfinite(out).all()
     single = m(pos[1])
     assert single.shape == pos[1].shape
-    torch.testing.assert_close(_outer(single), _outer(out[1]), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(line_outer(single), line_outer(out[1]), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", [n for n in NORMALS_MODELS if n != "knn-pca"])
 def test_gradients(name):
     m = _model(name, torch.float32, perturb=False)
-    pos = _cloud(2, 48, torch.float32)
+    pos = anisotropic_cloud(2, 48, torch.float32)
     target = torch.nn.functional.normalize(torch.randn(2, 48, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
     from equiframe.datasets.shapes import normal_loss
 
@@ -85,13 +78,13 @@ def test_gradients(name):
 @pytest.mark.parametrize("name", EQUIVARIANT)
 @pytest.mark.parametrize("group", ["O(3)", "E(3)"])
 def test_equivariant_float64(name, group):
-    assert _line_error(_model(name), _cloud(), group) <= 1e-9
+    assert _line_error(_model(name), anisotropic_cloud(), group) <= 1e-9
 
 
 @pytest.mark.parametrize("name", LOCAL)
 def test_local_models_signed_vector_equivariant(name):
     m = _model(name)
-    rep = equivariance_error(m, {"pos": _cloud()}, types={"pos": "pos"}, output="1x1n", group="E(3)",
+    rep = equivariance_error(m, {"pos": anisotropic_cloud()}, types={"pos": "pos"}, output="1x1n", group="E(3)",
                              generator=torch.Generator().manual_seed(7), n_trials=2)
     assert rep.max_error <= 1e-9, rep
 
@@ -101,37 +94,37 @@ def test_equivariant_float32(name):
     # per-point line error under a random rotation + translation: float32 rounding is amplified only at
     # the few points whose local spectrum / sign moments are near-degenerate (f64 above is exact)
     m = _model(name, torch.float32)
-    pos = _cloud(dtype=torch.float32)
+    pos = anisotropic_cloud(dtype=torch.float32)
     Q = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(2)))[0]
     with torch.no_grad():
-        err = (_outer(m(pos @ Q.T + 0.5)).unflatten(-1, (3, 3)) - Q @ _outer(m(pos)).unflatten(-1, (3, 3)) @ Q.T)
+        err = (line_outer(m(pos @ Q.T + 0.5)).unflatten(-1, (3, 3)) - Q @ line_outer(m(pos)).unflatten(-1, (3, 3)) @ Q.T)
     err = err.flatten(-2).abs().amax(-1).flatten()
     assert float(err.median()) <= 1e-4 and float(err.quantile(0.9)) <= 1e-3, err.sort().values[-5:]
 
 
 def test_knn_pca_baseline_equivariant_up_to_sign():
-    assert _line_error(_model("knn-pca"), _cloud(), "E(3)", seed=3) <= 1e-9
+    assert _line_error(_model("knn-pca"), anisotropic_cloud(), "E(3)", seed=3) <= 1e-9
 
 
 @pytest.mark.parametrize("name,kw", [("pointnet", {}), ("dgcnn", {}),
                                      ("pointnet", {"features": "none", "output": "vector"})])
 def test_plain_models_not_equivariant(name, kw):
-    assert _line_error(_model(name, **kw), _cloud(), seed=4) > 1e-2
+    assert _line_error(_model(name, **kw), anisotropic_cloud(), seed=4) > 1e-2
 
 
 @pytest.mark.parametrize("features", ["none", "cov", "pca"])
 @pytest.mark.parametrize("output", ["vector", "line", "line-residual"])
 def test_fa_options_equivariant(features, output):
     m = _model("fa-pointnet", features=features, output=output, fa_mode="canonical")
-    assert _line_error(m, _cloud(), "E(3)", seed=5, n_trials=1) <= 1e-9
+    assert _line_error(m, anisotropic_cloud(), "E(3)", seed=5, n_trials=1) <= 1e-9
     plain = _model("pointnet", features=features, output=output)
-    assert _line_error(plain, _cloud(), "E(3)", seed=5, n_trials=1) > 1e-2
+    assert _line_error(plain, anisotropic_cloud(), "E(3)", seed=5, n_trials=1) > 1e-2
 
 
 def test_fa_wraps_backbone_and_modes():
     fa = FANormals(PointNetSeg(3, 8), mode="canonical").double()
     assert isinstance(fa.backbone, PointNetSeg)
-    assert fa(_cloud()).shape == (2, 40, 3)
+    assert fa(anisotropic_cloud()).shape == (2, 40, 3)
     with pytest.raises(ValueError, match="mode"):
         FANormals(PointNetSeg(3, 8), mode="bogus")
     m = build_normals_model("fa-dgcnn", **SMALL)
@@ -146,30 +139,30 @@ def test_line_residual_starts_at_pca_normal():
     last = [mod for mod in m.backbone.head if isinstance(mod, torch.nn.Linear)][-1]
     torch.nn.init.zeros_(last.weight)
     torch.nn.init.zeros_(last.bias)
-    pos = _cloud()
-    torch.testing.assert_close(_outer(m(pos)), _outer(knn_pca_normals(pos, 8)))
+    pos = anisotropic_cloud()
+    torch.testing.assert_close(line_outer(m(pos)), line_outer(knn_pca_normals(pos, 8)))
 
 
 def test_local_residual_head_starts_at_baseline():
     # the local frame's last axis is exactly the baseline's k-NN PCA normal
-    pos = _cloud(N=48)
+    pos = anisotropic_cloud(N=48)
     for m in (LocalPointNet(k=8, hidden=8, head="residual").double(),
               TFPointNet(hidden=8, k=8, head="residual", local_layers=1, ratios=(0.5,)).double()):
-        torch.testing.assert_close(_outer(m(pos)), _outer(knn_pca_normals(pos, 8)))
+        torch.testing.assert_close(line_outer(m(pos)), line_outer(knn_pca_normals(pos, 8)))
 
 
 def test_knn_geometry_and_features():
-    pos = _cloud(N=50)
+    pos = anisotropic_cloud(N=50)
     C, u, lam = knn_geometry(pos, 10)
     assert C.shape == (2, 50, 3, 3) and u.shape == (2, 50, 3) and lam.shape == (2, 50, 3)
     torch.testing.assert_close(C.diagonal(dim1=-2, dim2=-1).sum(-1), torch.ones(2, 50, dtype=pos.dtype))
-    torch.testing.assert_close(_outer(u), _outer(knn_pca_normals(pos, 10)))
+    torch.testing.assert_close(line_outer(u), line_outer(knn_pca_normals(pos, 10)))
     assert (lam[..., 1:] >= lam[..., :-1]).all()
     assert local_features(pos, "none") is None
     assert local_features(pos, "cov", 10).shape == (2, 50, 9)
     f = local_features(pos, "pca", 10)
     assert f.shape == (2, 50, 18)
-    torch.testing.assert_close(f[..., :9], _outer(u))
+    torch.testing.assert_close(f[..., :9], line_outer(u))
     with pytest.raises(ValueError, match="features"):
         local_features(pos, "bogus")
     with pytest.raises(ValueError, match="k"):
@@ -182,7 +175,7 @@ def test_line_to_normal_and_plane_fit():
     P = u[:, :, None] * u[:, None, :]
     torch.testing.assert_close(line_to_normal(P, u), u)
     start = torch.nn.functional.normalize(u + 0.3 * torch.randn(5, 3, generator=g, dtype=torch.float64), dim=-1)
-    torch.testing.assert_close(_outer(line_to_normal(P, start, steps=2)), _outer(u))
+    torch.testing.assert_close(line_outer(line_to_normal(P, start, steps=2)), line_outer(u))
     # two planes z = 0 (weight 1) and x = 0 (weight ~0): the fit recovers e_z from a tilted start
     a = torch.rand(1, 12, 2, generator=g, dtype=torch.float64)
     y = torch.cat([torch.cat([a, torch.zeros(1, 12, 1, dtype=torch.float64)], -1),
@@ -200,7 +193,7 @@ def test_line_to_normal_and_plane_fit():
 
 
 def test_farthest_point_sampling_invariant():
-    pos = _cloud(2, 60)
+    pos = anisotropic_cloud(2, 60)
     idx = farthest_point_sampling(pos, 15)
     assert idx.shape == (2, 15) and all(len(set(r.tolist())) == 15 for r in idx)
     Q = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64))[0]
@@ -219,7 +212,7 @@ def test_tf_pointnet_is_tfconv_wrapped_pointnetconv_hierarchy():
     assert len(convs) == 6
     assert all(isinstance(c, TFConv) and isinstance(c.layer, PointNetConv) for c in convs)
     flat = TFPointNet(hidden=8, k=8, local_layers=1, ratios=()).double()
-    assert _line_error(flat, _cloud(), seed=6, n_trials=1) <= 1e-9
+    assert _line_error(flat, anisotropic_cloud(), seed=6, n_trials=1) <= 1e-9
 
 
 def test_tf_pointnet_pooled_edge_features():
@@ -229,16 +222,16 @@ def test_tf_pointnet_pooled_edge_features():
     m = TFPointNet(hidden=8, k=8, local_layers=1, ratios=(0.5,), pool_edges=True, edge_transport=True).double()
     plain = TFPointNet(hidden=8, k=8, local_layers=1, ratios=(0.5,), pool_edges=False, edge_transport=True).double()
     assert m.head.b.in_features == plain.head.b.in_features + 8
-    assert _line_error(plain, _cloud(), seed=9, n_trials=1) <= 1e-9
+    assert _line_error(plain, anisotropic_cloud(), seed=9, n_trials=1) <= 1e-9
     default = TFPointNet(hidden=8, k=8)
     assert default.pool_edges and not default.edge_transport  # the plane-fit head's defaults
-    assert _line_error(m, _cloud(), seed=7, n_trials=2) <= 1e-9
+    assert _line_error(m, anisotropic_cloud(), seed=7, n_trials=2) <= 1e-9
     with pytest.raises(ValueError, match="pool_edges"):
         TFPointNet(hidden=8, k=8, head="residual", pool_edges=True)
     # edge_transport=False: the head's edge MLP reads the local geometry only (FA-Local-PointNet's edge features)
     geo = TFPointNet(hidden=8, k=8, local_layers=1, ratios=(0.5,), pool_edges=True, edge_transport=False).double()
     assert geo.edge_mlp[0].in_features == 3 + 1
-    assert _line_error(geo, _cloud(), seed=8, n_trials=2) <= 1e-9
+    assert _line_error(geo, anisotropic_cloud(), seed=8, n_trials=2) <= 1e-9
     with pytest.raises(ValueError, match="edge_transport"):
         TFPointNet(hidden=8, k=8, head="free", edge_transport=False)
 
@@ -247,7 +240,7 @@ def test_tf_pointnet_learned_frames_equivariant():
     torch.manual_seed(0)
     m = TFPointNet(hidden=8, k=8, frames="learned", learned_cutoff=2.0, local_layers=1, ratios=(0.5,)).double()
     assert m.head_kind == "free"
-    rep = equivariance_error(lambda pos: m(pos), {"pos": _cloud()}, types={"pos": "pos"}, output="1x1n",
+    rep = equivariance_error(lambda pos: m(pos), {"pos": anisotropic_cloud()}, types={"pos": "pos"}, output="1x1n",
                              group="E(3)", generator=torch.Generator().manual_seed(5))
     assert rep.max_error <= 1e-9, rep
 
@@ -285,8 +278,8 @@ def test_local_models_scale_invariant(name):
     # offsets are measured in an invariant length unit (per point / per cloud): rescaling the cloud does
     # not change the normals
     m = _model(name)
-    pos = _cloud()
-    torch.testing.assert_close(_outer(m(3.7 * pos)), _outer(m(pos)), rtol=1e-9, atol=1e-9)
+    pos = anisotropic_cloud()
+    torch.testing.assert_close(line_outer(m(3.7 * pos)), line_outer(m(pos)), rtol=1e-9, atol=1e-9)
 
 
 def _box_surface(n: int = 96, seed: int = 0) -> torch.Tensor:

@@ -15,15 +15,8 @@ from equiframe.models.normals import LocalPointNet, build_normals_model, dense_k
 from equiframe.testing import equivariance_error
 from equiframe.train import TrainConfig, fit
 
+from conftest import anisotropic_cloud, line_outer
 
-def _cloud(B: int = 2, N: int = 48, dtype=torch.float64, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(B, N, 3, generator=g, dtype=dtype) * torch.tensor([1.0, 0.7, 0.4], dtype=dtype)
-
-
-def _outer(n: torch.Tensor) -> torch.Tensor:
-    u = n / n.norm(dim=-1, keepdim=True)
-    return (u[..., :, None] * u[..., None, :]).flatten(-2)
 
 
 def _ctx_model(dtype=torch.float64, head="wlsq") -> LocalPointNet:
@@ -39,26 +32,26 @@ def _ctx_model(dtype=torch.float64, head="wlsq") -> LocalPointNet:
 @pytest.mark.parametrize("group", ["O(3)", "E(3)"])
 def test_context_branch_equivariant_float64(head, group):
     m = _ctx_model(head=head)
-    rep = equivariance_error(lambda pos: _outer(m(pos)), {"pos": _cloud()}, types={"pos": "pos"}, output="1x2n",
+    rep = equivariance_error(lambda pos: line_outer(m(pos)), {"pos": anisotropic_cloud(N=48)}, types={"pos": "pos"}, output="1x2n",
                              group=group, generator=torch.Generator().manual_seed(1), n_trials=3)
     assert rep.max_error <= 1e-9, rep
     # the signed vector too (frames with moment signs: reflections included)
-    rep = equivariance_error(m, {"pos": _cloud()}, types={"pos": "pos"}, output="1x1n", group=group,
+    rep = equivariance_error(m, {"pos": anisotropic_cloud(N=48)}, types={"pos": "pos"}, output="1x1n", group=group,
                              generator=torch.Generator().manual_seed(2), n_trials=2)
     assert rep.max_error <= 1e-9, rep
 
 
 def test_context_branch_reflection_and_float32():
     m = _ctx_model()
-    pos = _cloud()
+    pos = anisotropic_cloud(N=48)
     P = torch.diag(torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64))  # a reflection
-    torch.testing.assert_close(_outer(m(pos @ P.T)).unflatten(-1, (3, 3)),
-                               P @ _outer(m(pos)).unflatten(-1, (3, 3)) @ P.T, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(line_outer(m(pos @ P.T)).unflatten(-1, (3, 3)),
+                               P @ line_outer(m(pos)).unflatten(-1, (3, 3)) @ P.T, rtol=1e-9, atol=1e-9)
     m32 = _ctx_model(torch.float32)
     x = pos.float()
     Q = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(3)))[0]
     with torch.no_grad():
-        err = _outer(m32(x @ Q.T + 0.3)).unflatten(-1, (3, 3)) - Q @ _outer(m32(x)).unflatten(-1, (3, 3)) @ Q.T
+        err = line_outer(m32(x @ Q.T + 0.3)).unflatten(-1, (3, 3)) - Q @ line_outer(m32(x)).unflatten(-1, (3, 3)) @ Q.T
     err = err.flatten(-2).abs().amax(-1).flatten()
     assert float(err.median()) <= 1e-4 and float(err.quantile(0.9)) <= 1e-3
 
@@ -67,7 +60,7 @@ def test_context_branch_negative_control_and_scale():
     # the branch does look at the orientation of its points: context offsets in a different frame than the
     # neighbourhood's change the prediction (so the equivariance tests above are not vacuous)
     m = _ctx_model(head="free")
-    x = _cloud()[0]
+    x = anisotropic_cloud(N=48)[0]
     idx = dense_knn(x[None], x[None], m.n_neighbours)[0]
     nbr = x[idx]
     Q = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64))[0]
@@ -80,13 +73,13 @@ def test_context_branch_negative_control_and_scale():
     rel, ctx = nbr[:, :m.k] - x[:, None], nbr - x[:, None]
     with torch.no_grad():
         good, bad = m._predict(R, rel, ctx), m._predict(R, rel, ctx @ Q.T)
-    assert float((_outer(good) - _outer(bad)).abs().max()) > 1e-2
-    torch.testing.assert_close(_outer(m(3.7 * x + 1.0)), _outer(m(x)), rtol=1e-9, atol=1e-9)
+    assert float((line_outer(good) - line_outer(bad)).abs().max()) > 1e-2
+    torch.testing.assert_close(line_outer(m(3.7 * x + 1.0)), line_outer(m(x)), rtol=1e-9, atol=1e-9)
 
 
 def test_context_forward_matches_neighbourhoods_and_keys():
     m = _ctx_model()
-    x = _cloud()[1]
+    x = anisotropic_cloud(N=48)[1]
     idx = dense_knn(x[None], x[None], m.n_neighbours)[0]
     torch.testing.assert_close(m.forward_neighbourhoods(x, x[idx]), m(x), rtol=1e-10, atol=1e-10)
     with pytest.raises(ValueError, match="neighbours"):
@@ -128,7 +121,7 @@ class _Clouds(torch.utils.data.Dataset):
 
 
 def test_query_neighbourhoods_and_noise():
-    x = _cloud(1, 60)[0]
+    x = anisotropic_cloud(1, 60)[0]
     center, nbr = query_neighbourhoods(x, 10, 7)
     assert center.shape == (10, 3) and nbr.shape == (10, 7, 3)
     torch.testing.assert_close(nbr[:, 0], center)  # the query itself first
