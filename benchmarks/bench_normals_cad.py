@@ -10,7 +10,9 @@ area-uniform samples of a part, Gaussian noise ``sigma`` x the bounding-box diag
 are the second source (512 points). Metrics: :func:`equiframe.datasets.normal_metrics.normal_metrics`.
 
 Methods: k-NN PCA (k = 16, the SPEC's baseline, and the best k per density and noise, chosen on
-the validation split), jet fitting (order 2, its best k on validation), Open3D ``estimate_normals``
+the validation split), jet fitting (order 2, its best k on validation), an exhaustive RANSAC over the planes
+through each point and pairs of its 12 nearest neighbours (:func:`ransac_normals`, k = 32, its inlier scale
+tau chosen on validation), Open3D ``estimate_normals``
 (k-NN ``knn=16`` / ``30`` and hybrid ``radius = 2 x`` the mean 16-th-neighbour distance, ``max_nn = 30``),
 and every trained run under ``--runs`` (best-validation checkpoint; the local models at every density,
 TF-PointNet++ at its training density 512 only). Per-shape regressions: the test parts where the best
@@ -35,13 +37,14 @@ from common import command_line, write_result  # noqa: E402
 from equiframe.datasets.cad import FAMILIES, CADConfig, CADNormalsDataset  # noqa: E402
 from equiframe.datasets.shapes import NormalsDataset, ShapesConfig, normal_loss  # noqa: E402
 from equiframe.datasets.normal_metrics import METRICS, normal_metrics  # noqa: E402
-from equiframe.models.normals import dense_knn, jet_normals, knn_geometry, open3d_normals  # noqa: E402
+from equiframe.models.normals import dense_knn, jet_normals, knn_geometry, open3d_normals, ransac_normals  # noqa: E402
 from equiframe.experiments import experiment_from_dict  # noqa: E402
 from equiframe.train import load_checkpoint  # noqa: E402
 
 Method = Callable[[torch.Tensor], torch.Tensor]
 PCA_KS = (8, 12, 16, 24, 32, 48)
 JET_KS = (16, 24, 32, 48)
+RANSAC_TAUS = (0.005, 0.01, 0.02, 0.05, 0.1)
 
 
 def clouds(cfg: CADConfig, split: str, n: int, density: int, noise: float, root: str | None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -89,7 +92,9 @@ def add_seed_means(rows: dict[str, dict[str, float]], runs: dict[str, Any]) -> N
 def model_options(c: dict[str, Any]) -> str:
     """The non-default options of a local model, for the budget table."""
     out = f", k {c['local_k']}" if c["model"] == "fa-local-pointnet" else ""
-    return out + (f", context k {c['local_context_k']}" if c.get("local_context_k") else "")
+    out += f", hidden {c['hidden']}" if c["model"] == "fa-local-pointnet" and c.get("hidden", 64) != 64 else ""
+    out += f", context k {c['local_context_k']}" if c.get("local_context_k") else ""
+    return out + (f", plane vote over pairs of {c['local_vote']} neighbours" if c.get("local_vote") else "")
 
 
 def training_samples(c: dict[str, Any]) -> str:
@@ -145,12 +150,14 @@ def main() -> None:
             vpos, vnrm, _ = clouds(cfg, "valid", n_valid, density, noise, args.root)
             kp = min(PCA_KS, key=lambda k: normal_metrics(knn_geometry(vpos, k)[1], vnrm)["one_minus_cos2"])
             kj = min(JET_KS, key=lambda k: normal_metrics(jet_normals(vpos, k), vnrm)["one_minus_cos2"])
-            best_k[key] = {"pca": kp, "jet": kj}
+            kr = min(RANSAC_TAUS, key=lambda t: normal_metrics(ransac_normals(vpos, 32, 12, t), vnrm)["one_minus_cos2"])
+            best_k[key] = {"pca": kp, "jet": kj, "ransac": kr}
             pos, nrm, fam = clouds(cfg, "test", n_test, density, noise, args.root)
             methods: dict[str, Method] = {
                 "k-NN PCA (k=16)": lambda p: knn_geometry(p, 16)[1],
                 f"k-NN PCA (best k on valid: {kp})": lambda p, k=kp: knn_geometry(p, k)[1],
                 f"jet fitting, order 2 (best k on valid: {kj})": lambda p, k=kj: jet_normals(p, k),
+                f"RANSAC over neighbour pairs, k=32 (best k on valid: tau {kr})": lambda p, t=kr: ransac_normals(p, 32, 12, t),
             }
             if have_o3d:
                 r = hybrid_radius(pos)
@@ -181,7 +188,8 @@ def main() -> None:
     ppos = torch.stack([proc[i]["pos"] for i in range(len(proc))]).double()
     pnrm = torch.stack([proc[i]["normal"] for i in range(len(proc))]).double()
     proc_rows = {"k-NN PCA (k=16)": normal_metrics(knn_geometry(ppos, 16)[1], pnrm),
-                 "jet fitting, order 2 (k=16)": normal_metrics(jet_normals(ppos, 16), pnrm)}
+                 "jet fitting, order 2 (k=16)": normal_metrics(jet_normals(ppos, 16), pnrm),
+                 "RANSAC over neighbour pairs, k=32 (tau 0.01)": normal_metrics(ransac_normals(ppos), pnrm)}
     if have_o3d:
         proc_rows["Open3D estimate_normals, KNN(30)"] = normal_metrics(open3d_normals(ppos, knn=30), pnrm)
     for name, (model, _) in runs.items():
@@ -207,8 +215,8 @@ def main() -> None:
         lines.append("|---|---|---|---|---|---|")
         for name, m in sorted(r.items(), key=lambda x: x[1]["one_minus_cos2"]):
             lines.append(f"| {name} | {cells(m)} | {m['seconds']:.1f} |")
-    lines.append("\nBest k on validation (k-NN PCA / jet): " + "; ".join(
-        f"{d} pts, {n * 100:g} %: {v['pca']} / {v['jet']}" for (d, n), v in best_k.items()))
+    lines.append("\nBest k on validation (k-NN PCA / jet) and RANSAC's best tau: " + "; ".join(
+        f"{d} pts, {n * 100:g} %: {v['pca']} / {v['jet']}, tau {v['ransac']}" for (d, n), v in best_k.items()))
     lines.append(f"\n### Second source: procedural boolean-of-primitives shapes (512 points, rotated, {len(proc)} test shapes)\n")
     lines.append("| method | 1 − cos² | RMS angle | PGP5 | PGP10 |")
     lines.append("|---|---|---|---|---|")

@@ -54,8 +54,10 @@ def main() -> None:
               "iterations": model.head.iterations if hasattr(model.head, "iterations") else 2}
     if model.context_k is not None:
         kwargs["context_k"] = model.context_k
+    if model.vote_k is not None:
+        kwargs["vote"] = model.vote_k
     data = {k: cfg[k] for k in ("source", "cad_parts", "cad_points", "n_train", "n_valid", "n_test", "n_points",
-                                "noise", "data_seed", "setting", "local_k", "local_context_k", "train_queries",
+                                "noise", "data_seed", "setting", "local_k", "local_context_k", "local_vote", "train_queries",
                                 "train_noise_max", "train_densities") if k in cfg}
     results = args.results or f"results/normals/{run.parent.name}/{run.name}"
     model.eval()

@@ -281,6 +281,9 @@ REGISTRY.update({
     "models.normals.build_normals_model": Elsewhere('test_models_normals.py::test_bad_inputs'),
     "models.normals_geometry.farthest_point_sampling": Elsewhere('test_models_normals.py::test_farthest_point_sampling_invariant'),
     "models.normals_geometry.jet_normals": Elsewhere('test_estimator.py::test_baselines_on_a_sphere'),
+    "models.normals.PlaneVote": Elsewhere('test_normals_vote.py::test_vote_bad_arguments'),
+    "models.normals_local.candidate_planes": Elsewhere('test_normals_vote.py::test_candidate_planes_2d_and_degenerate'),
+    "models.normals_local.ransac_normals": Elsewhere('test_normals_vote.py::test_ransac_normals_degenerate_and_bad_inputs'),
     "models.normals_geometry.knn_geometry": Elsewhere('test_models_normals.py::test_knn_geometry_and_features'),
     "models.normals_geometry.local_features": Elsewhere('test_models_normals.py::test_knn_geometry_and_features'),
     "nn.tensor_frames.conv.TFConv": Elsewhere('test_tensor_frames.py::test_input_validation', 'test_tensor_frames.py::test_multi_hop_layers_are_refused'),
@@ -649,7 +652,7 @@ CASES.update({
                                      (V, "k", lambda t: _i("models.normals:KNNPCANormals")(k=2.5))],
     "models.normals.PlaneFitHead": [(V, "edge_dim", lambda t: _i("models.normals:PlaneFitHead")(0, 4)),
                                     (V, "iterations", lambda t: _i("models.normals:PlaneFitHead")(4, 4, iterations=0))],
-    "models.normals.line_to_normal": [
+    "models.normals_geometry.line_to_normal": [
         (V, "P", lambda t: _i("models.normals:line_to_normal")(torch.eye(3)[:2], torch.ones(3))),
         (V, "steps", lambda t: _i("models.normals:line_to_normal")(torch.eye(3), torch.ones(3), steps=0)),
     ],

@@ -164,6 +164,22 @@ def test_neighbourhood_samples_deterministic_noisy_mixed_densities():
         NeighbourhoodSamples(_Clouds(), 0, 8)
 
 
+def test_neighbourhood_samples_clean_share():
+    # a share of the clouds stays exactly on the plane; 0 draws no extra coin (the samples of earlier versions)
+    def flat(ds):
+        return [float(ds[i]["nbr"][..., 2].abs().max()) == 0 for i in range(40)]
+
+    half = flat(NeighbourhoodSamples(_Clouds(40), 8, 8, noise_max=0.05, seed=3, clean_share=0.5))
+    assert 8 <= sum(half) <= 32
+    assert sum(flat(NeighbourhoodSamples(_Clouds(40), 8, 8, noise_max=0.05, seed=3, clean_share=1.0))) == 40
+    a = NeighbourhoodSamples(_Clouds(40), 8, 8, noise_max=0.05, seed=3)
+    b = NeighbourhoodSamples(_Clouds(40), 8, 8, noise_max=0.05, seed=3, clean_share=0.0)
+    assert sum(flat(a)) == 0 and all(torch.equal(a[i]["nbr"], b[i]["nbr"]) for i in range(5))
+    for bad in (-0.1, 1.5, True, "half"):
+        with pytest.raises(ValueError, match="clean_share"):
+            NeighbourhoodSamples(_Clouds(), 16, 8, noise_max=0.05, clean_share=bad)
+
+
 def _cfg(root, **kw):
     base = dict(model="fa-local-pointnet", setting="i/i", n_train=4, n_valid=2, n_test=2, n_points=64, hidden=8,
                 k=8, tf_k=8, local_k=8, feature_k=8, baseline_k=8, data_root=root, diagnostic_samples=2)
@@ -176,13 +192,21 @@ def test_config_options_validated(tmp_path):
     c = _cfg(root, train_queries=16, train_noise_max=0.012, local_context_k=12)
     assert NormalsExperimentConfig.from_dict(c.to_dict()) == c
     assert NormalsExperiment(c).run_name == "fa-local-pointnet-k8-ctx12-q16-noise0.012_i-i"
+    c = _cfg(root, train_queries=16, train_noise_max=0.012, train_clean_share=0.5, local_vote=5)
+    assert NormalsExperimentConfig.from_dict(c.to_dict()) == c
+    assert NormalsExperiment(c).run_name == "fa-local-pointnet-k8-vote5-q16-noise0.012-clean0.5_i-i"
+    assert NormalsExperiment(c).build_model().vote_k == 5
     bad = [dict(train_queries=0), dict(train_queries=16, model="pointnet"), dict(local_context_k=8),
            dict(local_context_k=12, model="tf-pointnet"), dict(train_noise_max=0.01),
            dict(train_queries=16, train_noise_max=-0.1), dict(train_queries=16, train_noise_max=float("inf")),
            dict(train_queries=16, train_densities=(128,)),  # procedural source
-           dict(train_queries=16, source="cad", train_densities=(8,)), dict(local_context_k=64)]
+           dict(train_queries=16, source="cad", train_densities=(8,)), dict(local_context_k=64),
+           dict(train_queries=16, train_clean_share=0.5),  # no noise to leave out
+           dict(train_queries=16, train_noise_max=0.01, train_clean_share=1.5),
+           dict(local_vote=8), dict(local_vote=1), dict(local_vote=4, head="residual"),
+           dict(local_vote=4, model="tf-pointnet")]
     for kw in bad:
-        with pytest.raises(ValueError, match="train_|local_context_k|n_points"):
+        with pytest.raises(ValueError, match="train_|local_context_k|local_vote|n_points"):
             _cfg(root, **kw)
 
 

@@ -122,11 +122,14 @@ class NormalsExperimentConfig:
             PCA frames).
         local_k: neighbourhood of FA-Local-PointNet.
         local_context_k: FA-Local-PointNet's multi-scale context neighbourhood (``None``: none).
+        local_vote: FA-Local-PointNet's plane vote over the pairs of this many nearest neighbours (``None``:
+            none; see :class:`~equiframe.models.normals.LocalPointNet`'s ``vote``).
         train_queries: train a local model (FA-Local-PointNet) on this many random query points per
             training cloud, their neighbourhoods taken in the whole cloud (``None``: every point; see
             :mod:`equiframe.experiments.normals_augment`). Evaluation always uses whole clouds.
         train_noise_max: with ``train_queries``, every training cloud gets Gaussian noise of a random
             level ``U(0, train_noise_max)`` (fraction of its bounding-box diagonal) on top of ``noise``.
+        train_clean_share: with ``train_noise_max``, the share of training clouds left without that noise.
         train_densities: with ``train_queries`` and ``source="cad"``, every training cloud has a random
             point count from these (default: ``n_points``).
         hidden_reps, tf_frames, tf_local_layers, tf_ratios, tf_k: TF-PointNet++ options.
@@ -159,9 +162,11 @@ class NormalsExperimentConfig:
     head: Head | None = None
     local_k: int = 16
     local_context_k: int | None = None
+    local_vote: int | None = None
     train_queries: int | None = None
     train_noise_max: float = 0.0
     train_densities: tuple[int, ...] = ()
+    train_clean_share: float = 0.0
     hidden_reps: str = "32x0n+8x1n"
     tf_frames: FrameKind = "pca"
     tf_local_layers: int = 2
@@ -236,6 +241,12 @@ class NormalsExperimentConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v <= self.local_k or not local:
                 raise ValueError(f"local_context_k: expected None or an integer > local_k = {self.local_k} "
                                  f"(fa-local-pointnet only), got {v!r} for model {self.model!r}")
+        if self.local_vote is not None:
+            v = self.local_vote
+            if (isinstance(v, bool) or not isinstance(v, int) or not 2 <= v < self.local_k or not local
+                    or self.head not in (None, "wlsq")):
+                raise ValueError(f"local_vote: expected None or an integer in [2, local_k = {self.local_k}) "
+                                 f"(fa-local-pointnet with the wlsq head only), got {v!r} for model {self.model!r}")
         if self.train_queries is not None:
             v = self.train_queries
             if isinstance(v, bool) or not isinstance(v, int) or v < 1 or not local:
@@ -249,6 +260,10 @@ class NormalsExperimentConfig:
         object.__setattr__(self, "train_densities", dens)
         if (nm > 0 or dens) and self.train_queries is None:
             raise ValueError("train_noise_max, train_densities: need train_queries (query-neighbourhood training)")
+        cs = self.train_clean_share
+        if isinstance(cs, bool) or not isinstance(cs, (int, float)) or not 0 <= cs <= 1 or (cs > 0 and nm == 0):
+            raise ValueError(f"train_clean_share: expected a number in [0, 1] (> 0 only with train_noise_max), got {cs!r}")
+        object.__setattr__(self, "train_clean_share", float(cs))
         if dens and self.source != "cad":
             raise ValueError("train_densities: needs source='cad' (the procedural shapes store n_points points)")
         nb = self.local_context_k or self.local_k
@@ -354,8 +369,10 @@ class NormalsExperiment(Experiment):
         extra += f"-{c.head}" if c.head is not None and c.model in ("fa-local-pointnet", "tf-pointnet") else ""
         extra += f"-k{c.local_k}" if c.model == "fa-local-pointnet" and c.local_k != 16 else ""
         extra += f"-ctx{c.local_context_k}" if c.local_context_k is not None else ""
+        extra += f"-vote{c.local_vote}" if c.local_vote is not None else ""
         extra += f"-q{c.train_queries}" if c.train_queries is not None else ""
         extra += f"-noise{c.train_noise_max:g}" if c.train_noise_max > 0 else ""
+        extra += f"-clean{c.train_clean_share:g}" if c.train_clean_share > 0 else ""
         extra += "-dens" + ",".join(map(str, c.train_densities)) if c.train_densities else ""
         extra += "-cad" if c.source == "cad" else ""
         return f"{c.model}{extra}_{c.setting.replace('/', '-')}"
@@ -422,7 +439,8 @@ class NormalsExperiment(Experiment):
                 from .normals_augment import NeighbourhoodSamples  # noqa: PLC0415
 
                 ds = NeighbourhoodSamples(ds, c.train_queries, c.local_context_k or c.local_k,
-                                          noise_max=c.train_noise_max, densities=c.train_densities, seed=c.data_seed)
+                                          noise_max=c.train_noise_max, densities=c.train_densities, seed=c.data_seed,
+                                          clean_share=c.train_clean_share)
             self._datasets[split] = ds
         return self._datasets[split]
 
@@ -448,7 +466,7 @@ class NormalsExperiment(Experiment):
         c = self.config
         model = build_normals_model(c.model, hidden=c.hidden, k=c.k, fa_mode=c.fa_mode, features=c.features,
                                     feature_k=c.feature_k, output=c.output, head=c.head, local_k=c.local_k,
-                                    local_context_k=c.local_context_k,
+                                    local_context_k=c.local_context_k, local_vote=c.local_vote,
                                     hidden_reps=c.hidden_reps,
                                     tf_frames=c.tf_frames, tf_local_layers=c.tf_local_layers, tf_ratios=c.tf_ratios,
                                     tf_k=c.tf_k, tf_pool_edges=c.tf_pool_edges,

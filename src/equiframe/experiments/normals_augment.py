@@ -10,7 +10,8 @@ step. :class:`NeighbourhoodSamples` draws, per training cloud and epoch (seeded 
 1. a density ``N`` from ``densities`` (a random subset of the epoch's fresh area-uniform points);
 2. a noise level ``sigma ~ U(0, noise_max)`` (fraction of the cloud's bounding-box diagonal) and
    Gaussian noise of standard deviation ``sigma * diag`` on every position (:func:`add_random_noise`;
-   the normals stay exact);
+   the normals stay exact); with ``clean_share = p`` a share ``p`` of the clouds stays clean (exact
+   points keep exact inliers, which models that vote on candidate planes rely on);
 3. ``q`` query points and the ``n_neighbours`` nearest points of each (the query itself first).
 
 Evaluation (validation, test) is unchanged: whole clouds through the model's ``forward``.
@@ -90,10 +91,12 @@ class NeighbourhoodSamples(_EpochView):
         noise_max: largest noise level (fraction of the bounding-box diagonal); 0: clean clouds.
         densities: point counts to draw from (default: all points of the item).
         seed: seed of the draws (with the epoch and the item index).
+        clean_share: share of the clouds without noise, in ``[0, 1]`` (0: every cloud gets its noise level;
+            only a share ``> 0`` draws the extra coin, so the samples of 0 are those of earlier versions).
     """
 
     def __init__(self, dataset: Any, n_queries: int, n_neighbours: int, *, noise_max: float = 0.0,
-                 densities: Sequence[int] = (), seed: int = 0):
+                 densities: Sequence[int] = (), seed: int = 0, clean_share: float = 0.0):
         for name, v in (("n_queries", n_queries), ("n_neighbours", n_neighbours)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {v!r}")
@@ -103,7 +106,10 @@ class NeighbourhoodSamples(_EpochView):
             raise ValueError(f"densities: expected point counts > n_neighbours = {n_neighbours} and >= n_queries = "
                              f"{n_queries}, got {densities!r}")
         self.dataset, self.n_queries, self.n_neighbours = dataset, n_queries, n_neighbours
+        if isinstance(clean_share, bool) or not isinstance(clean_share, (int, float)) or not 0 <= clean_share <= 1:
+            raise ValueError(f"clean_share: expected a number in [0, 1], got {clean_share!r}")
         self.noise_max, self.densities, self.seed = float(noise_max), dens, int(seed)
+        self.clean_share = float(clean_share)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -118,6 +124,7 @@ class NeighbourhoodSamples(_EpochView):
             if n > pos.shape[0]:
                 raise ValueError(f"densities: {n} points asked, the item has {pos.shape[0]}")
             pos, nrm = pos[:n], nrm[:n]  # a uniform random subset of the item's (area-uniform) points
-        pos, _ = add_random_noise(pos, self.noise_max, rng)
+        if not (self.clean_share > 0 and rng.random() < self.clean_share):
+            pos, _ = add_random_noise(pos, self.noise_max, rng)
         center, nbr = query_neighbourhoods(pos, min(self.n_queries, pos.shape[0]), self.n_neighbours)
         return {"center": center, "nbr": nbr, "normal": nrm[: center.shape[0]]}

@@ -79,11 +79,16 @@ def add_train_arguments(t: argparse.ArgumentParser) -> argparse.ArgumentParser:
     t.add_argument("--local-k", type=_pos_int, default=16)
     t.add_argument("--local-context-k", type=_pos_int, default=None,
                    help="fa-local-pointnet: neighbours of a multi-scale context branch (> --local-k)")
+    t.add_argument("--local-vote", type=_pos_int, default=None,
+                   help="fa-local-pointnet: start the plane fit from a learned vote among the planes through the "
+                        "point and pairs of its N nearest neighbours (N < --local-k)")
     t.add_argument("--train-queries", type=_pos_int, default=None,
                    help="fa-local-pointnet: train on this many random query points per cloud (their neighbourhoods "
                         "in the whole cloud); evaluation uses whole clouds")
     t.add_argument("--train-noise-max", type=_nonneg_float, default=0.0,
                    help="with --train-queries: random Gaussian noise U(0, this) x bbox diagonal per training cloud")
+    t.add_argument("--train-clean-share", type=_nonneg_float, default=0.0,
+                   help="with --train-noise-max: share of the training clouds left clean (0..1)")
     t.add_argument("--train-densities", type=_pos_int, nargs="+", default=[],
                    help="with --train-queries (cad): random point count per training cloud")
     t.add_argument("--cad-max-points", type=_pos_int, default=2048, help="stored samples per part held in memory")
@@ -223,7 +228,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model=args.model, setting=args.setting, n_train=args.n_train, n_valid=args.n_valid, n_test=args.n_test,
         n_points=args.n_points, noise=args.noise, data_seed=args.data_seed, hidden=args.hidden, k=args.k,
         fa_mode=args.fa_mode, features=args.features, output=args.output, head=args.head, local_k=args.local_k,
-        local_context_k=args.local_context_k, train_queries=args.train_queries, train_noise_max=args.train_noise_max,
+        local_context_k=args.local_context_k, local_vote=args.local_vote, train_queries=args.train_queries, train_noise_max=args.train_noise_max,
+        train_clean_share=args.train_clean_share,
         train_densities=tuple(args.train_densities), cad_max_points=args.cad_max_points,
         hidden_reps=args.hidden_reps, tf_frames=args.tf_frames, tf_local_layers=args.tf_local_layers,
         tf_ratios=tuple(args.tf_ratios), tf_pool_edges=False if args.tf_no_pool_edges else None,

@@ -105,15 +105,17 @@ from .normals_geometry import (
     farthest_point_sampling,
     jet_normals,
     knn_geometry,
+    line_to_normal,
     local_features,
     open3d_normals,
 )
-from .normals_local import LocalPointNet, PlaneFitHead, weighted_plane_normal
+from .normals_local import (LocalPointNet, PlaneFitHead, PlaneVote, candidate_planes, ransac_normals,
+                            weighted_plane_normal)
 from .tf_pointnet import TFPointNet
 from .._checks import check_int, check_tensor
 
 # the public home of the split-out classes (pretrained manifests and pickles name ``module:Class``)
-for _cls in (LocalPointNet, PlaneFitHead, TFPointNet):
+for _cls in (LocalPointNet, PlaneFitHead, PlaneVote, TFPointNet):
     _cls.__module__ = __name__
 del _cls
 
@@ -127,17 +129,20 @@ __all__ = [
     "NORMALS_MODELS",
     "NormalsModelName",
     "PlaneFitHead",
+    "PlaneVote",
     "PlainNormals",
     "PointNetSeg",
     "TFPointNet",
     "line_to_normal",
     "weighted_plane_normal",
     "build_normals_model",
+    "candidate_planes",
     "dense_knn",
     "farthest_point_sampling",
     "jet_normals",
     "knn_geometry",
     "open3d_normals",
+    "ransac_normals",
     "tf_head_kind",
 ]
 
@@ -256,28 +261,6 @@ class DGCNN(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ global heads
-def line_to_normal(P: Tensor, start: Tensor, steps: int = 3) -> Tensor:
-    r"""Dominant eigenvector of the symmetric part of ``P`` (largest ``|lambda|``) by power iteration.
-
-    ``S = (P + P^T) / 2``, ``v_0 = start``, ``v_{t+1} = S v_t / \|S v_t\|``. Equivariant (``P -> Q P Q^T``,
-    ``start -> +-Q start`` gives ``v -> +-Q v``), bounded gradients (no eigen-decomposition) and, for
-    ``P = u u^T`` with ``start = u``, exactly ``u``.
-
-    Shapes:
-        P ``[..., d, d]``, start ``[..., d]`` -> ``[..., d]``
-    """
-    check_tensor("P", P, floating=True)
-    if P.dim() < 2 or P.shape[-1] != P.shape[-2] or start.shape != P.shape[:-1]:
-        raise ValueError(f"P, start: expected [..., d, d] and [..., d], got {tuple(P.shape)} and {tuple(start.shape)}")
-    check_int("steps", steps, 1)
-    S = 0.5 * (P + P.transpose(-1, -2))
-    v = start
-    for _ in range(steps):
-        v = (S @ v[..., None])[..., 0]
-        v = v / v.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
-    return v
-
-
 class _GlobalHead(nn.Module):
     """Shared input/output handling of the global models: typed local features in, vector or line out."""
 
@@ -442,6 +425,7 @@ def build_normals_model(
     tf_edge_transport: bool | None = None,
     local_k: int = 16,
     local_context_k: int | None = None,
+    local_vote: int | None = None,
     head: Head | None = None,
     dgcnn_layers: int = 3,
     baseline_k: int = 16,
@@ -463,6 +447,7 @@ def build_normals_model(
         local_k: neighbourhood of FA-Local-PointNet (frame and PointNet).
         local_context_k: FA-Local-PointNet's multi-scale context neighbourhood (``None``: none; see
             :class:`LocalPointNet`'s ``context_k``).
+        local_vote: FA-Local-PointNet's plane vote (``None``: none; see :class:`LocalPointNet`'s ``vote``).
         head: head of the local-frame models (``None``: ``"wlsq"`` with PCA frames, ``"free"`` with
             learned frames).
         dgcnn_layers: EdgeConv layers of (FA-)DGCNN.
@@ -485,7 +470,8 @@ def build_normals_model(
             return backbone
         return PlainNormals(backbone, dim, features, feature_k, output)
     if name == "fa-local-pointnet":
-        return LocalPointNet(dim, local_k, hidden, head=head or "wlsq", context_k=local_context_k)
+        return LocalPointNet(dim, local_k, hidden, head=head or "wlsq", context_k=local_context_k,
+                             vote=local_vote)
     if name == "tf-pointnet":
         return TFPointNet(dim, hidden_reps, hidden, tf_k, tf_local_layers, tf_ratios, frames=tf_frames, head=head,
                           pool_edges=tf_pool_edges, edge_transport=tf_edge_transport)

@@ -64,10 +64,9 @@ def jet_normals(pos: Tensor, k: int = 16, order: Literal[1, 2] = 2, *, chunk_siz
     In the frame of the neighbourhood's principal axes (tangent coordinates ``t = (t_1..t_{d-1})``, height
     ``h`` along the smallest axis, origin at the point ``x_i``), fit by least squares
 
-    .. math:: h pprox a_0 + \sum_a a_a t_a + [	ext{order} = 2]\ \sum_{a \le b} a_{ab} t_a t_b
+    .. math:: h \approx a_0 + \sum_a a_a t_a + [\text{order} = 2]\ \sum_{a \le b} a_{ab} t_a t_b
 
-    and return the normal of the graph at the point, :math:`(-
-abla_t h(0), 1)` in that frame (sign
+    and return the normal of the graph at the point, :math:`(-\nabla_t h(0), 1)` in that frame (sign
     arbitrary). ``order=1`` is a least-squares plane through the neighbours (not the total least
     squares of PCA). Needs ``k`` at least the number of coefficients (``1 + (d-1) + (d-1) d / 2``).
 
@@ -138,6 +137,28 @@ def open3d_normals(pos: Tensor, *, knn: int | None = 30, radius: float | None = 
         out.append(torch.from_numpy(np.asarray(pc.normals).copy()))
     res = torch.stack(out).to(dtype=pos.dtype, device=pos.device)
     return res if pos.dim() == 3 else res[0]
+
+
+def line_to_normal(P: Tensor, start: Tensor, steps: int = 3) -> Tensor:
+    r"""Dominant eigenvector of the symmetric part of ``P`` (largest ``|lambda|``) by power iteration.
+
+    ``S = (P + P^T) / 2``, ``v_0 = start``, ``v_{t+1} = S v_t / \|S v_t\|``. Equivariant (``P -> Q P Q^T``,
+    ``start -> +-Q start`` gives ``v -> +-Q v``), bounded gradients (no eigen-decomposition) and, for
+    ``P = u u^T`` with ``start = u``, exactly ``u``.
+
+    Shapes:
+        P ``[..., d, d]``, start ``[..., d]`` -> ``[..., d]``
+    """
+    check_tensor("P", P, floating=True)
+    if P.dim() < 2 or P.shape[-1] != P.shape[-2] or start.shape != P.shape[:-1]:
+        raise ValueError(f"P, start: expected [..., d, d] and [..., d], got {tuple(P.shape)} and {tuple(start.shape)}")
+    check_int("steps", steps, 1)
+    S = 0.5 * (P + P.transpose(-1, -2))
+    v = start
+    for _ in range(steps):
+        v = (S @ v[..., None])[..., 0]
+        v = v / v.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
+    return v
 
 
 def local_features(pos: Tensor, features: LocalFeatures, k: int = 16) -> Tensor | None:
