@@ -57,7 +57,7 @@ def main() -> None:
     if model.vote_k is not None:
         kwargs["vote"] = model.vote_k
     data = {k: cfg[k] for k in ("source", "cad_parts", "cad_points", "n_train", "n_valid", "n_test", "n_points",
-                                "noise", "data_seed", "setting", "local_k", "local_context_k", "local_vote", "train_queries",
+                                "noise", "data_seed", "setting", "local_k", "local_context_k", "local_vote", "train_queries", "train_clean_share",
                                 "train_noise_max", "train_densities") if k in cfg}
     results = args.results or f"results/normals/{run.parent.name}/{run.name}"
     model.eval()

@@ -15,7 +15,7 @@ from equiframe.models.normals import LocalPointNet, build_normals_model, dense_k
 from equiframe.testing import equivariance_error
 from equiframe.train import TrainConfig, fit
 
-from conftest import anisotropic_cloud, line_outer
+from conftest import anisotropic_cloud, assert_reflection_and_float32_lines, line_outer
 
 
 
@@ -42,18 +42,7 @@ def test_context_branch_equivariant_float64(head, group):
 
 
 def test_context_branch_reflection_and_float32():
-    m = _ctx_model()
-    pos = anisotropic_cloud(N=48)
-    P = torch.diag(torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64))  # a reflection
-    torch.testing.assert_close(line_outer(m(pos @ P.T)).unflatten(-1, (3, 3)),
-                               P @ line_outer(m(pos)).unflatten(-1, (3, 3)) @ P.T, rtol=1e-9, atol=1e-9)
-    m32 = _ctx_model(torch.float32)
-    x = pos.float()
-    Q = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(3)))[0]
-    with torch.no_grad():
-        err = line_outer(m32(x @ Q.T + 0.3)).unflatten(-1, (3, 3)) - Q @ line_outer(m32(x)).unflatten(-1, (3, 3)) @ Q.T
-    err = err.flatten(-2).abs().amax(-1).flatten()
-    assert float(err.median()) <= 1e-4 and float(err.quantile(0.9)) <= 1e-3
+    assert_reflection_and_float32_lines(_ctx_model(), _ctx_model(torch.float32), anisotropic_cloud(N=48))
 
 
 def test_context_branch_negative_control_and_scale():

@@ -184,7 +184,7 @@ def test_cad_numbers_from_the_shipped_weights_on_the_first_test_part(tmp_path):
 
 @pytest.mark.slow
 def test_cad_numbers_from_the_shipped_weights_equal_the_committed_ones():
-    """The whole CAD test split (128 parts of the built set, `equiframe data normals --source cad --parts 2400`
+    """The whole CAD test split (128 parts of the built set, `equiframe data normals --source cad --parts 4000`
     or more, found in the default cache: $EQUIFRAME_CACHE)."""
     from equiframe.datasets.cad import CADConfig, load_cad
 
