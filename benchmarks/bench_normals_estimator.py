@@ -1,6 +1,6 @@
 """Time per 10^6 points of the pretrained normal estimator (k-NN search, network, orientation).
 
-    python benchmarks/bench_normals_estimator.py [--points 1000000] [--chunk-size 16384] [--threads 1]
+    python benchmarks/bench_normals_estimator.py [--points 1000000] [--chunk-size 4096] [--threads 1]
 
 The cloud: area-uniform samples of a procedural torus-like superquadric mesh (no file I/O in the times).
 The shipped weights of the estimator's default model (``normals__fa-local-pointnet-cad``) are used when present, else a randomly initialised
@@ -32,7 +32,7 @@ from equiframe.pretrained.normals import NormalEstimator, normal_estimator, orie
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--points", type=int, default=1_000_000)
-    ap.add_argument("--chunk-size", type=int, default=16384)
+    ap.add_argument("--chunk-size", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="normals_estimator")
     args = ap.parse_args()

@@ -129,7 +129,7 @@ def add_estimate_arguments(e: argparse.ArgumentParser) -> argparse.ArgumentParse
     e.add_argument("--orient", action="store_true", help="orient the normals consistently (spanning-tree propagation)")
     e.add_argument("--orient-k", type=_pos_int, default=10, help="neighbours of the orientation graph")
     e.add_argument("--samples", type=_pos_int, default=100_000, help="points sampled from a mesh input")
-    e.add_argument("--chunk-size", type=_pos_int, default=16384, help="points per network call (bounds the memory)")
+    e.add_argument("--chunk-size", type=_pos_int, default=4096, help="points per network call (bounds the memory)")
     e.add_argument("--ascii", action="store_true", help="write ASCII PLY")
     e.add_argument("--threads", type=_pos_int, default=None)
     e.add_argument("--quiet", action="store_true", help="no progress bar")
