@@ -310,3 +310,15 @@ def test_scatter_sum_sums_rows_by_index():
     assert scatter_sum(values[:0], index[:0], 0).shape == (0, 2, 3)
     with pytest.raises((IndexError, RuntimeError)):
         scatter_sum(values, index, 5)  # an index outside [0, num_nodes): index_add_'s own error
+
+
+def test_knn_covariance_blocks_give_the_same_moments():
+    # the moments are summed over blocks of 64 * chunk_size receivers (bounded memory): the same sums, bit for bit
+    from equiframe.geometry import knn_covariance
+
+    x = torch.randn(2, 300, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    small, large = knn_covariance(x, 12, chunk_size=1), knn_covariance(x, 12, chunk_size=4096)
+    assert torch.equal(small.cov, large.cov) and torch.equal(small.index, large.index)
+    ref = small.neighbours - small.neighbours.mean(dim=2, keepdim=True)
+    C = torch.einsum("bnka,bnkc->bnac", ref, ref)
+    torch.testing.assert_close(small.cov, C / C.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None])

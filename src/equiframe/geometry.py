@@ -581,7 +581,7 @@ def scatter_sum(values: Tensor, index: Tensor, num_nodes: int) -> Tensor:
 
 
 def _neighbourhood_moments(x: Tensor, src: Tensor, dst: Tensor, w: Tensor, weighted: bool,
-                           center: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                           center: str, x_dst: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     r"""The local PCA moments of every node's neighbourhood ``{j : (j, i) an edge}``, in one scatter:
 
     .. math::
@@ -591,14 +591,17 @@ def _neighbourhood_moments(x: Tensor, src: Tensor, dst: Tensor, w: Tensor, weigh
     with ``c_i = x_i`` (``center="node"``) or the weighted centroid ``sum_j w_ij x_j / sum_j w_ij``
     (``"centroid"``), offsets taken from the node first (translation-exact). ``a`` and ``b`` are the scale
     normalisers of the moment sign tests of :func:`~equiframe.frames.local.local_pca_frames` (detached).
-    ``weighted=False`` skips the multiplication by the (all-one) ``w``.
+    ``weighted=False`` skips the multiplication by the (all-one) ``w``. ``x_dst`` (default ``x``): the
+    positions of the receiving nodes, indexed by ``dst`` (a block of receivers, e.g. to bound the memory).
 
     Shapes:
-        x ``[N, d]``, src / dst / w ``[E]`` -> y ``[E, d]``, C ``[N, d, d]``, M ``[N, d]``, a ``[N]``, b ``[N]``
+        x ``[N_src, d]``, src / dst / w ``[E]``, x_dst ``[N, d]`` -> y ``[E, d]``, C ``[N, d, d]``, M ``[N, d]``,
+        a ``[N]``, b ``[N]``
     """
-    N, d = x.shape
+    x_dst = x if x_dst is None else x_dst
+    N, d = x_dst.shape
     E = src.shape[0]
-    y = x[src] - x[dst]  # [E, d] offsets from the node (translation-exact)
+    y = x[src] - x_dst[dst]  # [E, d] offsets from the node (translation-exact)
     if center == "centroid":
         Wm = scatter_sum(torch.cat([w[:, None], w[:, None] * y], 1), dst, N)
         W = Wm[:, 0]
@@ -649,7 +652,8 @@ def knn_covariance(x: Tensor, k: int, *, solver: Literal["eigh", "symeig"] | Non
         solver: ``"eigh"`` (:func:`torch.linalg.eigh`, what the normal models use), ``"symeig"``
             (:func:`equiframe.linalg.symeig`, the closed form of :func:`~equiframe.frames.local.local_pca_frames`)
             or ``None`` (covariances only).
-        chunk_size: query rows per distance block of :func:`dense_knn`.
+        chunk_size: query rows per distance block of :func:`dense_knn`; the moments are summed over blocks
+            of ``64 * chunk_size`` points (memory bounded by the block, not by ``N``).
 
     Returns:
         :class:`KNNCovariance` ``(index, neighbours, cov, eigvals, eigvecs)``.
@@ -671,9 +675,12 @@ def knn_covariance(x: Tensor, k: int, *, solver: Literal["eigh", "symeig"] | Non
     nbr = gather_neighbours(x, idx)  # [B, N, k, d]
     B, N, _ = x.shape
     src = (idx + N * torch.arange(B, device=x.device)[:, None, None]).reshape(-1)  # flat edges j -> i
-    dst = torch.arange(B * N, device=x.device).repeat_interleave(k)
-    _, C, _, _, _ = _neighbourhood_moments(x.reshape(B * N, d), src, dst, x.new_ones(src.shape[0]), False,
-                                         "centroid")
+    xf = x.reshape(B * N, d)
+    block = 64 * chunk_size  # receivers per block: their k edges are contiguous in src
+    C = torch.cat([
+        _neighbourhood_moments(xf, src[s * k:(s + n) * k], torch.arange(n, device=x.device).repeat_interleave(k),
+                               x.new_ones(n * k), False, "centroid", x_dst=xf[s:s + n])[1]
+        for s in range(0, B * N, block) for n in [min(block, B * N - s)]])
     C = C.reshape(B, N, d, d) / k
     tr = C.diagonal(dim1=-2, dim2=-1).sum(-1)
     C = C / tr.clamp_min(torch.finfo(x.dtype).tiny)[..., None, None]
