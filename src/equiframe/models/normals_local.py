@@ -245,11 +245,13 @@ def ransac_normals(pos: Tensor, k: int = 32, pairs_from: int = 12, tau: float = 
         score = w.sum(-1).masked_fill(sine <= 1e-6, -1.0)
         best = score.argmax(dim=1)
         rows = torch.arange(len(best), device=x.device)
-        z = y - y.mean(dim=1, keepdim=True)
-        pca = torch.linalg.eigh(z.transpose(1, 2) @ z)[1][..., 0]
         ok = score[rows, best] >= 0
-        start = torch.where(ok[:, None], normals[rows, best], pca)
-        weights = torch.where(ok[:, None], w[rows, best], torch.ones_like(w[:, 0])) + 1e-12
+        start, weights = normals[rows, best], w[rows, best]
+        if not bool(ok.all()):  # every pair degenerate: the k-NN PCA plane, unweighted (only those rows)
+            z = y[~ok] - y[~ok].mean(dim=1, keepdim=True)
+            start[~ok] = torch.linalg.eigh(z.transpose(1, 2) @ z)[1][..., 0]
+            weights[~ok] = 1.0
+        weights = weights + 1e-12
         out[s:s + len(best)] = weighted_plane_normal(y, weights, start, steps=4)
     out = out.reshape(B, N, d)
     return out if pos.dim() == 3 else out[0]
@@ -313,12 +315,13 @@ class PlaneVote(nn.Module):
         span = torch.cat([span.new_zeros(M, 1, d - 1), span], dim=1)
         flag = torch.zeros_like(sine)
         flag[:, 0] = 1.0
-        scale = y.norm(dim=-1).amax(dim=1).clamp_min(torch.finfo(y.dtype).tiny)[:, None, None]
+        dist = y.norm(dim=-1)
+        scale = dist.amax(dim=1).clamp_min(torch.finfo(y.dtype).tiny)[:, None, None]
         r = torch.einsum("mpd,mkd->mpk", normals, y).abs() / scale  # [M, P + 1, k]
         half = max(k // 2, 1)
         counts = [torch.exp(-(r[..., :n] / tau).square()).mean(-1) for tau in SHARP_SCALES for n in (half, k)]
         f = torch.cat([torch.stack(counts + [sine, flag], dim=-1), normals.square(), span / scale], dim=-1)
-        mean_r = y.norm(dim=-1).mean(dim=1).clamp_min(torch.finfo(y.dtype).tiny)[:, None, None]
+        mean_r = dist.mean(dim=1).clamp_min(torch.finfo(y.dtype).tiny)[:, None, None]
         inliers = torch.exp(-(r * (scale / (INLIER_SCALE * mean_r))).square()).mean(-1)  # RANSAC's soft count
         s = self.score(nn.functional.silu(self.a(f) + self.b(g)[:, None]))[..., 0] + self.gamma * inliers  # [M, P + 1]
         s = s.masked_fill(sine <= 1e-6, float("-inf"))  # degenerate pairs (collinear or repeated points)
@@ -368,7 +371,8 @@ class LocalPointNet(nn.Module):
     chosen by a :class:`PlaneVote` among the planes through the point and pairs of its ``vote`` nearest
     neighbours (and the PCA plane) instead of the PCA plane, and sees its residuals also as sharp
     membership features (``PlaneFitHead(sharp=True)``); the normal is
-    ``(1 - beta_i)\, n^{vote}_i + beta_i\, n^{fit}_i`` (normalised; both on the same side), with a learned
+    ``(1 - beta_i)\, n^{vote}_i + beta_i\, n^{fit}_i`` (unit vectors on the same side, so their mix is a
+    vector of norm close to 1 along the normal, like every output of the model not normalised), with a learned
     gate ``beta_i = sigmoid(w \cdot g_i + b)`` that starts near 0 (``b = -4``): the model starts as the
     vote, itself initially the classical RANSAC choice, and learns where the refit (e.g. on noisy points)
     does better. Near an edge the k-NN PCA plane mixes two faces and its residuals say little about which
